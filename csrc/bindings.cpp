@@ -1,0 +1,428 @@
+// Python bindings of pydl._core: convert and check, no math.
+// Every array argument must already have the kernel's dtype (float32 or float64, the
+// same for all of a call's float arrays), be C-contiguous and have exactly the shape the
+// kernel will touch; outputs must be writable. Anything else raises before a kernel runs,
+// so no kernel can read or write out of bounds. The GIL is released around every kernel.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "blas.hpp"
+#include "kernels.hpp"
+
+namespace py = pybind11;
+using pydl::Activation;
+
+namespace {
+
+enum class DType { f32, f64 };
+
+std::string shape_str(const std::vector<py::ssize_t>& s) {
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + (s.size() == 1 ? ",)" : ")");
+}
+
+DType dtype_of(const py::array& a, const char* name) {
+    if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
+    if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+    throw py::type_error(std::string(name) + " must be float32 or float64, got " +
+                         std::string(py::str(a.dtype())));
+}
+
+// Checks dtype T, C-contiguity, exact shape and (for outputs) writability; returns data.
+template <class T>
+T* checked(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape,
+           bool writable) {
+    if (!a.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(std::string(name) + " must have dtype " +
+                             std::string(py::str(py::dtype::of<T>())) + ", got " +
+                             std::string(py::str(a.dtype())));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    std::vector<py::ssize_t> got(a.shape(), a.shape() + a.ndim());
+    if (got != shape)
+        throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) +
+                              ", got " + shape_str(got));
+    if (writable && !a.writeable())
+        throw py::value_error(std::string(name) + " must be writable");
+    return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+template <class T>
+T* checked_opt(const py::object& o, const char* name, const std::vector<py::ssize_t>& shape,
+               bool writable) {
+    if (o.is_none()) return nullptr;
+    if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(name) + " must be a numpy array or None");
+    return checked<T>(py::reinterpret_borrow<py::array>(o), name, shape, writable);
+}
+
+// Size of axis `axis` of a, which must be an ndim-array with every axis in [1, INT_MAX].
+int dim(const py::array& a, const char* name, int ndim, int axis) {
+    if (a.ndim() != ndim)
+        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) +
+                              "-D, got " + std::to_string(a.ndim()) + "-D");
+    for (int k = 0; k < ndim; ++k)
+        if (a.shape(k) < 1 || a.shape(k) > INT_MAX)
+            throw py::value_error(std::string(name) + " has an empty or too large axis " +
+                                  shape_str(std::vector<py::ssize_t>(a.shape(), a.shape() + ndim)));
+    return int(a.shape(axis));
+}
+
+py::ssize_t nonempty_size(const py::array& a, const char* name) {
+    if (a.size() < 1) throw py::value_error(std::string(name) + " must not be empty");
+    return a.size();
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) {
+    return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+Activation activation_of(int act) {
+    if (act < 0 || act > 4) throw py::value_error("activation must be a code in 0..4");
+    return Activation(act);
+}
+
+// Runs f(T{}) with T the dtype of `a`.
+template <class F>
+auto dispatch(const py::array& a, const char* name, F&& f) {
+    if (dtype_of(a, name) == DType::f32) return f(float{});
+    return f(double{});
+}
+
+// ---------------------------------------------------------------- dense
+
+void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int act, double alpha) {
+    const int m = dim(A_prev, "A_prev", 2, 0), n_in = dim(A_prev, "A_prev", 2, 1);
+    const int n_out = dim(W, "W", 2, 0);
+    const Activation a = activation_of(act);
+    dispatch(A_prev, "A_prev", [&](auto t) {
+        using T = decltype(t);
+        T* pA = checked<T>(A, "A", {m, n_out}, true);
+        const T* pX = checked<T>(A_prev, "A_prev", {m, n_in}, false);
+        const T* pW = checked<T>(W, "W", {n_out, n_in}, false);
+        const T* pb = checked_opt<T>(b, "b", {n_out}, false);
+        py::gil_scoped_release nogil;
+        pydl::dense_forward<T>(pA, pX, pW, pb, m, n_in, n_out, a, T(alpha));
+    });
+}
+
+void dense_backward(py::object dA_prev, py::array dW, py::object db, py::array dZ, py::array A,
+                    py::array A_prev, py::array W, int act, double alpha, double l2, double l1) {
+    const int m = dim(A_prev, "A_prev", 2, 0), n_in = dim(A_prev, "A_prev", 2, 1);
+    const int n_out = dim(W, "W", 2, 0);
+    const Activation a = activation_of(act);
+    dispatch(A_prev, "A_prev", [&](auto t) {
+        using T = decltype(t);
+        T* pdX = checked_opt<T>(dA_prev, "dA_prev", {m, n_in}, true);
+        T* pdW = checked<T>(dW, "dW", {n_out, n_in}, true);
+        T* pdb = checked_opt<T>(db, "db", {n_out}, true);
+        T* pdZ = checked<T>(dZ, "dZ", {m, n_out}, true);
+        const T* pA = checked<T>(A, "A", {m, n_out}, false);
+        const T* pX = checked<T>(A_prev, "A_prev", {m, n_in}, false);
+        const T* pW = checked<T>(W, "W", {n_out, n_in}, false);
+        py::gil_scoped_release nogil;
+        pydl::dense_backward<T>(pdX, pdW, pdb, pdZ, pA, pX, pW, m, n_in, n_out, a, T(alpha),
+                                T(l2), T(l1));
+    });
+}
+
+void activation_forward(py::array A, py::array Z, int act, double alpha) {
+    const py::ssize_t count = nonempty_size(Z, "Z");
+    const Activation a = activation_of(act);
+    dispatch(Z, "Z", [&](auto t) {
+        using T = decltype(t);
+        const T* pZ = checked<T>(Z, "Z", shape_of(Z), false);
+        T* pA = checked<T>(A, "A", shape_of(Z), true);
+        py::gil_scoped_release nogil;
+        pydl::activation_forward<T>(pA, pZ, count, a, T(alpha));
+    });
+}
+
+void activation_backward(py::array dZ, py::array dA, py::array A, int act, double alpha) {
+    const py::ssize_t count = nonempty_size(A, "A");
+    const Activation a = activation_of(act);
+    dispatch(A, "A", [&](auto t) {
+        using T = decltype(t);
+        const T* pAo = checked<T>(A, "A", shape_of(A), false);
+        const T* pdA = checked<T>(dA, "dA", shape_of(A), false);
+        T* pdZ = checked<T>(dZ, "dZ", shape_of(A), true);
+        py::gil_scoped_release nogil;
+        pydl::activation_backward<T>(pdZ, pdA, pAo, count, a, T(alpha));
+    });
+}
+
+double weight_penalty(py::array W, double l2, double l1, int m) {
+    const py::ssize_t count = nonempty_size(W, "W");
+    if (m < 1) throw py::value_error("m must be >= 1");
+    return dispatch(W, "W", [&](auto t) {
+        using T = decltype(t);
+        const T* pW = checked<T>(W, "W", shape_of(W), false);
+        py::gil_scoped_release nogil;
+        return pydl::weight_penalty<T>(pW, count, l2, l1, m);
+    });
+}
+
+// ---------------------------------------------------------------- batch norm
+
+void batchnorm_forward_train(py::array out, py::array xhat, py::array mean, py::array invstd,
+                             py::object running_mean, py::object running_var, py::array Z,
+                             py::array gamma, py::array beta, double momentum, double eps,
+                             int act, double alpha) {
+    const int m = dim(Z, "Z", 2, 0), n = dim(Z, "Z", 2, 1);
+    const Activation a = activation_of(act);
+    if (running_mean.is_none() != running_var.is_none())
+        throw py::value_error("running_mean and running_var must both be arrays or both None");
+    dispatch(Z, "Z", [&](auto t) {
+        using T = decltype(t);
+        T* pout = checked<T>(out, "out", {m, n}, true);
+        T* pxh = checked<T>(xhat, "xhat", {m, n}, true);
+        T* pmu = checked<T>(mean, "mean", {n}, true);
+        T* pinv = checked<T>(invstd, "invstd", {n}, true);
+        T* prm = checked_opt<T>(running_mean, "running_mean", {n}, true);
+        T* prv = checked_opt<T>(running_var, "running_var", {n}, true);
+        const T* pZ = checked<T>(Z, "Z", {m, n}, false);
+        const T* pg = checked<T>(gamma, "gamma", {n}, false);
+        const T* pb = checked<T>(beta, "beta", {n}, false);
+        py::gil_scoped_release nogil;
+        pydl::batchnorm_forward_train<T>(pout, pxh, pmu, pinv, prm, prv, pZ, pg, pb, m, n,
+                                         T(momentum), T(eps), a, T(alpha));
+    });
+}
+
+void batchnorm_forward_eval(py::array out, py::array Z, py::array gamma, py::array beta,
+                            py::array running_mean, py::array running_var, double eps, int act,
+                            double alpha) {
+    const int m = dim(Z, "Z", 2, 0), n = dim(Z, "Z", 2, 1);
+    const Activation a = activation_of(act);
+    dispatch(Z, "Z", [&](auto t) {
+        using T = decltype(t);
+        T* pout = checked<T>(out, "out", {m, n}, true);
+        const T* pZ = checked<T>(Z, "Z", {m, n}, false);
+        const T* pg = checked<T>(gamma, "gamma", {n}, false);
+        const T* pb = checked<T>(beta, "beta", {n}, false);
+        const T* prm = checked<T>(running_mean, "running_mean", {n}, false);
+        const T* prv = checked<T>(running_var, "running_var", {n}, false);
+        py::gil_scoped_release nogil;
+        pydl::batchnorm_forward_eval<T>(pout, pZ, pg, pb, prm, prv, m, n, T(eps), a, T(alpha));
+    });
+}
+
+void batchnorm_backward(py::array dZ, py::array dgamma, py::array dbeta, py::array dout,
+                        py::array out, py::array xhat, py::array gamma, py::array invstd, int act,
+                        double alpha) {
+    const int m = dim(xhat, "xhat", 2, 0), n = dim(xhat, "xhat", 2, 1);
+    const Activation a = activation_of(act);
+    dispatch(xhat, "xhat", [&](auto t) {
+        using T = decltype(t);
+        T* pdZ = checked<T>(dZ, "dZ", {m, n}, true);
+        T* pdg = checked<T>(dgamma, "dgamma", {n}, true);
+        T* pdb = checked<T>(dbeta, "dbeta", {n}, true);
+        T* pdo = checked<T>(dout, "dout", {m, n}, true);
+        const T* po = checked<T>(out, "out", {m, n}, false);
+        const T* pxh = checked<T>(xhat, "xhat", {m, n}, false);
+        const T* pg = checked<T>(gamma, "gamma", {n}, false);
+        const T* pinv = checked<T>(invstd, "invstd", {n}, false);
+        py::gil_scoped_release nogil;
+        pydl::batchnorm_backward<T>(pdZ, pdg, pdb, pdo, po, pxh, pg, pinv, m, n, a, T(alpha));
+    });
+}
+
+// ---------------------------------------------------------------- losses
+
+double softmax_cross_entropy(py::object dZ, py::array Z, py::object labels, py::object Y) {
+    const int m = dim(Z, "Z", 2, 0), C = dim(Z, "Z", 2, 1);
+    if (labels.is_none() == Y.is_none())
+        throw py::value_error("pass exactly one of labels (m,) int64 and Y (m, C)");
+    const int64_t* pl = nullptr;
+    if (!labels.is_none()) {
+        if (!py::isinstance<py::array>(labels)) throw py::type_error("labels must be a numpy array");
+        pl = checked<int64_t>(py::reinterpret_borrow<py::array>(labels), "labels", {m}, false);
+    }
+    return dispatch(Z, "Z", [&](auto t) {
+        using T = decltype(t);
+        T* pdZ = checked_opt<T>(dZ, "dZ", {m, C}, true);
+        const T* pZ = checked<T>(Z, "Z", {m, C}, false);
+        const T* pY = checked_opt<T>(Y, "Y", {m, C}, false);
+        int64_t bad = 0;
+        double cost;
+        {
+            py::gil_scoped_release nogil;
+            cost = pydl::softmax_cross_entropy<T>(pdZ, pZ, pl, pY, m, C, &bad);
+        }
+        if (bad != 0)
+            throw py::value_error(std::to_string(bad) + " labels are outside [0, " +
+                                  std::to_string(C) + ")");
+        return cost;
+    });
+}
+
+void softmax(py::array P, py::array Z) {
+    const int m = dim(Z, "Z", 2, 0), C = dim(Z, "Z", 2, 1);
+    dispatch(Z, "Z", [&](auto t) {
+        using T = decltype(t);
+        T* pP = checked<T>(P, "P", {m, C}, true);
+        const T* pZ = checked<T>(Z, "Z", {m, C}, false);
+        py::gil_scoped_release nogil;
+        pydl::softmax<T>(pP, pZ, m, C);
+    });
+}
+
+double sigmoid_cross_entropy(py::object dZ, py::array Z, py::array Y) {
+    const int m = dim(Z, "Z", 2, 0);
+    dim(Z, "Z", 2, 1);
+    const py::ssize_t count = Z.size();
+    return dispatch(Z, "Z", [&](auto t) {
+        using T = decltype(t);
+        T* pdZ = checked_opt<T>(dZ, "dZ", shape_of(Z), true);
+        const T* pZ = checked<T>(Z, "Z", shape_of(Z), false);
+        const T* pY = checked<T>(Y, "Y", shape_of(Z), false);
+        py::gil_scoped_release nogil;
+        return pydl::sigmoid_cross_entropy<T>(pdZ, pZ, pY, count, m);
+    });
+}
+
+double mean_squared_error(py::object dZ, py::array Yhat, py::array Y) {
+    const py::ssize_t count = nonempty_size(Yhat, "Yhat");
+    return dispatch(Yhat, "Yhat", [&](auto t) {
+        using T = decltype(t);
+        T* pdZ = checked_opt<T>(dZ, "dZ", shape_of(Yhat), true);
+        const T* pYh = checked<T>(Yhat, "Yhat", shape_of(Yhat), false);
+        const T* pY = checked<T>(Y, "Y", shape_of(Yhat), false);
+        py::gil_scoped_release nogil;
+        return pydl::mean_squared_error<T>(pdZ, pYh, pY, count);
+    });
+}
+
+// ---------------------------------------------------------------- dropout
+
+void check_keep_prob(double keep_prob) {
+    if (!(keep_prob > 0.0 && keep_prob <= 1.0))
+        throw py::value_error("keep_prob must be in (0, 1]");
+}
+
+void dropout_forward(py::array out, py::array A, uint64_t seed, uint64_t step, uint64_t layer,
+                     double keep_prob) {
+    check_keep_prob(keep_prob);
+    const py::ssize_t count = nonempty_size(A, "A");
+    dispatch(A, "A", [&](auto t) {
+        using T = decltype(t);
+        T* po = checked<T>(out, "out", shape_of(A), true);
+        const T* pA = checked<T>(A, "A", shape_of(A), false);
+        py::gil_scoped_release nogil;
+        pydl::dropout_forward<T>(po, pA, count, seed, step, layer, keep_prob);
+    });
+}
+
+void dropout_backward(py::array dA, py::array dout, uint64_t seed, uint64_t step, uint64_t layer,
+                      double keep_prob) {
+    check_keep_prob(keep_prob);
+    const py::ssize_t count = nonempty_size(dout, "dout");
+    dispatch(dout, "dout", [&](auto t) {
+        using T = decltype(t);
+        T* pdA = checked<T>(dA, "dA", shape_of(dout), true);
+        const T* pdo = checked<T>(dout, "dout", shape_of(dout), false);
+        py::gil_scoped_release nogil;
+        pydl::dropout_backward<T>(pdA, pdo, count, seed, step, layer, keep_prob);
+    });
+}
+
+// ---------------------------------------------------------------- optimizers
+
+void sgd_step(py::array theta, py::array grad, double lr, double wd) {
+    const py::ssize_t count = nonempty_size(theta, "theta");
+    dispatch(theta, "theta", [&](auto t) {
+        using T = decltype(t);
+        T* p = checked<T>(theta, "theta", {count}, true);
+        const T* g = checked<T>(grad, "grad", {count}, false);
+        py::gil_scoped_release nogil;
+        pydl::sgd_step<T>(p, g, count, T(lr), T(wd));
+    });
+}
+
+void momentum_step(py::array theta, py::array v, py::array grad, double lr, double beta,
+                   bool nesterov, double wd) {
+    const py::ssize_t count = nonempty_size(theta, "theta");
+    dispatch(theta, "theta", [&](auto t) {
+        using T = decltype(t);
+        T* p = checked<T>(theta, "theta", {count}, true);
+        T* pv = checked<T>(v, "v", {count}, true);
+        const T* g = checked<T>(grad, "grad", {count}, false);
+        py::gil_scoped_release nogil;
+        pydl::momentum_step<T>(p, pv, g, count, T(lr), T(beta), nesterov, T(wd));
+    });
+}
+
+void rmsprop_step(py::array theta, py::array s, py::array grad, double lr, double beta,
+                  double eps, double wd) {
+    const py::ssize_t count = nonempty_size(theta, "theta");
+    dispatch(theta, "theta", [&](auto t) {
+        using T = decltype(t);
+        T* p = checked<T>(theta, "theta", {count}, true);
+        T* ps = checked<T>(s, "s", {count}, true);
+        const T* g = checked<T>(grad, "grad", {count}, false);
+        py::gil_scoped_release nogil;
+        pydl::rmsprop_step<T>(p, ps, g, count, T(lr), T(beta), T(eps), T(wd));
+    });
+}
+
+void adam_step(py::array theta, py::array v, py::array s, py::array grad, double lr,
+               double beta1, double beta2, double eps, int64_t step, double wd, bool decoupled) {
+    const py::ssize_t count = nonempty_size(theta, "theta");
+    if (step < 1) throw py::value_error("t must be >= 1");
+    dispatch(theta, "theta", [&](auto t) {
+        using T = decltype(t);
+        T* p = checked<T>(theta, "theta", {count}, true);
+        T* pv = checked<T>(v, "v", {count}, true);
+        T* ps = checked<T>(s, "s", {count}, true);
+        const T* g = checked<T>(grad, "grad", {count}, false);
+        py::gil_scoped_release nogil;
+        pydl::adam_step<T>(p, pv, ps, g, count, T(lr), T(beta1), T(beta2), T(eps), step, T(wd),
+                           decoupled);
+    });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pydl compiled kernels; use pydl.ops, which validates arguments";
+    pydl::blas_init();
+    using namespace py::literals;
+    m.def("dense_forward", &dense_forward, "A"_a, "A_prev"_a, "W"_a, "b"_a, "activation"_a, "alpha"_a);
+    m.def("dense_backward", &dense_backward, "dA_prev"_a, "dW"_a, "db"_a, "dZ"_a, "A"_a,
+          "A_prev"_a, "W"_a, "activation"_a, "alpha"_a, "l2"_a, "l1"_a);
+    m.def("activation_forward", &activation_forward, "A"_a, "Z"_a, "activation"_a, "alpha"_a);
+    m.def("activation_backward", &activation_backward, "dZ"_a, "dA"_a, "A"_a, "activation"_a, "alpha"_a);
+    m.def("weight_penalty", &weight_penalty, "W"_a, "l2"_a, "l1"_a, "m"_a);
+    m.def("batchnorm_forward_train", &batchnorm_forward_train, "out"_a, "xhat"_a, "mean"_a,
+          "invstd"_a, "running_mean"_a, "running_var"_a, "Z"_a, "gamma"_a, "beta"_a,
+          "momentum"_a, "eps"_a, "activation"_a, "alpha"_a);
+    m.def("batchnorm_forward_eval", &batchnorm_forward_eval, "out"_a, "Z"_a, "gamma"_a, "beta"_a,
+          "running_mean"_a, "running_var"_a, "eps"_a, "activation"_a, "alpha"_a);
+    m.def("batchnorm_backward", &batchnorm_backward, "dZ"_a, "dgamma"_a, "dbeta"_a, "dout"_a,
+          "out"_a, "xhat"_a, "gamma"_a, "invstd"_a, "activation"_a, "alpha"_a);
+    m.def("softmax_cross_entropy", &softmax_cross_entropy, "dZ"_a, "Z"_a, "labels"_a, "Y"_a);
+    m.def("softmax", &softmax, "P"_a, "Z"_a);
+    m.def("sigmoid_cross_entropy", &sigmoid_cross_entropy, "dZ"_a, "Z"_a, "Y"_a);
+    m.def("mean_squared_error", &mean_squared_error, "dZ"_a, "Yhat"_a, "Y"_a);
+    m.def("dropout_forward", &dropout_forward, "out"_a, "A"_a, "seed"_a, "step"_a, "layer"_a, "keep_prob"_a);
+    m.def("dropout_backward", &dropout_backward, "dA"_a, "dout"_a, "seed"_a, "step"_a, "layer"_a, "keep_prob"_a);
+    m.def("sgd_step", &sgd_step, "theta"_a, "grad"_a, "lr"_a, "weight_decay"_a);
+    m.def("momentum_step", &momentum_step, "theta"_a, "v"_a, "grad"_a, "lr"_a, "beta"_a,
+          "nesterov"_a, "weight_decay"_a);
+    m.def("rmsprop_step", &rmsprop_step, "theta"_a, "s"_a, "grad"_a, "lr"_a, "beta"_a, "eps"_a,
+          "weight_decay"_a);
+    m.def("adam_step", &adam_step, "theta"_a, "v"_a, "s"_a, "grad"_a, "lr"_a, "beta1"_a,
+          "beta2"_a, "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a);
+    m.def("set_num_threads", &pydl::set_omp_threads, "n"_a);
+    m.def("get_num_threads", &pydl::get_omp_threads);
+#ifdef PYDL_HAVE_OPENMP
+    m.attr("has_openmp") = true;
+#else
+    m.attr("has_openmp") = false;
+#endif
+}

@@ -1,0 +1,72 @@
+// Shared helpers for pydl kernels.
+// m = batch size, n_in = input features, n_out = output features, n = features of a
+// layer, C = classes. Every matrix is row-major (C order); weights are (n_out, n_in).
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#ifdef PYDL_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace pydl {
+
+// Below this many elements an elementwise kernel stays on one thread: the cost of
+// waking a team (and of fighting BLAS workers that still spin after a GEMM) is
+// larger than the work.
+constexpr std::ptrdiff_t kParallelMinElements = 1 << 16;
+
+// Column block width for kernels that reduce over the batch (db, BatchNorm
+// statistics): each thread owns whole columns, so every sum is taken in row order
+// and the result does not depend on the number of threads.
+constexpr int kColumnBlock = 64;
+
+enum class Activation : int { identity = 0, relu = 1, leaky_relu = 2, tanh = 3, sigmoid = 4 };
+
+// a = g(z), with the activation a compile-time constant so loops stay branch-free.
+template <Activation act, class T>
+inline T activate(T z, T alpha) {
+    if constexpr (act == Activation::relu) return z > T(0) ? z : T(0);
+    else if constexpr (act == Activation::leaky_relu) return z > T(0) ? z : alpha * z;
+    else if constexpr (act == Activation::tanh) return std::tanh(z);
+    else if constexpr (act == Activation::sigmoid) return T(1) / (T(1) + std::exp(-z));
+    else return z;
+}
+
+// g'(z) written in terms of a = g(z), so backward never needs Z.
+// leaky_relu needs alpha > 0 so that a > 0 exactly when z > 0.
+template <Activation act, class T>
+inline T activation_grad(T a, T alpha) {
+    if constexpr (act == Activation::relu) return a > T(0) ? T(1) : T(0);
+    else if constexpr (act == Activation::leaky_relu) return a > T(0) ? T(1) : alpha;
+    else if constexpr (act == Activation::tanh) return T(1) - a * a;
+    else if constexpr (act == Activation::sigmoid) return a * (T(1) - a);
+    else return T(1);
+}
+
+template <Activation A>
+using ActTag = std::integral_constant<Activation, A>;
+
+// Calls f(ActTag<act>{}) so that the body is compiled once per activation.
+template <class F>
+inline void with_activation(Activation act, F&& f) {
+    switch (act) {
+        case Activation::relu: f(ActTag<Activation::relu>{}); break;
+        case Activation::leaky_relu: f(ActTag<Activation::leaky_relu>{}); break;
+        case Activation::tanh: f(ActTag<Activation::tanh>{}); break;
+        case Activation::sigmoid: f(ActTag<Activation::sigmoid>{}); break;
+        default: f(ActTag<Activation::identity>{}); break;
+    }
+}
+
+inline int max_threads() {
+#ifdef PYDL_HAVE_OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace pydl

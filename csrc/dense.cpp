@@ -1,0 +1,130 @@
+// Dense layer kernels.
+// m = batch size, n_in = input features, n_out = output features. Row-major;
+// W is (n_out, n_in).
+#include <algorithm>
+#include <cmath>
+
+#include "blas.hpp"
+#include "kernels.hpp"
+
+namespace pydl {
+
+// A = g(A_prev @ W.T + b)
+// A (m, n_out) out; A_prev (m, n_in); W (n_out, n_in); b (n_out,) or null.
+// Backward needs only A (g' is written in terms of g), so Z is never stored.
+template <class T>
+void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_in, int n_out,
+                   Activation act, T alpha) {
+    gemm<T>(false, true, m, n_out, n_in, T(1), A_prev, n_in, W, n_in, T(0), A, n_out);
+    if (b == nullptr && act == Activation::identity) return;
+    const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
+    with_activation(act, [&](auto tag) {
+        constexpr Activation ACT = decltype(tag)::value;
+#pragma omp parallel for schedule(static) if (total >= kParallelMinElements)
+        for (int i = 0; i < m; ++i) {
+            T* row = A + std::ptrdiff_t(i) * n_out;
+            if (b != nullptr) {
+#pragma omp simd
+                for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j] + b[j], alpha);
+            } else {
+#pragma omp simd
+                for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j], alpha);
+            }
+        }
+    });
+}
+
+// dZ = dA * g'(A)          (in place: dZ holds dA on entry)       (m, n_out)
+// db = sum_i dZ[i, :]      (n_out,) or null
+// dW = dZ.T @ A_prev + (l2/m) W + (l1/(2m)) sign(W)              (n_out, n_in)
+// dA_prev = dZ @ W         (m, n_in) or null (first layer)
+template <class T>
+void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev, const T* W,
+                    int m, int n_in, int n_out, Activation act, T alpha, T l2, T l1) {
+    const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
+    if (act != Activation::identity || db != nullptr) {
+        const int nblocks = (n_out + kColumnBlock - 1) / kColumnBlock;
+        with_activation(act, [&](auto tag) {
+            constexpr Activation ACT = decltype(tag)::value;
+#pragma omp parallel for schedule(static) if (total >= kParallelMinElements && nblocks > 1)
+            for (int blk = 0; blk < nblocks; ++blk) {
+                const int j0 = blk * kColumnBlock, w = std::min(n_out - j0, kColumnBlock);
+                T acc[kColumnBlock] = {};
+                for (int i = 0; i < m; ++i) {
+                    T* dz = dZ + std::ptrdiff_t(i) * n_out + j0;
+                    const T* a = A + std::ptrdiff_t(i) * n_out + j0;
+#pragma omp simd
+                    for (int j = 0; j < w; ++j) {
+                        const T g = dz[j] * activation_grad<ACT>(a[j], alpha);
+                        dz[j] = g;
+                        acc[j] += g;
+                    }
+                }
+                if (db != nullptr)
+                    for (int j = 0; j < w; ++j) db[j0 + j] = acc[j];
+            }
+        });
+    }
+    T beta = T(0);
+    if (l2 != T(0) || l1 != T(0)) {
+        const T c2 = l2 / T(m), c1 = l1 / (T(2) * T(m));
+        const std::ptrdiff_t wcount = std::ptrdiff_t(n_out) * n_in;
+#pragma omp parallel for simd schedule(static) if (wcount >= kParallelMinElements)
+        for (std::ptrdiff_t k = 0; k < wcount; ++k) {
+            const T w = W[k];
+            dW[k] = c2 * w + c1 * T((w > T(0)) - (w < T(0)));
+        }
+        beta = T(1);
+    }
+    gemm<T>(true, false, n_out, n_in, m, T(1), dZ, n_out, A_prev, n_in, beta, dW, n_in);
+    if (dA_prev != nullptr)
+        gemm<T>(false, false, m, n_in, n_out, T(1), dZ, n_out, W, n_in, T(0), dA_prev, n_in);
+}
+
+// A = g(Z), elementwise; A may alias Z.
+template <class T>
+void activation_forward(T* A, const T* Z, std::ptrdiff_t count, Activation act, T alpha) {
+    with_activation(act, [&](auto tag) {
+        constexpr Activation ACT = decltype(tag)::value;
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
+        for (std::ptrdiff_t k = 0; k < count; ++k) A[k] = activate<ACT>(Z[k], alpha);
+    });
+}
+
+// dZ = dA * g'(A), elementwise; dZ may alias dA.
+template <class T>
+void activation_backward(T* dZ, const T* dA, const T* A, std::ptrdiff_t count, Activation act,
+                         T alpha) {
+    with_activation(act, [&](auto tag) {
+        constexpr Activation ACT = decltype(tag)::value;
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
+        for (std::ptrdiff_t k = 0; k < count; ++k)
+            dZ[k] = dA[k] * activation_grad<ACT>(A[k], alpha);
+    });
+}
+
+// Regularization cost of one weight matrix: l2/(2m) ||W||_F^2 + l1/(2m) sum |W|.
+template <class T>
+double weight_penalty(const T* W, std::ptrdiff_t count, double l2, double l1, int m) {
+    double sq = 0.0, ab = 0.0;
+    for (std::ptrdiff_t k = 0; k < count; ++k) {
+        const double w = W[k];
+        sq += w * w;
+        ab += std::fabs(w);
+    }
+    return (l2 * sq + l1 * ab) / (2.0 * m);
+}
+
+#define PYDL_INSTANTIATE(T)                                                                      \
+    template void dense_forward<T>(T*, const T*, const T*, const T*, int, int, int, Activation,  \
+                                   T);                                                           \
+    template void dense_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, int, int, int, \
+                                    Activation, T, T, T);                                        \
+    template void activation_forward<T>(T*, const T*, std::ptrdiff_t, Activation, T);            \
+    template void activation_backward<T>(T*, const T*, const T*, std::ptrdiff_t, Activation, T); \
+    template double weight_penalty<T>(const T*, std::ptrdiff_t, double, double, int);
+PYDL_INSTANTIATE(float)
+PYDL_INSTANTIATE(double)
+#undef PYDL_INSTANTIATE
+
+}  // namespace pydl

@@ -1,0 +1,58 @@
+// Inverted dropout with a counter-based generator: the mask bit of element k is a pure
+// function of (seed, step, layer, k), so it is the same for any thread count, and
+// backward regenerates it instead of storing it.
+// count = number of elements of the (m, n) activation, flattened row-major.
+#include "kernels.hpp"
+
+namespace pydl {
+namespace {
+
+inline uint64_t mix64(uint64_t x) {  // splitmix64 finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+inline uint64_t stream_key(uint64_t seed, uint64_t step, uint64_t layer) {
+    return mix64(mix64(mix64(seed + 0x9e3779b97f4a7c15ULL) ^ step) + layer * 0x632be59bd9b4e019ULL);
+}
+
+// U[0,1) with 53 random bits; kept when u < keep_prob.
+inline bool keep(uint64_t key, std::ptrdiff_t k, double keep_prob) {
+    const uint64_t x = mix64(key ^ (uint64_t(k) * 0x9e3779b97f4a7c15ULL + 0x2545f4914f6cdd1dULL));
+    return double(x >> 11) * 0x1.0p-53 < keep_prob;
+}
+
+}  // namespace
+
+// D = U[0,1) < keep_prob;  out = A * D / keep_prob.   out, A (count,); out may alias A.
+template <class T>
+void dropout_forward(T* out, const T* A, std::ptrdiff_t count, uint64_t seed, uint64_t step,
+                     uint64_t layer, double keep_prob) {
+    const uint64_t key = stream_key(seed, step, layer);
+    const T scale = T(1.0 / keep_prob);
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
+    for (std::ptrdiff_t k = 0; k < count; ++k)
+        out[k] = keep(key, k, keep_prob) ? A[k] * scale : T(0);
+}
+
+// dA = dout * D / keep_prob, with D regenerated from the same key.  dA may alias dout.
+template <class T>
+void dropout_backward(T* dA, const T* dout, std::ptrdiff_t count, uint64_t seed, uint64_t step,
+                      uint64_t layer, double keep_prob) {
+    dropout_forward(dA, dout, count, seed, step, layer, keep_prob);
+}
+
+#define PYDL_INSTANTIATE(T)                                                                   \
+    template void dropout_forward<T>(T*, const T*, std::ptrdiff_t, uint64_t, uint64_t, uint64_t, \
+                                     double);                                                 \
+    template void dropout_backward<T>(T*, const T*, std::ptrdiff_t, uint64_t, uint64_t,        \
+                                      uint64_t, double);
+PYDL_INSTANTIATE(float)
+PYDL_INSTANTIATE(double)
+#undef PYDL_INSTANTIATE
+
+}  // namespace pydl
