@@ -102,10 +102,10 @@ void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int
     const Activation a = activation_of(act);
     dispatch(A_prev, "A_prev", [&](auto t) {
         using T = decltype(t);
-        T* pA = checked<T>(A, "A", {m, n_out}, true);
         const T* pX = checked<T>(A_prev, "A_prev", {m, n_in}, false);
         const T* pW = checked<T>(W, "W", {n_out, n_in}, false);
         const T* pb = checked_opt<T>(b, "b", {n_out}, false);
+        T* pA = checked<T>(A, "A", {m, n_out}, true);
         py::gil_scoped_release nogil;
         pydl::dense_forward<T>(pA, pX, pW, pb, m, n_in, n_out, a, T(alpha));
     });
@@ -118,13 +118,13 @@ void dense_backward(py::object dA_prev, py::array dW, py::object db, py::array d
     const Activation a = activation_of(act);
     dispatch(A_prev, "A_prev", [&](auto t) {
         using T = decltype(t);
-        T* pdX = checked_opt<T>(dA_prev, "dA_prev", {m, n_in}, true);
-        T* pdW = checked<T>(dW, "dW", {n_out, n_in}, true);
-        T* pdb = checked_opt<T>(db, "db", {n_out}, true);
-        T* pdZ = checked<T>(dZ, "dZ", {m, n_out}, true);
-        const T* pA = checked<T>(A, "A", {m, n_out}, false);
         const T* pX = checked<T>(A_prev, "A_prev", {m, n_in}, false);
         const T* pW = checked<T>(W, "W", {n_out, n_in}, false);
+        const T* pA = checked<T>(A, "A", {m, n_out}, false);
+        T* pdZ = checked<T>(dZ, "dZ", {m, n_out}, true);
+        T* pdW = checked<T>(dW, "dW", {n_out, n_in}, true);
+        T* pdb = checked_opt<T>(db, "db", {n_out}, true);
+        T* pdX = checked_opt<T>(dA_prev, "dA_prev", {m, n_in}, true);
         py::gil_scoped_release nogil;
         pydl::dense_backward<T>(pdX, pdW, pdb, pdZ, pA, pX, pW, m, n_in, n_out, a, T(alpha),
                                 T(l2), T(l1));

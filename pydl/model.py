@@ -1,0 +1,496 @@
+"""``Sequential``: layers over ONE flat parameter vector, and ``mlp()`` to build the
+usual stacks.
+
+All trainable parameters live in one contiguous ``theta`` (P,) and their gradients in
+``dtheta`` (P,); each layer's W, b, gamma, beta are views into theta and dW, db, dgamma,
+dbeta views into dtheta. ``parameters()`` lists ``(name, view)`` pairs in theta order,
+named like ``"0.W"``. An optimizer step, a save, an ensemble average or a gradient check
+is then a single operation on one array.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from numbers import Integral
+
+import numpy as np
+
+from . import nn
+from .losses import Loss, get_loss
+
+__all__ = ["Sequential", "mlp", "load", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_EVAL_CHUNK = 4096
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _dtype_name(dtype) -> str:
+    d = np.dtype(dtype)
+    if d.name not in _DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {d}")
+    return d.name
+
+
+class Sequential:
+    """A feed-forward stack of layers trained on a loss of its last layer's logits.
+
+    Parameters
+    ----------
+    layers : list of nn.Layer
+        e.g. ``[Dense(64, 128), BatchNorm(128), ReLU(), Dropout(0.8), Dense(128, 10)]``.
+    loss : str
+        "softmax_cross_entropy", "sigmoid_cross_entropy" or "mse".
+    seed : int or None
+        Seeds initialization, shuffling and dropout masks (None draws one and keeps it).
+    dtype : float32 (default) or float64.
+    """
+
+    def __init__(self, layers, loss="softmax_cross_entropy", seed=None, dtype=np.float32):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers must be a non-empty list of pydl.nn layers")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, nn.Layer):
+                raise TypeError(f"layers[{i}] must be a pydl.nn.Layer, got {type(layer).__name__}")
+        if len(set(map(id, layers))) != len(layers):
+            raise ValueError("layers must not contain the same layer object twice")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        if isinstance(seed, bool) or not isinstance(seed, (Integral, np.integer)) or not 0 <= int(seed) < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
+        self.dtype = np.dtype(_DTYPES[_dtype_name(dtype)])
+        self.layers = layers
+        self.loss: Loss = get_loss(loss)
+        self.seed = int(seed)
+        self.n_in, self.n_out = self._check_widths()
+        self.optimizer = None
+        self.epoch = 0          # epochs completed (the next fit continues from here)
+        self.step = 0           # mini-batch steps taken (keys the dropout masks)
+        self.standardizer = None
+        self.history = None
+        self._plan = self._fuse()
+        self._allocate()
+        rng = np.random.default_rng(self.seed)
+        for layer in self.layers:
+            layer.reset_parameters(rng)
+
+    # ------------------------------------------------------------------ structure
+    def _check_widths(self):
+        width = None
+        n_in = None
+        last_dense = None
+        for i, layer in enumerate(self.layers):
+            if layer.n_in is not None:
+                if width is not None and layer.n_in != width:
+                    raise ValueError(f"layers[{i}] ({type(layer).__name__}) expects {layer.n_in} inputs "
+                                     f"but the previous layer gives {width}")
+                if n_in is None:
+                    n_in = layer.n_in
+                width = layer.n_out
+            if isinstance(layer, nn.Dense):
+                last_dense = i
+        if n_in is None or last_dense is None:
+            raise ValueError("the model needs at least one Dense layer")
+        if any(isinstance(l, nn.Activation) for l in self.layers[last_dense + 1:]):
+            raise ValueError("the last Dense layer outputs logits: put no activation after it "
+                             "(the loss applies softmax/sigmoid itself)")
+        return n_in, width
+
+    def _fuse(self):
+        """Fuse each activation into the Dense/BatchNorm before it; resolve init='auto'."""
+        plan = []
+        layers = self.layers
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Dense) and layer.init == "auto":
+                nxt = next((l for l in layers[i + 1:] if not isinstance(l, (nn.BatchNorm, nn.Dropout))), None)
+                layer.resolved_init = "he" if isinstance(nxt, (nn.ReLU, nn.LeakyReLU)) else "xavier"
+            if isinstance(layer, nn.Dropout):
+                layer.seed, layer.index = self.seed, i
+            if isinstance(layer, (nn.Dense, nn.BatchNorm)):
+                layer.activation, layer.alpha = "identity", 0.0
+            if isinstance(layer, nn.Activation) and plan and isinstance(plan[-1], (nn.Dense, nn.BatchNorm)) \
+                    and plan[-1].activation == "identity" and plan[-1] is layers[i - 1]:
+                plan[-1].activation, plan[-1].alpha = layer.name, layer.alpha
+                continue
+            plan.append(layer)
+        for layer in self.layers:
+            layer.need_input_grad = True
+        plan[0].need_input_grad = False
+        self._dropouts = [l for l in plan if isinstance(l, nn.Dropout)]
+        self._dense = [l for l in self.layers if isinstance(l, nn.Dense)]
+        return plan
+
+    def _allocate(self):
+        specs = []
+        for i, layer in enumerate(self.layers):
+            for name, shape in layer.param_shapes():
+                specs.append((i, name, shape))
+        total = sum(int(np.prod(s)) for _, _, s in specs)
+        self.theta = np.zeros(total, dtype=self.dtype)
+        self.dtheta = np.zeros(total, dtype=self.dtype)
+        self._names = []
+        offset = 0
+        per_layer: dict[int, tuple[dict, dict]] = {}
+        for i, name, shape in specs:
+            size = int(np.prod(shape))
+            p, g = per_layer.setdefault(i, ({}, {}))
+            p[name] = self.theta[offset:offset + size].reshape(shape)
+            g[name] = self.dtheta[offset:offset + size].reshape(shape)
+            self._names.append((f"{i}.{name}", offset, shape))
+            offset += size
+        for i, layer in enumerate(self.layers):
+            params, grads = per_layer.get(i, ({}, {}))
+            layer.bind(params, grads)
+            layer._bufs = {}
+            if isinstance(layer, nn.BatchNorm):
+                layer.running_mean = np.zeros(layer.n_in, self.dtype)
+                layer.running_var = np.ones(layer.n_in, self.dtype)
+
+    def parameters(self):
+        """[(name, view)] in theta order, e.g. ("0.W", array (n_out, n_in))."""
+        return [(name, self.theta[o:o + int(np.prod(s))].reshape(s)) for name, o, s in self._names]
+
+    def gradients(self):
+        """[(name, view)] into dtheta, matching ``parameters()``."""
+        return [(name, self.dtheta[o:o + int(np.prod(s))].reshape(s)) for name, o, s in self._names]
+
+    def parameter_slices(self):
+        """[(name, slice into theta, shape)] in theta order."""
+        return [(name, slice(o, o + int(np.prod(s))), s) for name, o, s in self._names]
+
+    @property
+    def n_params(self) -> int:
+        return int(self.theta.size)
+
+    # ------------------------------------------------------------------ validation
+    def _check_X(self, X, name="X"):
+        if isinstance(X, np.memmap):
+            raise TypeError(f"{name} is a memory-mapped array; pass it to fit() (which streams it) "
+                            "or convert a slice with np.asarray")
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.dtype == object or X.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (m, {self.n_in}), got shape {X.shape}")
+        if X.shape[1] != self.n_in:
+            raise ValueError(f"{name} has {X.shape[1]} features but the model expects {self.n_in}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} is empty (0 rows)")
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        return X
+
+    def _check_y(self, y, m, name="y"):
+        if y is None:
+            raise ValueError(f"{name} is required")
+        return self.loss.prepare(y, m, self.n_out, self.dtype, name)
+
+    # ------------------------------------------------------------------ computation
+    def _forward(self, X, training):
+        A = X
+        for layer in self._plan:
+            A = layer.forward(A, training)
+        return A
+
+    def _penalty(self, m: int) -> float:
+        return sum(layer.penalty(m) for layer in self._dense)
+
+    def _forward_backward(self, X, y) -> float:
+        """Training-mode forward, loss, backward on validated X (m, n_in), y; fills dtheta."""
+        for d in self._dropouts:
+            d.step = self.step
+        Z = self._logits = self._forward(X, True)
+        J, dA = self.loss.forward_backward(Z, y)
+        J += self._penalty(X.shape[0])
+        for layer in reversed(self._plan):
+            dA = layer.backward(dA)
+        return J
+
+    def forward(self, X, training: bool = False) -> np.ndarray:
+        """Logits Z of the last layer, (m, n_out) (a new array).
+
+        training=True uses batch statistics, updates BatchNorm running estimates and
+        applies dropout (with the mask of the current step).
+        """
+        X = self._check_X(X)
+        if training:
+            for d in self._dropouts:
+                d.step = self.step
+            return self._forward(X, True).copy()
+        return np.concatenate([self._forward(X[i:i + _EVAL_CHUNK], False).copy()
+                               for i in range(0, X.shape[0], _EVAL_CHUNK)])
+
+    def forward_backward(self, X, y) -> float:
+        """J = loss + regularization on the batch (X, y) in training mode; fills dtheta.
+
+        X (m, n_in); y as the loss takes it. Returns J as a float.
+        """
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        return float(self._forward_backward(X, y))
+
+    def _sums(self, X, y):
+        """(sum of per-example data loss, number correct) in evaluation mode, chunked."""
+        total, correct = 0.0, 0
+        for i in range(0, X.shape[0], _EVAL_CHUNK):
+            Xc, yc = X[i:i + _EVAL_CHUNK], y[i:i + _EVAL_CHUNK]
+            Z = self._forward(Xc, False)
+            total += self.loss.cost(Z, yc) * Xc.shape[0]
+            if self.loss.classification:
+                correct += self.loss.correct(Z, yc)
+        return total, correct
+
+    def cost(self, X, y) -> float:
+        """J (data loss + regularization with m = len(X)) in evaluation mode."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        total, _ = self._sums(X, y)
+        return float(total / X.shape[0] + self._penalty(X.shape[0]))
+
+    def evaluate(self, X, y) -> dict:
+        """{"loss": J, "accuracy": fraction correct} (classification) or {"loss", "mse"}."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        return self._evaluate(X, y)
+
+    def _evaluate(self, X, y) -> dict:
+        m = X.shape[0]
+        total, correct = self._sums(X, y)
+        out = {"loss": float(total / m + self._penalty(m))}
+        if self.loss.classification:
+            out["accuracy"] = correct / m
+        else:
+            out["mse"] = float(total / m)
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities: softmax (m, C), or sigmoid (m, 1) for one output unit."""
+        if not self.loss.classification:
+            raise TypeError("predict_proba needs a classification loss; use predict")
+        return self.loss.output(self.forward(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Class ids (m,) int64 for classification, outputs (m, k) for mse."""
+        return self.loss.predict(self.forward(X))
+
+    def diagnose(self, X_train, y_train, X_dev, y_dev, bayes_error: float = 0.0, **kwargs):
+        """Bias/variance diagnosis from the measured train and dev error rates."""
+        from .diagnose import bias_variance
+
+        if not self.loss.classification:
+            raise TypeError("diagnose measures classification error; the model uses mse")
+        tr = 1.0 - self.evaluate(X_train, y_train)["accuracy"]
+        dv = 1.0 - self.evaluate(X_dev, y_dev)["accuracy"]
+        return bias_variance(tr, dv, bayes_error=bayes_error, **kwargs)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
+            validation_data=None, shuffle: bool = True, callbacks=(), initial_epoch: int | None = None,
+            verbose: int = 1, augment=None):
+        """Mini-batch training; see ``pydl.training.fit`` for the arguments. Returns History."""
+        from .training import fit
+
+        return fit(self, X, y, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                   validation_data=validation_data, shuffle=shuffle, callbacks=callbacks,
+                   initial_epoch=initial_epoch, verbose=verbose, augment=augment)
+
+    # ------------------------------------------------------------------ copies
+    def architecture(self) -> dict:
+        """JSON-able description from which ``Sequential.from_architecture`` rebuilds the model."""
+        return {"layers": [{"type": type(l).__name__, "config": l.config()} for l in self.layers],
+                "loss": self.loss.name, "seed": self.seed, "dtype": self.dtype.name}
+
+    @classmethod
+    def from_architecture(cls, arch: dict) -> "Sequential":
+        if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
+            raise ValueError("architecture must be a dict with a 'layers' list")
+        layers = [nn.layer_from_config(d) for d in arch["layers"]]
+        return cls(layers, loss=arch.get("loss"), seed=arch.get("seed"), dtype=arch.get("dtype", "float32"))
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for i, layer in enumerate(self.layers):
+            for name, arr in layer.state_arrays().items():
+                out[f"{i}.{name}"] = arr
+        return out
+
+    def astype(self, dtype) -> "Sequential":
+        """A copy of the model (parameters, running statistics, counters) in ``dtype``."""
+        arch = self.architecture()
+        arch["dtype"] = _dtype_name(dtype)
+        copy = Sequential.from_architecture(arch)
+        copy.theta[...] = self.theta
+        for key, arr in self._state_arrays().items():
+            i, name = key.split(".", 1)
+            getattr(copy.layers[int(i)], name)[...] = arr
+        copy.epoch, copy.step, copy.standardizer = self.epoch, self.step, self.standardizer
+        return copy
+
+    def copy(self) -> "Sequential":
+        """An independent copy in the same dtype (optimizer not included)."""
+        return self.astype(self.dtype)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path) -> None:
+        """Write the model to one .npz (atomically: temporary file, fsync, rename).
+
+        Holds the architecture (JSON), theta, BatchNorm running statistics, the optimizer
+        and its state, epoch and step counters (the RNG state: masks and shuffles are
+        keyed by seed, epoch and step), and the standardizer if one is attached.
+        """
+        meta = {"format": "pydl-model", "version": FORMAT_VERSION, "architecture": self.architecture(),
+                "epoch": self.epoch, "step": self.step, "n_params": self.n_params}
+        arrays = {"theta": self.theta}
+        for key, arr in self._state_arrays().items():
+            arrays[f"state/{key}"] = arr
+        if self.optimizer is not None:
+            sd = self.optimizer.state_dict()
+            meta["optimizer"] = {k: v for k, v in sd.items() if k != "arrays"}
+            for k, v in sd["arrays"].items():
+                arrays[f"optimizer/{k}"] = v
+        if self.standardizer is not None:
+            for k, v in self.standardizer.state().items():
+                arrays[f"standardizer/{k}"] = np.asarray(v)
+        if self.history is not None:
+            meta["history"] = self.history.to_dict()
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        _atomic_savez(os.fspath(path), arrays)
+
+    def __repr__(self) -> str:
+        inner = ",\n    ".join(repr(l) for l in self.layers)
+        return (f"Sequential([\n    {inner}\n], loss={self.loss.name!r}, seed={self.seed}, "
+                f"dtype={self.dtype.name}, n_params={self.n_params})")
+
+
+def _atomic_savez(path: str, arrays: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def load(path) -> Sequential:
+    """Load a model saved by ``Sequential.save``; refuses damaged or mismatched files.
+
+    Never unpickles. Restores parameters, running statistics, counters, the standardizer
+    and ``model.optimizer`` with its state, so training resumes exactly.
+    """
+    path = os.fspath(path)
+
+    def bad(why):
+        return ValueError(f"{path} is not a valid pydl model file: {why}")
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+        raise bad(f"cannot read it ({type(e).__name__}: {e})") from None
+    if "meta" not in files or "theta" not in files:
+        raise bad("it has no 'meta' or 'theta' entry")
+    try:
+        meta = json.loads(files["meta"].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"its metadata is not JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "pydl-model":
+        raise bad("its metadata does not describe a pydl model")
+    if meta.get("version") != FORMAT_VERSION:
+        raise bad(f"format version {meta.get('version')!r} is not {FORMAT_VERSION}")
+    try:
+        model = Sequential.from_architecture(meta["architecture"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"its architecture is invalid ({e})") from None
+    theta = files["theta"]
+    if theta.shape != model.theta.shape or theta.dtype != model.dtype:
+        raise bad(f"theta has shape {theta.shape} {theta.dtype}, the architecture needs "
+                  f"{model.theta.shape} {model.dtype}")
+    if not np.isfinite(theta).all():
+        raise bad("theta contains NaN or inf")
+    model.theta[...] = theta
+    for key, arr in model._state_arrays().items():
+        stored = files.get(f"state/{key}")
+        if stored is None or stored.shape != arr.shape or stored.dtype != arr.dtype or not np.isfinite(stored).all():
+            raise bad(f"state {key} is missing, of the wrong shape, or not finite")
+        arr[...] = stored
+    for name in ("epoch", "step"):
+        v = meta.get(name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(f"{name} must be an integer >= 0, got {v!r}")
+        setattr(model, name, v)
+    if "optimizer" in meta:
+        from .optim import Optimizer
+
+        sd = dict(meta["optimizer"])
+        sd["arrays"] = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("optimizer/")}
+        for v in sd["arrays"].values():
+            if v.shape != model.theta.shape or v.dtype != model.dtype:
+                raise bad("optimizer state does not match theta")
+        try:
+            model.optimizer = Optimizer.from_state_dict(sd)
+        except (TypeError, ValueError) as e:
+            raise bad(f"optimizer state is invalid ({e})") from None
+    std = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("standardizer/")}
+    if std:
+        from .data import Standardizer
+
+        try:
+            model.standardizer = Standardizer.from_state(std)
+        except (TypeError, ValueError) as e:
+            raise bad(f"standardizer is invalid ({e})") from None
+    if "history" in meta:
+        from .callbacks import History
+
+        model.history = History.from_dict(meta["history"])
+    return model
+
+
+def mlp(sizes, activation: str = "relu", batchnorm: bool = False, keep_prob: float = 1.0,
+        l2: float = 0.0, init: str = "auto", loss: str = "softmax_cross_entropy", seed=None,
+        dtype=np.float32) -> Sequential:
+    """A multilayer perceptron: for each hidden width, Dense [-> BatchNorm] -> activation
+    [-> Dropout], then a Dense output of logits.
+
+    ``sizes`` = [n_in, hidden..., n_out]. With batchnorm the hidden Dense layers have no
+    bias (BatchNorm's beta replaces it). ``l2`` applies to every Dense layer.
+    """
+    acts = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+    if activation not in acts:
+        raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+    sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else None
+    if not sizes or len(sizes) < 2:
+        raise ValueError("sizes must list at least [n_in, n_out]")
+    layers: list[nn.Layer] = []
+    for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+        layers.append(nn.Dense(n_in, n_out, init=init, use_bias=not batchnorm, l2=l2))
+        if batchnorm:
+            layers.append(nn.BatchNorm(n_out))
+        layers.append(acts[activation]())
+        if keep_prob != 1.0:
+            layers.append(nn.Dropout(keep_prob=keep_prob))
+    layers.append(nn.Dense(sizes[-2], sizes[-1], init=init, l2=l2))
+    return Sequential(layers, loss=loss, seed=seed, dtype=dtype)

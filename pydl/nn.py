@@ -1,0 +1,333 @@
+"""Layers: ``Dense``, ``BatchNorm``, ``Dropout`` and the activations ``ReLU``,
+``LeakyReLU``, ``Tanh``, ``Sigmoid``.
+
+A layer holds its parameters (views into the model's flat ``theta``) and gradients
+(views into ``dtheta``), ``forward(A_prev, training)`` which keeps what backward needs,
+and ``backward(dA)`` which returns ``dA_prev`` and fills its gradient views. ``dA`` is
+scratch: backward may overwrite it. Output buffers are allocated once per batch size
+and reused, so a training step allocates nothing.
+
+Rows are examples: activations are (m, n).
+
+When a ``Sequential`` model finds an activation right after a ``Dense`` or
+``BatchNorm``, it fuses it into that layer's kernel (``layer.activation``) and skips
+the activation layer; used on its own, every layer also works unfused.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+from . import init as _init
+from . import ops
+
+__all__ = ["Layer", "Dense", "BatchNorm", "Dropout", "Activation", "ReLU", "LeakyReLU", "Tanh",
+           "Sigmoid", "layer_from_config"]
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _nonneg(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)) \
+            or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class Layer:
+    """Base class. Subclasses with parameters list them in ``param_shapes()``."""
+
+    #: widths; None for layers that keep the width of their input
+    n_in: int | None = None
+    n_out: int | None = None
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.need_input_grad = True
+        self._bufs: dict[str, np.ndarray] = {}
+
+    # --- parameters -------------------------------------------------------------
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every trainable parameter, in theta order."""
+        return []
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the model (e.g. BatchNorm running stats)."""
+        return {}
+
+    def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Point the layer's parameters and gradients at views of theta/dtheta."""
+        self.params, self.grads = params, grads
+        for name, view in params.items():
+            setattr(self, name, view)
+        for name, view in grads.items():
+            setattr(self, "d" + name, view)
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """Initialize the bound parameters in place."""
+
+    def _standalone(self, dtype) -> None:
+        """Give a layer used outside a model its own parameter storage."""
+        if self.params or not self.param_shapes():
+            return
+        params = {n: np.zeros(s, dtype) for n, s in self.param_shapes()}
+        grads = {n: np.zeros(s, dtype) for n, s in self.param_shapes()}
+        self.bind(params, grads)
+        self.reset_parameters(np.random.default_rng(0))
+
+    def _buf(self, name: str, m: int, n: int, dtype) -> np.ndarray:
+        """A reusable (m, n) scratch array (grown, never shrunk)."""
+        b = self._bufs.get(name)
+        if b is None or b.shape[0] < m or b.shape[1] != n or b.dtype != dtype:
+            b = np.empty((m, n), dtype=dtype)
+            self._bufs[name] = b
+        return b[:m] if b.shape[0] != m else b
+
+    # Subclasses define forward(A_prev, training=False) -> A and backward(dA) -> dA_prev.
+
+    def config(self) -> dict:
+        """JSON-able constructor arguments (the architecture saved with a model)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer: Z = A_prev @ W.T + b, (m, n_out).
+
+    W (n_out, n_in), b (n_out,) (absent with ``use_bias=False``, e.g. before BatchNorm).
+    ``init``: "auto" (He before ReLU-family activations, Xavier otherwise), "he",
+    "xavier", "glorot", "random" or "zeros", times ``scale``.
+    ``l2``: adds lambda/(2m) ||W||_F^2 to the cost and (lambda/m) W to dW;
+    ``l1``: adds lambda/(2m) sum |W| and lambda/(2m) sign(W). Biases are never penalized.
+    """
+
+    def __init__(self, n_in: int, n_out: int, init: str = "auto", use_bias: bool = True,
+                 l2: float = 0.0, l1: float = 0.0, scale: float = 1.0):
+        super().__init__()
+        self.n_in = _positive_int("n_in", n_in)
+        self.n_out = _positive_int("n_out", n_out)
+        _init.check_init(init, scale)
+        self.init, self.scale = init, float(scale)
+        self.use_bias = bool(use_bias)
+        self.l2, self.l1 = _nonneg("l2", l2), _nonneg("l1", l1)
+        self.activation, self.alpha = "identity", 0.0   # set when a model fuses one
+        self.resolved_init = "xavier" if init == "auto" else init
+        self.b = self.db = None
+
+    def param_shapes(self):
+        shapes = [("W", (self.n_out, self.n_in))]
+        if self.use_bias:
+            shapes.append(("b", (self.n_out,)))
+        return shapes
+
+    def reset_parameters(self, rng):
+        self.W[...] = _init.initialize(self.resolved_init, (self.n_out, self.n_in), rng,
+                                       self.scale, self.W.dtype)
+        if self.use_bias:
+            self.b[...] = 0
+
+    def forward(self, A_prev, training=False):
+        """A = g(A_prev @ W.T + b), g the fused activation (identity by default)."""
+        self._standalone(A_prev.dtype)
+        A = self._buf("A", A_prev.shape[0], self.n_out, self.W.dtype)
+        ops.dense_forward(A, A_prev, self.W, self.b, self.activation, self.alpha)
+        self._A_prev, self._A = A_prev, A
+        return A
+
+    def backward(self, dA):
+        """dZ = dA*g'(A) (in dA); dW = dZ.T @ A_prev + reg; db = sum dZ; returns dZ @ W."""
+        m = dA.shape[0]
+        dA_prev = self._buf("dA_prev", m, self.n_in, dA.dtype) if self.need_input_grad else None
+        ops.dense_backward(dA_prev, self.dW, self.db, dA, self._A, self._A_prev, self.W,
+                           self.activation, self.alpha, self.l2, self.l1)
+        return dA_prev
+
+    def penalty(self, m: int) -> float:
+        """lambda2/(2m) ||W||_F^2 + lambda1/(2m) sum |W| (0 without regularization)."""
+        if self.l2 == 0.0 and self.l1 == 0.0:
+            return 0.0
+        return ops.weight_penalty(self.W, self.l2, self.l1, m)
+
+    def config(self):
+        return {"n_in": self.n_in, "n_out": self.n_out, "init": self.init,
+                "use_bias": self.use_bias, "l2": self.l2, "l1": self.l1, "scale": self.scale}
+
+
+class BatchNorm(Layer):
+    """Batch normalization of Z (before the activation), per feature over the batch.
+
+    Training: mu, biased var over the batch; Z_norm = (Z - mu)/sqrt(var + eps);
+    out = gamma * Z_norm + beta, (m, n). Running estimates for evaluation are EWAs:
+    running = momentum*running + (1-momentum)*batch (unbiased variance for running_var).
+    Evaluation uses the running estimates, so a row is predicted the same alone or in a batch.
+    """
+
+    def __init__(self, n: int, momentum: float = 0.9, eps: float = 1e-5):
+        super().__init__()
+        self.n_in = self.n_out = _positive_int("n", n)
+        m = float(momentum) if isinstance(momentum, (Real, np.floating)) and not isinstance(momentum, bool) else math.nan
+        if not (0.0 <= m < 1.0):
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        e = float(eps) if isinstance(eps, (Real, np.floating)) and not isinstance(eps, bool) else math.nan
+        if not (e > 0.0 and math.isfinite(e)):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        self.momentum, self.eps = m, e
+        self.activation, self.alpha = "identity", 0.0
+        self.track_running_stats = True
+        self.running_mean = np.zeros(self.n_in, np.float32)
+        self.running_var = np.ones(self.n_in, np.float32)
+
+    def param_shapes(self):
+        return [("gamma", (self.n_in,)), ("beta", (self.n_in,))]
+
+    def reset_parameters(self, rng):
+        self.gamma[...] = 1
+        self.beta[...] = 0
+        self.running_mean = np.zeros(self.n_in, self.gamma.dtype)
+        self.running_var = np.ones(self.n_in, self.gamma.dtype)
+
+    def state_arrays(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def forward(self, A_prev, training=False):
+        self._standalone(A_prev.dtype)
+        m, n = A_prev.shape[0], self.n_in
+        dt = self.gamma.dtype
+        out = self._buf("out", m, n, dt)
+        if training:
+            xhat = self._buf("xhat", m, n, dt)
+            if "mean" not in self._bufs:
+                self._bufs["mean"] = np.empty(n, dt)
+                self._bufs["invstd"] = np.empty(n, dt)
+            self._mean, self._invstd = self._bufs["mean"], self._bufs["invstd"]
+            rm, rv = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
+            ops.batchnorm_forward_train(out, xhat, self._mean, self._invstd, rm, rv, A_prev,
+                                        self.gamma, self.beta, self.momentum, self.eps,
+                                        self.activation, self.alpha)
+            self._xhat, self._out = xhat, out
+        else:
+            ops.batchnorm_forward_eval(out, A_prev, self.gamma, self.beta, self.running_mean,
+                                       self.running_var, self.eps, self.activation, self.alpha)
+        return out
+
+    def backward(self, dA):
+        """dZ = gamma*invstd/m (m*g - sum g - xhat*sum(g*xhat)), g = dA*g'(out); in place."""
+        ops.batchnorm_backward(dA, self.dgamma, self.dbeta, dA, self._out, self._xhat,
+                               self.gamma, self._invstd, self.activation, self.alpha)
+        return dA
+
+    def config(self):
+        return {"n": self.n_in, "momentum": self.momentum, "eps": self.eps}
+
+
+class Dropout(Layer):
+    """Inverted dropout: D = U[0,1) < keep_prob, A = A_prev * D / keep_prob in training;
+    the identity in evaluation. Give exactly one of ``keep_prob`` or ``rate`` (= 1 - keep_prob).
+
+    Masks come from a counter-based generator keyed by (seed, step, layer index), set by
+    the model, so they do not depend on the thread count and backward regenerates them.
+    """
+
+    def __init__(self, keep_prob: float | None = None, rate: float | None = None):
+        super().__init__()
+        if (keep_prob is None) == (rate is None):
+            raise ValueError("give exactly one of keep_prob and rate (rate = 1 - keep_prob)")
+        name, value = ("keep_prob", keep_prob) if rate is None else ("rate", rate)
+        if isinstance(value, bool) or not isinstance(value, (Real, np.floating)) or not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        kp = float(value) if rate is None else 1.0 - float(value)
+        if not (0.0 < kp <= 1.0):
+            raise ValueError("keep_prob must be in (0, 1]" if rate is None else "rate must be in [0, 1)"
+                             + f", got {value!r}")
+        self.keep_prob = kp
+        self.seed, self.index, self.step = 0, 0, 0
+
+    def forward(self, A_prev, training=False):
+        if not training or self.keep_prob == 1.0:
+            self._identity = True
+            return A_prev
+        self._identity = False
+        out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype)
+        ops.dropout_forward(out, A_prev, self.seed, self.step, self.index, self.keep_prob)
+        return out
+
+    def backward(self, dA):
+        if self._identity:
+            return dA
+        ops.dropout_backward(dA, dA, self.seed, self.step, self.index, self.keep_prob)
+        return dA
+
+    def config(self):
+        return {"keep_prob": self.keep_prob}
+
+
+class Activation(Layer):
+    """Elementwise A = g(Z); backward dZ = dA * g'(Z) computed from A."""
+
+    name = "identity"
+
+    def __init__(self):
+        super().__init__()
+        self.alpha = 0.0
+
+    def forward(self, A_prev, training=False):
+        out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype)
+        ops.activation_forward(out, A_prev, self.name, self.alpha)
+        self._out = out
+        return out
+
+    def backward(self, dA):
+        ops.activation_backward(dA, dA, self._out, self.name, self.alpha)
+        return dA
+
+
+class ReLU(Activation):
+    """A = max(Z, 0)."""
+    name = "relu"
+
+
+class LeakyReLU(Activation):
+    """A = Z if Z > 0 else alpha*Z, alpha in (0, 1)."""
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (Real, np.floating)) or not (0.0 < float(alpha) < 1.0):
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+class Tanh(Activation):
+    """A = tanh(Z)."""
+    name = "tanh"
+
+
+class Sigmoid(Activation):
+    """A = 1 / (1 + exp(-Z))."""
+    name = "sigmoid"
+
+
+_LAYER_TYPES = {cls.__name__: cls for cls in (Dense, BatchNorm, Dropout, ReLU, LeakyReLU, Tanh, Sigmoid)}
+
+
+def layer_from_config(d: dict) -> Layer:
+    """Rebuild a built-in layer from ``{"type": name, "config": {...}}``."""
+    if not isinstance(d, dict) or d.get("type") not in _LAYER_TYPES or not isinstance(d.get("config"), dict):
+        raise ValueError(f"unknown layer description {d!r}")
+    try:
+        return _LAYER_TYPES[d["type"]](**d["config"])
+    except TypeError as e:
+        raise ValueError(f"bad arguments for layer {d['type']}: {e}") from None

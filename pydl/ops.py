@@ -1,0 +1,277 @@
+"""The one Python boundary to the compiled core ``pydl._core``.
+
+Every function here checks its hyperparameters (finite, in range) and turns names into
+the codes the kernels take; the core itself checks every array (dtype float32/float64,
+the same for all float arrays of a call, C-contiguous, exact shape, writable outputs)
+and raises ``TypeError``/``ValueError`` naming the argument before any kernel runs.
+Kernels release the GIL.
+
+Shapes: m = batch size, n_in = input features, n_out = output features, n = features,
+C = classes. Row-major; weights ``W`` are (n_out, n_in). Outputs come first, as in the
+kernels; a function whose docstring says "in place" overwrites that argument.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "ACTIVATIONS", "activation_code",
+    "dense_forward", "dense_backward", "activation_forward", "activation_backward",
+    "weight_penalty",
+    "batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward",
+    "softmax_cross_entropy", "softmax", "sigmoid_cross_entropy", "mean_squared_error",
+    "dropout_forward", "dropout_backward",
+    "sgd_step", "momentum_step", "rmsprop_step", "adam_step",
+    "set_num_threads", "get_num_threads", "has_openmp",
+]
+
+ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+has_openmp: bool = bool(_core.has_openmp)
+
+
+def activation_code(name: str) -> int:
+    """Kernel code of an activation name (one of ``ACTIVATIONS``)."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
+
+def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False) -> float:
+    """A finite real in the interval; raises naming the argument otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    too_low = v <= lo if lo_open else v < lo
+    too_high = v >= hi if hi_open else v > hi
+    if too_low or too_high:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {v}")
+    return v
+
+
+def _int(name: str, value, lo: int = 0) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    v = int(value)
+    if v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+    return v
+
+
+def _alpha(activation: str, alpha) -> float:
+    if activation == "leaky_relu":
+        return _real("alpha", alpha, 0.0, 1.0, lo_open=True, hi_open=True)
+    return 0.0
+
+
+# ------------------------------------------------------------------ dense
+
+
+def dense_forward(A, A_prev, W, b=None, activation="identity", alpha=0.01):
+    """A = g(A_prev @ W.T + b), the activation fused as an epilogue.
+
+    A (m, n_out) is written; A_prev (m, n_in); W (n_out, n_in); b (n_out,) or None.
+    ``alpha`` is the leaky_relu slope (in (0, 1)).
+    """
+    _core.dense_forward(A, A_prev, W, b, activation_code(activation), _alpha(activation, alpha))
+    return A
+
+
+def dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, activation="identity", alpha=0.01,
+                   l2=0.0, l1=0.0):
+    """Gradients of a dense layer from the gradient w.r.t. its output.
+
+    In place: dZ holds dA = dJ/dA (m, n_out) on entry and dZ = dA * g'(A) on return.
+    Writes  db = sum_i dZ[i] (n_out,) (or None to skip),
+            dW = dZ.T @ A_prev + (l2/m) W + (l1/(2m)) sign(W)  (n_out, n_in),
+            dA_prev = dZ @ W  (m, n_in) (or None for the first layer).
+    A (m, n_out) is the layer's output g(Z); A_prev (m, n_in); W (n_out, n_in).
+    """
+    l2 = _real("l2", l2, 0.0)
+    l1 = _real("l1", l1, 0.0)
+    _core.dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, activation_code(activation),
+                         _alpha(activation, alpha), l2, l1)
+    return dA_prev, dW, db
+
+
+def activation_forward(A, Z, activation, alpha=0.01):
+    """A = g(Z) elementwise; A may be Z (in place). Same shape, any ndim."""
+    _core.activation_forward(A, Z, activation_code(activation), _alpha(activation, alpha))
+    return A
+
+
+def activation_backward(dZ, dA, A, activation, alpha=0.01):
+    """dZ = dA * g'(Z), with g' written in terms of A = g(Z); dZ may be dA."""
+    _core.activation_backward(dZ, dA, A, activation_code(activation), _alpha(activation, alpha))
+    return dZ
+
+
+def weight_penalty(W, l2=0.0, l1=0.0, m=1) -> float:
+    """Regularization cost of one weight matrix: l2/(2m) ||W||_F^2 + l1/(2m) sum |W|."""
+    return _core.weight_penalty(W, _real("l2", l2, 0.0), _real("l1", l1, 0.0), _int("m", m, 1))
+
+
+# ------------------------------------------------------------------ batch norm
+
+
+def batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, Z, gamma, beta,
+                            momentum=0.9, eps=1e-5, activation="identity", alpha=0.01):
+    """Batch norm in training mode, per feature j over the batch, then g.
+
+    mu = mean(Z[:, j]), var = mean((Z[:, j] - mu)^2) (biased), invstd = 1/sqrt(var + eps),
+    xhat = (Z - mu) * invstd, out = g(gamma * xhat + beta).
+    running_mean = momentum*running_mean + (1-momentum)*mu, running_var likewise with the
+    unbiased variance var*m/(m-1); pass None for both to leave them untouched
+    (gradient checking). out, xhat (m, n) [xhat may be Z]; mean, invstd, running_* (n,).
+    """
+    _core.batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, Z, gamma,
+                                  beta, _real("momentum", momentum, 0.0, 1.0),
+                                  _real("eps", eps, 0.0, lo_open=True),
+                                  activation_code(activation), _alpha(activation, alpha))
+    return out
+
+
+def batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var, eps=1e-5,
+                           activation="identity", alpha=0.01):
+    """out = g(gamma * (Z - running_mean) / sqrt(running_var + eps) + beta), (m, n)."""
+    _core.batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var,
+                                 _real("eps", eps, 0.0, lo_open=True),
+                                 activation_code(activation), _alpha(activation, alpha))
+    return out
+
+
+def batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd,
+                       activation="identity", alpha=0.01):
+    """Batch norm backward in closed form.
+
+    g = dout * g'(out) (written into dout, in place); dbeta = sum_i g; dgamma = sum_i g*xhat;
+    dZ = gamma*invstd/m * (m*g - dbeta - xhat*dgamma), (m, n) (dZ may be dout).
+    """
+    _core.batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd,
+                             activation_code(activation), _alpha(activation, alpha))
+    return dZ
+
+
+# ------------------------------------------------------------------ losses
+
+
+def softmax_cross_entropy(dZ, Z, labels=None, Y=None) -> float:
+    """J = -(1/m) sum_i sum_j Y_ij log softmax(Z)_ij from logits Z (m, C), stable.
+
+    Labels are integer ids ``labels`` (m,) int64 in [0, C) or one-hot rows ``Y`` (m, C):
+    exactly one. Writes dZ = (softmax(Z) - Y)/m (m, C) unless dZ is None. Returns J.
+    """
+    return _core.softmax_cross_entropy(dZ, Z, labels, Y)
+
+
+def softmax(P, Z):
+    """P = exp(Z - max) / sum exp(Z - max), row-wise; (m, C); P may be Z."""
+    _core.softmax(P, Z)
+    return P
+
+
+def sigmoid_cross_entropy(dZ, Z, Y) -> float:
+    """J = (1/m) sum max(z,0) - z*y + log(1 + exp(-|z|)) from logits Z (m, k), targets Y.
+
+    Writes dZ = (sigmoid(Z) - Y)/m unless dZ is None. Returns J.
+    """
+    return _core.sigmoid_cross_entropy(dZ, Z, Y)
+
+
+def mean_squared_error(dZ, Yhat, Y) -> float:
+    """J = mean((Yhat - Y)^2) over all elements; dZ = 2 (Yhat - Y) / Yhat.size."""
+    return _core.mean_squared_error(dZ, Yhat, Y)
+
+
+# ------------------------------------------------------------------ dropout
+
+
+def _key(name, value) -> int:
+    v = _int(name, value, 0)
+    if v >= 2**64:
+        raise ValueError(f"{name} must be < 2**64, got {v}")
+    return v
+
+
+def dropout_forward(out, A, seed, step, layer, keep_prob):
+    """Inverted dropout: D = U[0,1) < keep_prob, out = A * D / keep_prob.
+
+    U comes from a counter-based generator keyed by (seed, step, layer) and the element
+    index, so the mask does not depend on the thread count. out may be A.
+    """
+    kp = _real("keep_prob", keep_prob, 0.0, 1.0, lo_open=True)
+    _core.dropout_forward(out, A, _key("seed", seed), _key("step", step), _key("layer", layer), kp)
+    return out
+
+
+def dropout_backward(dA, dout, seed, step, layer, keep_prob):
+    """dA = dout * D / keep_prob with the mask D of the same (seed, step, layer)."""
+    kp = _real("keep_prob", keep_prob, 0.0, 1.0, lo_open=True)
+    _core.dropout_backward(dA, dout, _key("seed", seed), _key("step", step), _key("layer", layer), kp)
+    return dA
+
+
+# ------------------------------------------------------------------ optimizers
+
+
+def sgd_step(theta, grad, lr, weight_decay=0.0):
+    """theta -= lr * (grad + weight_decay * theta). theta, grad (P,)."""
+    _core.sgd_step(theta, grad, _real("lr", lr, 0.0), _real("weight_decay", weight_decay, 0.0))
+
+
+def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0):
+    """v = beta v + (1-beta) g; theta -= lr v (Nesterov: lr (beta v + (1-beta) g))."""
+    _core.momentum_step(theta, v, grad, _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True),
+                        bool(nesterov), _real("weight_decay", weight_decay, 0.0))
+
+
+def rmsprop_step(theta, s, grad, lr, beta=0.9, eps=1e-8, weight_decay=0.0):
+    """s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps)."""
+    _core.rmsprop_step(theta, s, grad, _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True),
+                       _real("eps", eps, 0.0, lo_open=True), _real("weight_decay", weight_decay, 0.0))
+
+
+def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, decoupled=False):
+    """Adam with bias correction (t counts steps from 1).
+
+    v = b1 v + (1-b1) g; s = b2 s + (1-b2) g^2; theta -= lr (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps).
+    weight_decay adds w*theta to g (L2), or with decoupled=True (AdamW) theta -= lr*w*theta.
+    """
+    _core.adam_step(theta, v, s, grad, _real("lr", lr, 0.0),
+                    _real("beta1", beta1, 0.0, 1.0, hi_open=True),
+                    _real("beta2", beta2, 0.0, 1.0, hi_open=True),
+                    _real("eps", eps, 0.0, lo_open=True), _int("t", t, 1),
+                    _real("weight_decay", weight_decay, 0.0), bool(decoupled))
+
+
+# ------------------------------------------------------------------ threads
+
+_blas_limiter = None
+
+
+def set_num_threads(n: int) -> None:
+    """Use n threads for both pydl's OpenMP kernels and SciPy's BLAS pool.
+
+    The two pools never run at once (BLAS is never called inside an OpenMP region), so
+    n = number of cores does not oversubscribe.
+    """
+    global _blas_limiter
+    n = _int("n", n, 1)
+    _core.set_num_threads(n)
+    from threadpoolctl import threadpool_limits
+
+    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+def get_num_threads() -> int:
+    """Threads pydl's kernels use (set_num_threads sets the BLAS pool to the same)."""
+    return int(_core.get_num_threads())

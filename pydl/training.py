@@ -1,0 +1,183 @@
+"""The mini-batch training loop behind ``Sequential.fit``."""
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+
+from .callbacks import Callback, History, ProgressBar
+
+__all__ = ["fit", "TrainingDiverged"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training cost became NaN or inf; the model keeps its last finite parameters."""
+
+
+def _positive_int(name, value, lo=1):
+    if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)) or int(value) < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _is_memmap(X) -> bool:
+    return isinstance(X, np.memmap) or (isinstance(X, np.ndarray) and isinstance(X.base, np.memmap))
+
+
+def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
+        validation_data=None, shuffle: bool = True, callbacks=(), initial_epoch: int | None = None,
+        verbose: int = 1, augment=None) -> History:
+    """Train ``model`` by mini-batch gradient descent; returns a ``History``.
+
+    X (m, n_in); y as the model's loss takes it. Each epoch e (from ``initial_epoch``,
+    default ``model.epoch``, up to but excluding ``epochs``) shuffles the rows with a
+    generator keyed by (model.seed, e), splits them into mini-batches of ``batch_size``
+    (the last one partial; batch_size = m is batch gradient descent, 1 is stochastic),
+    and for each runs forward, backward and ``optimizer.step``. Dropout masks are keyed
+    by (seed, step, layer), so training 2 epochs, saving, loading and training 2 more
+    gives bitwise the same theta as 4 in one go.
+
+    optimizer : an Optimizer, a name ("adam", ...), or None for ``model.optimizer``
+        (or Adam() if the model has none). Stored as ``model.optimizer``.
+    validation_data : (X_dev, y_dev) evaluated after every epoch ("dev_loss", ...).
+    callbacks : pydl.callbacks objects; a ProgressBar is added when verbose=1.
+    augment : callable ``augment(Xb, rng) -> Xb`` applied to every mini-batch.
+    X may be a memory-mapped array (np.memmap / np.load(mmap_mode="r")): it is then
+    streamed in shuffled blocks and never read whole.
+
+    A non-finite cost stops training with ``TrainingDiverged``; the model keeps the
+    parameters (and BatchNorm statistics) of the last step whose cost was finite.
+    """
+    from .optim import Adam, get_optimizer
+
+    epochs = _positive_int("epochs", epochs, 0)
+    start = model.epoch if initial_epoch is None else _positive_int("initial_epoch", initial_epoch, 0)
+    batch_size = _positive_int("batch_size", batch_size)
+    if augment is not None and not callable(augment):
+        raise TypeError("augment must be a callable augment(Xb, rng) -> Xb")
+
+    streaming = _is_memmap(X)
+    if streaming:
+        if X.ndim != 2 or X.shape[1] != model.n_in:
+            raise ValueError(f"X must have shape (m, {model.n_in}), got {X.shape}")
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"X must be a numeric array, got dtype {X.dtype}")
+        m = X.shape[0]
+        if m == 0:
+            raise ValueError("X is empty (0 rows)")
+    else:
+        X = model._check_X(X)
+        m = X.shape[0]
+    y = model._check_y(y, m)
+    if batch_size > m:
+        raise ValueError(f"batch_size must be <= the number of examples ({m}), got {batch_size}")
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_dev, y_dev)")
+        Xd = model._check_X(validation_data[0], "validation_data[0]")
+        val = (Xd, model._check_y(validation_data[1], Xd.shape[0], "validation_data[1]"))
+
+    if optimizer is None:
+        optimizer = model.optimizer if model.optimizer is not None else Adam()
+    optimizer = get_optimizer(optimizer)
+    model.optimizer = optimizer
+
+    callbacks = list(callbacks) if callbacks is not None else []
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be pydl.callbacks.Callback objects, got {type(cb).__name__}")
+    if verbose and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+        callbacks.append(ProgressBar())
+
+    history = History()
+    model.history = history
+    model.stop_training = False
+    classification = model.loss.classification
+    theta = model.theta
+    backup = np.empty_like(theta)
+    state = [a for layer in model.layers for a in layer.state_arrays().values()]
+    state_backup = [a.copy() for a in state]
+    xbuf = np.empty((batch_size, model.n_in), dtype=model.dtype)
+    ybuf = np.empty((batch_size,) + y.shape[1:], dtype=y.dtype)
+
+    for cb in callbacks:
+        cb.on_train_begin(model, epochs=epochs, initial_epoch=start, steps_per_epoch=-(-m // batch_size))
+    try:
+        for epoch in range(start, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(model, epoch)
+            rng = np.random.default_rng([model.seed, epoch])
+            aug_rng = np.random.default_rng([model.seed, epoch, 1]) if augment is not None else None
+            loss_sum, correct = 0.0, 0
+            for Xb, yb in _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model):
+                if augment is not None:
+                    Xb = _augmented(augment, Xb, aug_rng, model.dtype)
+                np.copyto(backup, theta)
+                for a, b in zip(state, state_backup):
+                    np.copyto(b, a)
+                J = model._forward_backward(Xb, yb)
+                if not math.isfinite(J):
+                    np.copyto(theta, backup)
+                    for a, b in zip(state, state_backup):
+                        np.copyto(a, b)
+                    raise TrainingDiverged(
+                        f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
+                        f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
+                        "a finite cost. Lower the learning rate or check the inputs.")
+                optimizer.step(model)
+                model.step += 1
+                n = Xb.shape[0]
+                loss_sum += J * n
+                if classification:
+                    correct += model.loss.correct(model._logits, yb)
+                history.iterations.append(J)
+            model.epoch = epoch + 1
+            logs = {"loss": loss_sum / m}
+            if classification:
+                logs["accuracy"] = correct / m
+            if val is not None:
+                for k, v in model._evaluate(*val).items():
+                    logs["dev_" + k] = v
+            logs["lr"] = optimizer.lr
+            history.record(epoch, **logs)
+            for cb in callbacks:
+                cb.on_epoch_end(model, epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        for cb in callbacks:
+            cb.on_train_end(model)
+    return history
+
+
+def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model):
+    """Yield (Xb, yb) mini-batches; in-memory rows are gathered into reused buffers."""
+    if streaming:
+        from .data import minibatches
+
+        seed = int(rng.integers(2**63)) if shuffle else None
+        for Xb, yb in minibatches(X, y, batch_size, shuffle=shuffle, seed=seed):
+            Xb = np.ascontiguousarray(Xb, dtype=model.dtype)
+            if not np.isfinite(Xb).all():
+                raise ValueError("X contains NaN or inf (found in a streamed mini-batch)")
+            yield Xb, np.ascontiguousarray(yb)
+        return
+    order = rng.permutation(m) if shuffle else None
+    for s in range(0, m, batch_size):
+        e = min(s + batch_size, m)
+        if order is None:
+            yield X[s:e], y[s:e]
+        else:
+            idx = order[s:e]
+            n = e - s
+            yield np.take(X, idx, axis=0, out=xbuf[:n]), np.take(y, idx, axis=0, out=ybuf[:n])
+
+
+def _augmented(augment, Xb, rng, dtype):
+    out = augment(Xb, rng)
+    if not isinstance(out, np.ndarray) or out.shape != Xb.shape:
+        raise ValueError(f"augment must return an array of shape {Xb.shape}, got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+    return np.ascontiguousarray(out, dtype=dtype)
