@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["load_digits", "make_moons", "make_circles", "make_spirals"]
 
-# Source: UCI ML Optical Recognition of Handwritten Digits (Alpaydin & Kaynak 1998); licence CC BY 4.0.
+# Source: UCI ML Optical Recognition of Handwritten Digits (Alpaydin & Kaynak 1998); CC BY 4.0
 _DIGITS_FILE = "digits.npz"
 
 
