@@ -61,6 +61,31 @@ inline void with_activation(Activation act, F&& f) {
     }
 }
 
+// Runs body(begin, end) over [0, n) split into one contiguous range per thread when
+// `parallel` (and OpenMP is on with more than one thread), else as one serial call.
+// The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
+// region still outlines the loop and blocks its vectorization (10x slower for small
+// arrays). Ranges are rounded to multiples of 16 items.
+template <class F>
+inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
+#ifdef PYDL_HAVE_OPENMP
+    if (parallel && n > 1 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const std::ptrdiff_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+            std::ptrdiff_t chunk = (n + nt - 1) / nt;
+            if (chunk > 16) chunk = (chunk + 15) & ~std::ptrdiff_t(15);
+            const std::ptrdiff_t b = id * chunk < n ? id * chunk : n;
+            const std::ptrdiff_t e = b + chunk < n ? b + chunk : n;
+            if (b < e) body(b, e);
+        }
+        return;
+    }
+#endif
+    (void)parallel;
+    if (n > 0) body(std::ptrdiff_t(0), n);
+}
+
 inline int max_threads() {
 #ifdef PYDL_HAVE_OPENMP
     return omp_get_max_threads();

@@ -20,17 +20,18 @@ void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_i
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-#pragma omp parallel for schedule(static) if (total >= kParallelMinElements)
-        for (int i = 0; i < m; ++i) {
-            T* row = A + std::ptrdiff_t(i) * n_out;
-            if (b != nullptr) {
+        parallel_for(m, total >= kParallelMinElements, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+            for (int i = int(lo); i < int(hi); ++i) {
+                T* row = A + std::ptrdiff_t(i) * n_out;
+                if (b != nullptr) {
 #pragma omp simd
-                for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j] + b[j], alpha);
-            } else {
+                    for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j] + b[j], alpha);
+                } else {
 #pragma omp simd
-                for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j], alpha);
+                    for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j], alpha);
+                }
             }
-        }
+        });
     });
 }
 
@@ -39,41 +40,47 @@ void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_i
 // dW = dZ.T @ A_prev + (l2/m) W + (l1/(2m)) sign(W)              (n_out, n_in)
 // dA_prev = dZ @ W         (m, n_in) or null (first layer)
 template <class T>
-void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev, const T* W,
-                    int m, int n_in, int n_out, Activation act, T alpha, T l2, T l1) {
+void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev, const T* W, int m,
+                    int n_in, int n_out, Activation act, T alpha, T l2, T l1) {
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
     if (act != Activation::identity || db != nullptr) {
         const int nblocks = (n_out + kColumnBlock - 1) / kColumnBlock;
         with_activation(act, [&](auto tag) {
             constexpr Activation ACT = decltype(tag)::value;
-#pragma omp parallel for schedule(static) if (total >= kParallelMinElements && nblocks > 1)
-            for (int blk = 0; blk < nblocks; ++blk) {
-                const int j0 = blk * kColumnBlock, w = std::min(n_out - j0, kColumnBlock);
-                T acc[kColumnBlock] = {};
-                for (int i = 0; i < m; ++i) {
-                    T* dz = dZ + std::ptrdiff_t(i) * n_out + j0;
-                    const T* a = A + std::ptrdiff_t(i) * n_out + j0;
+            parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
+                         [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                             for (int blk = int(lo); blk < int(hi); ++blk) {
+                                 const int j0 = blk * kColumnBlock,
+                                           w = std::min(n_out - j0, kColumnBlock);
+                                 T acc[kColumnBlock] = {};
+                                 for (int i = 0; i < m; ++i) {
+                                     T* dz = dZ + std::ptrdiff_t(i) * n_out + j0;
+                                     const T* a = A + std::ptrdiff_t(i) * n_out + j0;
 #pragma omp simd
-                    for (int j = 0; j < w; ++j) {
-                        const T g = dz[j] * activation_grad<ACT>(a[j], alpha);
-                        dz[j] = g;
-                        acc[j] += g;
-                    }
-                }
-                if (db != nullptr)
-                    for (int j = 0; j < w; ++j) db[j0 + j] = acc[j];
-            }
+                                     for (int j = 0; j < w; ++j) {
+                                         const T g = dz[j] * activation_grad<ACT>(a[j], alpha);
+                                         dz[j] = g;
+                                         acc[j] += g;
+                                     }
+                                 }
+                                 if (db != nullptr)
+                                     for (int j = 0; j < w; ++j) db[j0 + j] = acc[j];
+                             }
+                         });
         });
     }
     T beta = T(0);
     if (l2 != T(0) || l1 != T(0)) {
         const T c2 = l2 / T(m), c1 = l1 / (T(2) * T(m));
         const std::ptrdiff_t wcount = std::ptrdiff_t(n_out) * n_in;
-#pragma omp parallel for simd schedule(static) if (wcount >= kParallelMinElements)
-        for (std::ptrdiff_t k = 0; k < wcount; ++k) {
-            const T w = W[k];
-            dW[k] = c2 * w + c1 * T((w > T(0)) - (w < T(0)));
-        }
+        parallel_for(wcount, wcount >= kParallelMinElements,
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+                         for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                             const T w = W[k];
+                             dW[k] = c2 * w + c1 * T((w > T(0)) - (w < T(0)));
+                         }
+                     });
         beta = T(1);
     }
     gemm<T>(true, false, n_out, n_in, m, T(1), dZ, n_out, A_prev, n_in, beta, dW, n_in);
@@ -86,8 +93,11 @@ template <class T>
 void activation_forward(T* A, const T* Z, std::ptrdiff_t count, Activation act, T alpha) {
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-        for (std::ptrdiff_t k = 0; k < count; ++k) A[k] = activate<ACT>(Z[k], alpha);
+        parallel_for(count, count >= kParallelMinElements,
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+                         for (std::ptrdiff_t k = k0; k < k1; ++k) A[k] = activate<ACT>(Z[k], alpha);
+                     });
     });
 }
 
@@ -97,9 +107,12 @@ void activation_backward(T* dZ, const T* dA, const T* A, std::ptrdiff_t count, A
                          T alpha) {
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-        for (std::ptrdiff_t k = 0; k < count; ++k)
-            dZ[k] = dA[k] * activation_grad<ACT>(A[k], alpha);
+        parallel_for(count, count >= kParallelMinElements,
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+                         for (std::ptrdiff_t k = k0; k < k1; ++k)
+                             dZ[k] = dA[k] * activation_grad<ACT>(A[k], alpha);
+                     });
     });
 }
 

@@ -34,9 +34,11 @@ void dropout_forward(T* out, const T* A, std::ptrdiff_t count, uint64_t seed, ui
                      uint64_t layer, double keep_prob) {
     const uint64_t key = stream_key(seed, step, layer);
     const T scale = T(1.0 / keep_prob);
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-    for (std::ptrdiff_t k = 0; k < count; ++k)
-        out[k] = keep(key, k, keep_prob) ? A[k] * scale : T(0);
+    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+        for (std::ptrdiff_t k = k0; k < k1; ++k)
+            out[k] = keep(key, k, keep_prob) ? A[k] * scale : T(0);
+    });
 }
 
 // dA = dout * D / keep_prob, with D regenerated from the same key.  dA may alias dout.
@@ -46,11 +48,11 @@ void dropout_backward(T* dA, const T* dout, std::ptrdiff_t count, uint64_t seed,
     dropout_forward(dA, dout, count, seed, step, layer, keep_prob);
 }
 
-#define PYDL_INSTANTIATE(T)                                                                   \
-    template void dropout_forward<T>(T*, const T*, std::ptrdiff_t, uint64_t, uint64_t, uint64_t, \
-                                     double);                                                 \
-    template void dropout_backward<T>(T*, const T*, std::ptrdiff_t, uint64_t, uint64_t,        \
-                                      uint64_t, double);
+#define PYDL_INSTANTIATE(T)                                                                       \
+    template void dropout_forward<T>(T*, const T*, std::ptrdiff_t, uint64_t, uint64_t, uint64_t,  \
+                                     double);                                                     \
+    template void dropout_backward<T>(T*, const T*, std::ptrdiff_t, uint64_t, uint64_t, uint64_t, \
+                                      double);
 PYDL_INSTANTIATE(float)
 PYDL_INSTANTIATE(double)
 #undef PYDL_INSTANTIATE

@@ -9,26 +9,30 @@ namespace pydl {
 // theta -= lr * g
 template <class T>
 void sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-    for (std::ptrdiff_t k = 0; k < count; ++k) {
-        const T g = grad[k] + weight_decay * theta[k];
-        theta[k] -= lr * g;
-    }
+    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+        for (std::ptrdiff_t k = k0; k < k1; ++k) {
+            const T g = grad[k] + weight_decay * theta[k];
+            theta[k] -= lr * g;
+        }
+    });
 }
 
 // v = beta*v + (1-beta)*g;  theta -= lr * v
 // nesterov: theta -= lr * (beta*v + (1-beta)*g)   (with the new v)
 template <class T>
-void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, T beta,
-                   bool nesterov, T weight_decay) {
+void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, T beta, bool nesterov,
+                   T weight_decay) {
     const T c = T(1) - beta;
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-    for (std::ptrdiff_t k = 0; k < count; ++k) {
-        const T g = grad[k] + weight_decay * theta[k];
-        const T vk = beta * v[k] + c * g;
-        v[k] = vk;
-        theta[k] -= lr * (nesterov ? beta * vk + c * g : vk);
-    }
+    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+        for (std::ptrdiff_t k = k0; k < k1; ++k) {
+            const T g = grad[k] + weight_decay * theta[k];
+            const T vk = beta * v[k] + c * g;
+            v[k] = vk;
+            theta[k] -= lr * (nesterov ? beta * vk + c * g : vk);
+        }
+    });
 }
 
 // s = beta*s + (1-beta)*g^2;  theta -= lr * g / (sqrt(s) + eps)
@@ -36,45 +40,48 @@ template <class T>
 void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta, T eps,
                   T weight_decay) {
     const T c = T(1) - beta;
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-    for (std::ptrdiff_t k = 0; k < count; ++k) {
-        const T g = grad[k] + weight_decay * theta[k];
-        const T sk = beta * s[k] + c * g * g;
-        s[k] = sk;
-        theta[k] -= lr * g / (std::sqrt(sk) + eps);
-    }
+    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+        for (std::ptrdiff_t k = k0; k < k1; ++k) {
+            const T g = grad[k] + weight_decay * theta[k];
+            const T sk = beta * s[k] + c * g * g;
+            s[k] = sk;
+            theta[k] -= lr * g / (std::sqrt(sk) + eps);
+        }
+    });
 }
 
 // v = b1*v + (1-b1)*g;  s = b2*s + (1-b2)*g^2;  vhat = v/(1-b1^t);  shat = s/(1-b2^t)
 // theta -= lr * vhat / (sqrt(shat) + eps)        (t counts steps from 1)
 // decoupled (AdamW): g = grad and theta -= lr*weight_decay*theta as well.
 template <class T>
-void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta1,
-               T beta2, T eps, int64_t t, T weight_decay, bool decoupled) {
+void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta1, T beta2,
+               T eps, int64_t t, T weight_decay, bool decoupled) {
     const T c1 = T(1) - beta1, c2 = T(1) - beta2;
     const T bc1 = T(1.0 - std::pow(double(beta1), double(t)));
     const T inv_sqrt_bc2 = T(1.0 / std::sqrt(1.0 - std::pow(double(beta2), double(t))));
     const T step = lr / bc1;
     const T coupled = decoupled ? T(0) : weight_decay;
     const T shrink = decoupled ? lr * weight_decay : T(0);
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-    for (std::ptrdiff_t k = 0; k < count; ++k) {
-        const T th = theta[k];
-        const T g = grad[k] + coupled * th;
-        const T vk = beta1 * v[k] + c1 * g;
-        const T sk = beta2 * s[k] + c2 * g * g;
-        v[k] = vk;
-        s[k] = sk;
-        theta[k] = th - step * vk / (std::sqrt(sk) * inv_sqrt_bc2 + eps) - shrink * th;
-    }
+    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+#pragma omp simd
+        for (std::ptrdiff_t k = k0; k < k1; ++k) {
+            const T th = theta[k];
+            const T g = grad[k] + coupled * th;
+            const T vk = beta1 * v[k] + c1 * g;
+            const T sk = beta2 * s[k] + c2 * g * g;
+            v[k] = vk;
+            s[k] = sk;
+            theta[k] = th - step * vk / (std::sqrt(sk) * inv_sqrt_bc2 + eps) - shrink * th;
+        }
+    });
 }
 
-#define PYDL_INSTANTIATE(T)                                                                 \
-    template void sgd_step<T>(T*, const T*, std::ptrdiff_t, T, T);                           \
-    template void momentum_step<T>(T*, T*, const T*, std::ptrdiff_t, T, T, bool, T);         \
-    template void rmsprop_step<T>(T*, T*, const T*, std::ptrdiff_t, T, T, T, T);             \
-    template void adam_step<T>(T*, T*, T*, const T*, std::ptrdiff_t, T, T, T, T, int64_t, T, \
-                               bool);
+#define PYDL_INSTANTIATE(T)                                                          \
+    template void sgd_step<T>(T*, const T*, std::ptrdiff_t, T, T);                   \
+    template void momentum_step<T>(T*, T*, const T*, std::ptrdiff_t, T, T, bool, T); \
+    template void rmsprop_step<T>(T*, T*, const T*, std::ptrdiff_t, T, T, T, T);     \
+    template void adam_step<T>(T*, T*, T*, const T*, std::ptrdiff_t, T, T, T, T, int64_t, T, bool);
 PYDL_INSTANTIATE(float)
 PYDL_INSTANTIATE(double)
 #undef PYDL_INSTANTIATE

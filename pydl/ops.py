@@ -44,18 +44,18 @@ def activation_code(name: str) -> int:
 
 def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False) -> float:
     """A finite real in the interval; raises naming the argument otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    too_low = v <= lo if lo_open else v < lo
-    too_high = v >= hi if hi_open else v > hi
-    if too_low or too_high:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {v}")
-    return v
+    if type(value) is not float:  # fast path: plain floats skip the ABC checks
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        value = float(value)
+    if (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi) \
+            and value - value == 0.0:
+        return value
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value}")
 
 
 def _int(name: str, value, lo: int = 0) -> int:
