@@ -1,0 +1,72 @@
+"""Wall time of one 8-trial random search with n_jobs=1 and n_jobs=2.
+
+Each trial is a CPU-bound NumPy computation of about half a second on one
+core (element-wise ufuncs, which NumPy runs single-threaded, so n_jobs=1 is
+not secretly multi-threaded through BLAS). Later this becomes an MLP fit.
+
+    python bench/bench_tune.py            # prints both timings and the speed-up
+    pytest bench/bench_tune.py            # the same runs under pytest-benchmark
+
+The speed-up is bounded by the number of cores and by worker start-up
+(a fresh "forkserver" process per worker imports NumPy and pydl), which a
+search of 8 x 0.5 s pays once.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+import pydl.tune as tune
+
+N_TRIALS = 8
+SPACE = {"lr": tune.loguniform(1e-4, 1.0), "size": 200_000}
+REPEATS = 270  # ~0.5 s per trial on one core of a current x86 machine; adjust with PYDL_BENCH_REPEATS
+REPEATS = int(os.environ.get("PYDL_BENCH_REPEATS", REPEATS))
+
+
+def cpu_bound_objective(params):
+    """About 0.5 s of single-threaded element-wise work; returns a loss that depends on lr."""
+    x = np.linspace(-3.0, 3.0, params["size"])
+    acc = 0.0
+    for _ in range(REPEATS):
+        y = np.tanh(x * params["lr"]) + np.exp(-x * x)
+        acc += float(np.sqrt(y * y + 1.0).sum())
+    return (np.log10(params["lr"]) + 2.0) ** 2 + 1e-12 * acc
+
+
+def timed_search(n_jobs: int) -> float:
+    """Seconds for the whole search, pool start-up and shutdown included."""
+    start = time.perf_counter()
+    result = tune.random_search(cpu_bound_objective, SPACE, N_TRIALS, seed=0, n_jobs=n_jobs)
+    elapsed = time.perf_counter() - start
+    assert len(result.ok_trials) == N_TRIALS, result
+    return elapsed
+
+
+def test_random_search_n_jobs_1(benchmark):
+    benchmark.pedantic(timed_search, args=(1,), rounds=1, iterations=1)
+
+
+def test_random_search_n_jobs_2(benchmark):
+    benchmark.pedantic(timed_search, args=(2,), rounds=1, iterations=1)
+
+
+def main() -> None:
+    start = time.perf_counter()
+    cpu_bound_objective({"lr": 1e-2, "size": SPACE["size"]})
+    per_trial = time.perf_counter() - start
+    print(f"{N_TRIALS} trials of ~{per_trial:.2f} s each, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(3):  # interleaved, so a burst of load elsewhere hits both settings
+        for n_jobs in times:
+            times[n_jobs].append(timed_search(n_jobs))
+    for n_jobs, ts in times.items():
+        print(f"n_jobs={n_jobs}: best {min(ts):6.2f} s  (runs: {', '.join(f'{t:.2f}' for t in ts)})")
+    print(f"speed-up (best vs best): {min(times[1]) / min(times[2]):.2f}x (ideal {min(2, os.cpu_count() or 1)}.00x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,658 @@
+"""Tests for pydl.tune: sampling laws, searches, failures, journal/resume, parallel runs."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pydl.tune as tune
+
+# --------------------------------------------------------------------------- objectives
+# Module level, so worker processes (n_jobs > 1, Dask) can unpickle them by reference.
+
+
+def quadratic_log_lr(params):
+    """Minimum at lr = 1e-2: (log10 lr + 2)^2, plus a small term in x."""
+    return (math.log10(params["lr"]) + 2.0) ** 2 + 0.01 * params["x"]
+
+
+def worker_info(params):
+    """The loss plus where and with how many BLAS threads it ran."""
+    from threadpoolctl import threadpool_info
+
+    time.sleep(0.2)  # long enough that both workers get trials
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    return {"dev_loss": quadratic_log_lr(params), "pid": os.getpid(),
+            "blas_threads": max(blas) if blas else None}
+
+
+def fails_for_large_x(params):
+    if params["x"] > 0.5:
+        raise ValueError(f"x={params['x']:.3f} too large")
+    return params["x"]
+
+
+def budgeted(params, budget, trial):
+    """A loss that improves with budget (epochs) and depends on lr."""
+    for epoch in range(budget):
+        trial.report(epoch, abs(math.log10(params["lr"]) + 2.0) + 1.0 / (epoch + 1))
+    return abs(math.log10(params["lr"]) + 2.0) + 1.0 / budget
+
+
+SPACE = {"lr": tune.loguniform(1e-4, 1.0), "x": tune.uniform(0.0, 1.0)}
+
+
+def binomial_bounds(n, p, tail=1e-6):
+    """Counts outside these bounds have probability < tail under Binomial(n, p)."""
+    lo, hi = scipy.stats.binom.interval(1.0 - tail, n, p)
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def test_loguniform_puts_a_quarter_of_draws_in_each_decade():
+    rng = np.random.default_rng(0)
+    dist = tune.loguniform(1e-4, 1)
+    draws = np.array([dist.sample(rng) for _ in range(10_000)])
+    assert draws.min() >= 1e-4 and draws.max() <= 1.0
+    counts = np.histogram(np.log10(draws), bins=[-4, -3, -2, -1, 0])[0]
+    lo, hi = binomial_bounds(10_000, 0.25)
+    assert all(lo <= c <= hi for c in counts), f"decade counts {counts}, expected each in [{lo}, {hi}]"
+
+
+def test_one_minus_loguniform_puts_half_of_betas_above_0_99():
+    rng = np.random.default_rng(1)
+    dist = tune.one_minus_loguniform(0.9, 0.999)
+    draws = np.array([dist.sample(rng) for _ in range(10_000)])
+    assert draws.min() >= 0.9 and draws.max() <= 0.999
+    above = int(np.sum(draws > 0.99))
+    lo, hi = binomial_bounds(10_000, 0.5)
+    assert lo <= above <= hi, f"{above} of 10000 draws above 0.99, expected in [{lo}, {hi}]"
+
+
+def test_uniform_randint_and_choice_laws():
+    rng = np.random.default_rng(2)
+    u = np.array([tune.uniform(-2.0, 3.0).sample(rng) for _ in range(10_000)])
+    assert u.min() >= -2.0 and u.max() <= 3.0
+    lo, hi = binomial_bounds(10_000, 0.2)
+    assert lo <= np.sum(u < -1.0) <= hi  # [-2, -1) is a fifth of the interval
+
+    ints = [tune.randint(3, 6).sample(rng) for _ in range(8_000)]
+    assert all(type(v) is int for v in ints)
+    counts = {v: ints.count(v) for v in range(3, 7)}
+    lo, hi = binomial_bounds(8_000, 0.25)
+    assert set(ints) == {3, 4, 5, 6}, "randint must include both ends"
+    assert all(lo <= c <= hi for c in counts.values()), counts
+
+    options = ["relu", "tanh", (64, 32)]
+    picks = [tune.choice(options).sample(rng) for _ in range(6_000)]
+    lo, hi = binomial_bounds(6_000, 1 / 3)
+    for option in options:
+        assert lo <= sum(p == option for p in picks) <= hi, option
+
+
+def test_scipy_distribution_in_a_space_is_reproducible():
+    space = {"lr": scipy.stats.loguniform(1e-4, 1), "units": 64}
+    a = tune.random_search(lambda p: p["lr"], space, 5, seed=3)
+    b = tune.random_search(lambda p: p["lr"], space, 5, seed=3)
+    c = tune.random_search(lambda p: p["lr"], space, 5, seed=4)
+    lrs = [t.params["lr"] for t in a.trials]
+    assert lrs == [t.params["lr"] for t in b.trials]
+    assert lrs != [t.params["lr"] for t in c.trials]
+    assert all(type(v) is float and 1e-4 <= v <= 1 for v in lrs)
+    assert all(t.params["units"] == 64 for t in a.trials)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: tune.uniform(1.0, 1.0), ValueError, "low < high"),
+    (lambda: tune.uniform(0.0, float("nan")), ValueError, "high must be finite"),
+    (lambda: tune.uniform("0", 1.0), TypeError, "low must be a real number"),
+    (lambda: tune.loguniform(0.0, 1.0), ValueError, "low > 0"),
+    (lambda: tune.loguniform(1.0, 1e-4), ValueError, "low < high"),
+    (lambda: tune.one_minus_loguniform(0.9, 1.0), ValueError, "high < 1"),
+    (lambda: tune.randint(5, 2), ValueError, "low <= high"),
+    (lambda: tune.randint(0.5, 2), TypeError, "low must be an integer"),
+    (lambda: tune.choice([]), ValueError, "at least one option"),
+    (lambda: tune.choice("abc"), TypeError, "list or tuple"),
+])
+def test_distribution_bounds_are_validated(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_distribution_repr_and_log_flag():
+    assert repr(tune.loguniform(1e-4, 1)) == "loguniform(0.0001, 1.0)"
+    assert repr(tune.one_minus_loguniform(0.9, 0.999)) == "one_minus_loguniform(0.9, 0.999)"
+    assert repr(tune.randint(1, 3)) == "randint(1, 3)"
+    assert repr(tune.choice(["a", 2])) == "choice(['a', 2])"
+    assert repr(tune.uniform(0, 1)) == "uniform(0.0, 1.0)"
+    assert [d.log for d in (tune.loguniform(1e-3, 1), tune.one_minus_loguniform(0.9, 0.99),
+                            tune.uniform(0, 1), tune.randint(1, 2), tune.choice([1]))] == \
+        [True, True, False, False, False]
+
+
+# --------------------------------------------------------------------------- random search
+
+
+def test_random_search_is_seeded_and_finds_the_minimum():
+    result = tune.random_search(quadratic_log_lr, SPACE, 40, seed=0)
+    again = tune.random_search(quadratic_log_lr, SPACE, 40, seed=0)
+    assert [t.params for t in result.trials] == [t.params for t in again.trials]
+    assert [t.number for t in result.trials] == list(range(40))
+    values = [t.value for t in result.trials]
+    assert result.best.value == min(values)
+    assert result.best_params == result.trials[int(np.argmin(values))].params
+    assert abs(math.log10(result.best.params["lr"]) + 2.0) < 0.3  # 40 draws over 4 decades
+    assert all(t.status == "ok" and t.error is None and t.duration >= 0 for t in result.trials)
+    assert result.seed == 0
+    other = tune.random_search(quadratic_log_lr, SPACE, 40, seed=1)
+    assert [t.params for t in other.trials] != [t.params for t in result.trials]
+
+
+def test_random_search_maximize_and_dict_metric():
+    def objective(params):
+        return {"dev_accuracy": 1.0 - params["x"], "train_accuracy": 1.0}
+
+    result = tune.random_search(objective, SPACE, 10, seed=5, direction="maximize", metric="dev_accuracy")
+    assert result.best.value == max(t.value for t in result.trials)
+    assert result.best.metrics == {"dev_accuracy": result.best.value, "train_accuracy": 1.0}
+
+
+def test_random_search_draws_a_seed_when_none_is_given():
+    a = tune.random_search(quadratic_log_lr, SPACE, 3)
+    b = tune.random_search(quadratic_log_lr, SPACE, 3)
+    assert isinstance(a.seed, int) and a.seed != b.seed
+    replay = tune.random_search(quadratic_log_lr, SPACE, 3, seed=a.seed)
+    assert [t.params for t in replay.trials] == [t.params for t in a.trials]
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on():
+    def objective(params):
+        i = round(params["i"])
+        if i == 0:
+            raise RuntimeError("diverged")
+        if i == 1:
+            return float("nan")
+        if i == 2:
+            return {"train_loss": 1.0}
+        if i == 3:
+            return "0.5"
+        if i == 4:
+            return {"dev_loss": np.float32(np.inf)}
+        return float(i)
+
+    result = tune.grid_search(objective, {"i": list(range(8))})
+    errors = [t.error for t in result.trials]
+    assert [t.status for t in result.trials] == ["failed"] * 5 + ["ok"] * 3
+    assert errors[0] == "RuntimeError: diverged"
+    assert "dev_loss is nan" in errors[1]
+    assert "without 'dev_loss'" in errors[2]
+    assert "expected a number" in errors[3]
+    assert "dev_loss is inf" in errors[4]
+    assert "RuntimeError: diverged" in result.trials[0].traceback
+    assert result.best.number == 5 and result.best.value == 5.0
+    assert len(result.failed_trials) == 5 and len(result.ok_trials) == 3
+    assert "5 failed" in repr(result)
+
+
+def test_best_raises_when_every_trial_failed():
+    result = tune.random_search(lambda p: 1 / 0, SPACE, 3, seed=0)
+    with pytest.raises(RuntimeError, match="no trial succeeded.*ZeroDivisionError"):
+        result.best
+    assert "0 ok, 3 failed" in repr(result) and "ZeroDivisionError" in str(result)
+
+
+def test_records_csv_and_table(tmp_path):
+    result = tune.random_search(fails_for_large_x, {**SPACE, "units": 32}, 8, seed=2)
+    records = result.to_records()
+    assert len(records) == 8
+    assert list(records[0])[:3] == ["number", "status", "value"]
+    for rec, trial in zip(records, result.trials):
+        assert rec["lr"] == trial.params["lr"] and rec["units"] == 32
+        assert rec["status"] == trial.status and rec["error"] == trial.error
+        # the metric would collide with nothing here, the parameter x is not renamed
+        assert rec["x"] == trial.params["x"]
+    path = tmp_path / "trials.csv"
+    result.to_csv(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    assert [float(r["lr"]) for r in rows] == [t.params["lr"] for t in result.trials]
+    assert [r["status"] for r in rows] == [t.status for t in result.trials]
+    assert any(r["error"].startswith("ValueError: x=") for r in rows)
+    table = str(result)
+    assert len(table.splitlines()) == 2 + 8
+    assert f"{result.best.number}*" in table
+
+
+def test_plot_uses_a_log_axis_for_log_distributions():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    space = {"lr": tune.loguniform(1e-4, 1), "beta": tune.one_minus_loguniform(0.9, 0.999),
+             "x": tune.uniform(0, 1), "act": tune.choice(["relu", "tanh"]),
+             "s": scipy.stats.loguniform(1e-3, 1)}
+    result = tune.random_search(lambda p: p["x"], space, 12, seed=0)
+    fig = result.plot("lr")
+    assert isinstance(fig, matplotlib.figure.Figure)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "dev_loss"
+    np.testing.assert_allclose(sorted(ax.collections[0].get_offsets()[:, 0]),
+                               sorted(t.params["lr"] for t in result.trials))
+    assert result.plot("x").axes[0].get_xscale() == "linear"
+    assert result.plot("s").axes[0].get_xscale() == "log"
+    ax = result.plot("beta").axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "1 - beta"
+    np.testing.assert_allclose(sorted(ax.collections[0].get_offsets()[:, 0]),
+                               sorted(1 - t.params["beta"] for t in result.trials))
+    labels = [t.get_text() for t in result.plot("act").axes[0].get_xticklabels()]
+    assert sorted(labels) == ["relu", "tanh"]
+    with pytest.raises(ValueError, match="param 'nope'"):
+        result.plot("nope")
+    plt.close("all")
+
+
+# --------------------------------------------------------------------------- argument validation
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"objective": 3}, TypeError, "objective must be callable"),
+    ({"space": {}}, ValueError, "space must not be empty"),
+    ({"space": [("lr", 1)]}, TypeError, "space must be a dict"),
+    ({"space": {1: tune.uniform(0, 1)}}, TypeError, "space keys"),
+    ({"n_trials": 0}, ValueError, "n_trials must be >= 1"),
+    ({"n_trials": 2.5}, TypeError, "n_trials must be an integer"),
+    ({"n_trials": True}, TypeError, "n_trials must be an integer"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"seed": "0"}, TypeError, "seed must be an integer"),
+    ({"direction": "min"}, ValueError, "direction must be 'minimize' or 'maximize'"),
+    ({"metric": ""}, ValueError, "metric must be a non-empty"),
+    ({"metric": 1}, TypeError, "metric must be a str"),
+    ({"n_jobs": 0}, ValueError, "n_jobs must be >= 1"),
+    ({"executor": "pool"}, TypeError, "executor must be a concurrent.futures.Executor"),
+    ({"n_jobs": 2, "executor": tune.concurrent.futures.ThreadPoolExecutor(1)}, ValueError,
+     "either n_jobs or executor"),
+    ({"journal": 5}, TypeError, "journal must be a path"),
+    ({"threads_per_worker": 0}, ValueError, "threads_per_worker must be >= 1"),
+])
+def test_random_search_validates_arguments(kwargs, error, match):
+    args = {"objective": quadratic_log_lr, "space": SPACE, "n_trials": 2, **kwargs}
+    with pytest.raises(error, match=match):
+        tune.random_search(**args)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: tune.coarse_to_fine(quadratic_log_lr, SPACE, rounds=0), ValueError, "rounds must be >= 1"),
+    (lambda: tune.coarse_to_fine(quadratic_log_lr, SPACE, trials_per_round=4, top_k=5), ValueError, "top_k"),
+    (lambda: tune.coarse_to_fine(quadratic_log_lr, SPACE, shrink=0.0), ValueError, "shrink must be in"),
+    (lambda: tune.coarse_to_fine(quadratic_log_lr, SPACE, shrink=1.5), ValueError, "shrink must be in"),
+    (lambda: tune.successive_halving(budgeted, SPACE, 9, 0, 9), ValueError, "min_budget must be > 0"),
+    (lambda: tune.successive_halving(budgeted, SPACE, 9, 3, 1), ValueError, "max_budget must be >="),
+    (lambda: tune.successive_halving(budgeted, SPACE, 9, 1, 9, eta=1), ValueError, "eta must be > 1"),
+    (lambda: tune.successive_halving(budgeted, SPACE, 0, 1, 9), ValueError, "n_trials must be >= 1"),
+    (lambda: tune.hyperband(budgeted, SPACE, 1, "9"), TypeError, "max_budget must be a real"),
+    (lambda: tune.grid_search(quadratic_log_lr, {"lr": []}), ValueError, r"grid\['lr'\] is empty"),
+    (lambda: tune.grid_search(quadratic_log_lr, {"lr": tune.loguniform(1e-3, 1)}), TypeError,
+     "explicit list of values"),
+])
+def test_other_searches_validate_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# --------------------------------------------------------------------------- random vs grid
+
+
+def test_random_search_beats_grid_search_when_one_parameter_matters():
+    """9 trials, objective depends on x only: the grid tries 3 values of x, random 9."""
+    def objective(params):
+        return (params["x"] - 0.37) ** 2  # y is irrelevant
+
+    grid = tune.grid_search(objective, {"x": np.linspace(0, 1, 3), "y": np.linspace(0, 1, 3)})
+    assert len(grid.trials) == 9
+    assert len({t.params["x"] for t in grid.trials}) == 3
+    space = {"x": tune.uniform(0, 1), "y": tune.uniform(0, 1)}
+    wins = 0
+    for seed in range(100):
+        rand = tune.random_search(objective, space, 9, seed=seed)
+        assert len({t.params["x"] for t in rand.trials}) == 9
+        wins += rand.best.value < grid.best.value
+    # P(random loses) = P(no x within 0.13 of 0.37) = 0.74**9 ~ 0.067 per seed.
+    assert wins >= 80, f"random search beat the grid on only {wins} of 100 seeds"
+
+
+# --------------------------------------------------------------------------- coarse to fine
+
+
+def test_coarse_to_fine_zooms_in_around_the_optimum():
+    space = {"lr": tune.loguniform(1e-6, 1.0), "x": tune.uniform(0.0, 1.0), "act": tune.choice(["relu", "tanh"]),
+             "units": tune.randint(8, 256), "fixed": 7}
+
+    def objective(params):
+        penalty = 0.0 if params["act"] == "relu" else 1.0
+        return (math.log10(params["lr"]) + 3.3) ** 2 + penalty + 1e-4 * params["units"]
+
+    result = tune.coarse_to_fine(objective, space, rounds=4, trials_per_round=12, top_k=1, shrink=0.5, seed=0)
+    assert len(result.rounds) == 4 and len(result.trials) == 48
+    assert [t.round for t in result.trials] == [r for r in range(4) for _ in range(12)]
+    assert sorted(t.number for t in result.trials) == list(range(48))
+    widths = [math.log10(b["lr"].high) - math.log10(b["lr"].low) for b in result.boxes]
+    # top_k=1: the box width is exactly shrink**r times the original (in log10 space)
+    np.testing.assert_allclose(widths, [6.0, 3.0, 1.5, 0.75], rtol=1e-9)
+    for r in range(1, 4):
+        box, prev_best = result.boxes[r], result.rounds[r - 1].best
+        assert box["lr"].low <= prev_best.params["lr"] <= box["lr"].high
+        assert 1e-6 <= box["lr"].low and box["lr"].high <= 1.0
+        assert box["units"].low <= prev_best.params["units"] <= box["units"].high
+        assert box["act"].options == [prev_best.params["act"]]
+        assert box["fixed"] == 7
+        assert all(box["lr"].low <= t.params["lr"] <= box["lr"].high for t in result.rounds[r].trials)
+    assert result.best.value == min(t.value for t in result.trials)
+    assert result.rounds[-1].best.value <= result.rounds[0].best.value
+    assert abs(math.log10(result.best.params["lr"]) + 3.3) < 0.1
+
+
+def test_coarse_to_fine_box_is_shifted_not_cut_at_the_original_bounds():
+    space = {"lr": tune.loguniform(1e-4, 1.0), "beta": tune.one_minus_loguniform(0.9, 0.999)}
+    result = tune.coarse_to_fine(lambda p: p["lr"] + (1 - p["beta"]), space, rounds=4,
+                                 trials_per_round=8, top_k=1, shrink=0.9, seed=0)
+    for r, box in enumerate(result.boxes):
+        assert 1e-4 <= box["lr"].low < box["lr"].high <= 1.0
+        assert 0.9 <= box["beta"].low < box["beta"].high <= 0.999
+        # the optimum is at the corner (lr -> 1e-4, beta -> 0.999): the box is pushed against
+        # both bounds and keeps its full width 0.9**r (4 and 2 decades originally)
+        assert box["lr"].low == 1e-4 and box["beta"].high == pytest.approx(0.999, abs=1e-15)
+        np.testing.assert_allclose(math.log10(box["lr"].high / box["lr"].low), 4 * 0.9 ** r)
+        np.testing.assert_allclose(math.log10((1 - box["beta"].low) / (1 - box["beta"].high)),
+                                   2 * 0.9 ** r)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lo=st.floats(-8, 2), decades=st.floats(0.5, 8), frac=st.floats(0, 1),
+       shrink=st.floats(0.05, 1.0), top_k=st.integers(1, 5), seed=st.integers(0, 2**32))
+def test_coarse_to_fine_boxes_never_grow_nor_leave_the_space(lo, decades, frac, shrink, top_k, seed):
+    target = lo + frac * decades
+    space = {"lr": tune.loguniform(10 ** lo, 10 ** (lo + decades))}
+    result = tune.coarse_to_fine(lambda p: abs(math.log10(p["lr"]) - target), space, rounds=3,
+                                 trials_per_round=6, top_k=top_k, shrink=shrink, seed=seed)
+    original = space["lr"]
+    for r in range(1, 3):
+        box, prev = result.boxes[r]["lr"], result.boxes[r - 1]["lr"]
+        assert original.low <= box.low < box.high <= original.high
+        width, prev_width = math.log10(box.high / box.low), math.log10(prev.high / prev.low)
+        assert width <= prev_width * (1 + 1e-9)
+        assert width >= min(shrink * prev_width, prev_width) * (1 - 1e-9)
+        top = sorted(result.rounds[r - 1].trials, key=lambda t: t.value)[:top_k]
+        assert all(box.low * (1 - 1e-12) <= t.params["lr"] <= box.high * (1 + 1e-12) for t in top)
+
+
+# --------------------------------------------------------------------------- successive halving
+
+
+def test_successive_halving_promotes_the_best_third():
+    result = tune.successive_halving(budgeted, SPACE, n_trials=27, min_budget=1, max_budget=9, eta=3, seed=0)
+    by_rung = {r: [t for t in result.trials if t.rung == r] for r in range(3)}
+    assert [len(by_rung[r]) for r in range(3)] == [27, 9, 3]
+    assert [{t.budget for t in by_rung[r]} for r in range(3)] == [{1}, {3}, {9}]
+    assert all(type(t.budget) is int for t in result.trials)
+    for r in (1, 2):
+        previous = sorted(by_rung[r - 1], key=lambda t: t.value)
+        promoted = {t.number for t in previous[:len(by_rung[r])]}
+        assert {t.number for t in by_rung[r]} == promoted
+        for t in by_rung[r]:  # same configuration, more budget
+            same = next(p for p in by_rung[r - 1] if p.number == t.number)
+            assert same.params == t.params
+    assert all(len(t.reports) == t.budget and t.reports[0][0] == 0 for t in result.trials)
+    assert result.best.budget == 9
+    assert result.best.value == min(t.value for t in by_rung[2])
+
+
+def test_successive_halving_skips_failed_configs_and_odd_budgets():
+    def objective(params, budget, trial):
+        if params["x"] > 0.7:
+            raise RuntimeError("diverged")
+        return params["x"] + 1.0 / budget
+
+    result = tune.successive_halving(objective, SPACE, 12, min_budget=1, max_budget=10, eta=3, seed=3,
+                                     direction="minimize")
+    budgets = sorted({t.budget for t in result.trials})
+    assert budgets == [1, 3, 10]  # floor(log3(10)) = 2 promotions, the last to max_budget
+    assert all(t.ok for t in result.trials if t.rung > 0)
+    assert [sum(t.rung == r for t in result.trials) for r in range(3)] == [12, 4, 1]
+
+    floats = tune.successive_halving(objective, SPACE, 4, min_budget=0.5, max_budget=2.0, eta=2, seed=3)
+    assert sorted({t.budget for t in floats.trials}) == [0.5, 1.0, 2.0]
+
+
+def test_hyperband_runs_every_bracket():
+    result = tune.hyperband(budgeted, SPACE, min_budget=1, max_budget=9, eta=3, seed=0)
+    # s_max = 2: brackets of ceil(3/(s+1) * 3**s) = 9, 5, 3 configurations
+    configs = {b: {t.number for t in result.trials if t.bracket == b} for b in range(3)}
+    assert [len(configs[b]) for b in range(3)] == [9, 5, 3]
+    assert not (configs[0] & configs[1]) and not (configs[1] & configs[2])
+    first_budget = {b: min(t.budget for t in result.trials if t.bracket == b) for b in range(3)}
+    assert first_budget == {0: 1, 1: 3, 2: 9}
+    assert len(result.trials) == (9 + 3 + 1) + (5 + 1) + 3
+    assert result.best.budget == 9
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def test_journal_resumes_without_rerunning_finished_trials(tmp_path):
+    path = tmp_path / "search.jsonl"
+    calls = []
+
+    def objective(params):
+        calls.append(params["x"])
+        if params["x"] > 0.8:
+            raise ValueError("too big")
+        return quadratic_log_lr(params)
+
+    first = tune.random_search(objective, SPACE, 5, seed=7, journal=path)
+    assert len(calls) == 5
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + 5 and json.loads(lines[0])["seed"] == 7
+    calls.clear()
+    second = tune.random_search(objective, SPACE, 8, seed=7, journal=path)
+    assert len(calls) == 3  # only the three new trials (failed ones are not rerun either)
+    fresh = tune.random_search(objective, SPACE, 8, seed=7)
+    assert [t.params for t in second.trials] == [t.params for t in fresh.trials]
+    assert [t.status for t in second.trials] == [t.status for t in fresh.trials]
+    assert [t.value for t in second.trials[:5]] == [t.value for t in first.trials]
+    calls.clear()
+    tune.random_search(objective, SPACE, 8, journal=path)  # seed=None: the journal's seed
+    assert calls == []
+
+
+def test_journal_keeps_the_drawn_seed(tmp_path):
+    path = tmp_path / "search.jsonl"
+    a = tune.random_search(quadratic_log_lr, SPACE, 3, journal=path)
+    b = tune.random_search(quadratic_log_lr, SPACE, 4, journal=path)
+    assert a.seed == b.seed == json.loads(path.read_text().splitlines()[0])["seed"]
+    assert [t.params for t in b.trials[:3]] == [t.params for t in a.trials]
+
+
+def test_journal_refuses_a_different_search(tmp_path):
+    path = tmp_path / "search.jsonl"
+    tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path)
+    other_space = {"lr": tune.loguniform(1e-5, 1.0), "x": tune.uniform(0.0, 1.0)}
+    with pytest.raises(ValueError, match=r"different search.*space.*loguniform\(1e-05"):
+        tune.random_search(quadratic_log_lr, other_space, 3, seed=0, journal=path)
+    with pytest.raises(ValueError, match="seed=0.*seed=1"):
+        tune.random_search(quadratic_log_lr, SPACE, 3, seed=1, journal=path)
+    with pytest.raises(ValueError, match="written by random_search, not coarse_to_fine"):
+        tune.coarse_to_fine(quadratic_log_lr, SPACE, seed=0, journal=path)
+    not_journal = tmp_path / "other.jsonl"
+    not_journal.write_text('{"hello": 1}\n')
+    with pytest.raises(ValueError, match="not a pydl.tune journal"):
+        tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=not_journal)
+
+
+def test_journal_tolerates_only_a_partial_last_line(tmp_path):
+    path = tmp_path / "search.jsonl"
+    tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path)
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"kind": "trial", "number": 3, "par')
+    calls = []
+
+    def objective(params):
+        calls.append(1)
+        return quadratic_log_lr(params)
+
+    with pytest.warns(RuntimeWarning, match="partially written last line"):
+        result = tune.random_search(objective, SPACE, 5, seed=0, journal=path)
+    assert len(calls) == 2 and len(result.trials) == 5
+    records = [json.loads(line) for line in path.read_text().splitlines()]  # all valid again
+    assert [r["number"] for r in records[1:]] == [0, 1, 2, 3, 4]
+
+    lines = good.splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[1] + b"garbage\n" + lines[2])
+    with pytest.raises(ValueError, match="line 3 is corrupt"):
+        tune.random_search(objective, SPACE, 5, seed=0, journal=path)
+    path.write_bytes(good + b'{"kind": "trial", "number": 3}\n')  # complete line: not a partial write
+    with pytest.raises(ValueError, match="line 5 is corrupt"):
+        tune.random_search(objective, SPACE, 5, seed=0, journal=path)
+    other = tmp_path / "notes.txt"  # a wrong path is refused, never truncated
+    other.write_bytes(b"my notes")
+    with pytest.raises(ValueError, match="line 1 is corrupt"):
+        tune.random_search(objective, SPACE, 5, seed=0, journal=other)
+    assert other.read_bytes() == b"my notes"
+
+
+def test_journal_resumes_coarse_to_fine_and_successive_halving(tmp_path):
+    calls = []
+
+    def objective(params, budget=None, trial=None):
+        calls.append(1)
+        return budgeted(params, budget, trial) if trial is not None else quadratic_log_lr(params)
+
+    c2f = tune.coarse_to_fine(objective, SPACE, rounds=3, trials_per_round=5, seed=0, journal=tmp_path / "c.jsonl")
+    sh = tune.successive_halving(objective, SPACE, 9, 1, 9, seed=0, journal=tmp_path / "s.jsonl")
+    calls.clear()
+    c2f_again = tune.coarse_to_fine(objective, SPACE, rounds=3, trials_per_round=5, seed=0,
+                                    journal=tmp_path / "c.jsonl")
+    sh_again = tune.successive_halving(objective, SPACE, 9, 1, 9, seed=0, journal=tmp_path / "s.jsonl")
+    assert calls == []
+    assert c2f_again.boxes == c2f.boxes
+    assert [(t.number, t.budget, t.value, t.reports) for t in sh_again.trials] == \
+        [(t.number, t.budget, t.value, t.reports) for t in sh.trials]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import pydl.tune as tune
+
+    def objective(params):
+        with open(sys.argv[2], "a") as f:  # one line per call, written when the call starts
+            f.write(repr(params["x"]) + "\\n")
+        time.sleep(0.25)
+        return params["x"]
+
+    if __name__ == "__main__":
+        space = {"x": tune.uniform(0, 1), "lr": tune.loguniform(1e-4, 1)}
+        result = tune.random_search(objective, space, 8, seed=11, journal=sys.argv[1])
+        print(len(result.ok_trials))
+""")
+
+
+def test_killed_search_resumes_from_the_journal(tmp_path):
+    script, journal, calls = tmp_path / "search.py", tmp_path / "search.jsonl", tmp_path / "calls.txt"
+    script.write_text(KILL_SCRIPT)
+    cmd = [sys.executable, str(script), str(journal), str(calls)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for 3 finished trials (+ the header)
+        if journal.exists() and journal.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = []
+    for line in journal.read_text().splitlines()[1:]:
+        try:
+            finished.append(json.loads(line))
+        except ValueError:  # killed while writing this line
+            pass
+    assert 3 <= len(finished) < 8, "the search must be killed part-way"
+
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "8"
+    records = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    assert sorted(r["number"] for r in records) == list(range(8))
+    started = [float(line) for line in calls.read_text().split()]
+    for record in finished:  # finished before the kill: called exactly once
+        assert started.count(record["params"]["x"]) == 1, record
+    assert len(set(started)) == 8
+
+
+# --------------------------------------------------------------------------- parallel
+
+
+def test_n_jobs_runs_in_single_threaded_worker_processes(tmp_path):
+    inline = tune.random_search(quadratic_log_lr, SPACE, 6, seed=4)
+    result = tune.random_search(worker_info, SPACE, 6, seed=4, n_jobs=2, journal=tmp_path / "p.jsonl")
+    assert [t.params for t in result.trials] == [t.params for t in inline.trials]
+    assert [t.value for t in result.trials] == [t.value for t in inline.trials]
+    pids = {t.metrics["pid"] for t in result.trials}
+    assert os.getpid() not in pids and len(pids) == 2
+    assert {t.metrics["blas_threads"] for t in result.trials} <= {1, None}
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 1 + 6
+
+    failing = tune.random_search(fails_for_large_x, SPACE, 6, seed=4, n_jobs=2)
+    assert [t.ok for t in failing.trials] == [t.params["x"] <= 0.5 for t in failing.trials]
+    assert all(t.error.startswith("ValueError: x=") for t in failing.trials if not t.ok)
+
+
+def _refuse_to_load():
+    raise RuntimeError("not importable here")
+
+
+class LoadsOnlyInTheParent:
+    """Pickles fine, fails to unpickle (like a notebook function in a worker)."""
+
+    def __call__(self, params):
+        return 0.0
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def test_n_jobs_needs_an_objective_the_workers_can_load():
+    with pytest.raises(TypeError, match="objective must be picklable"):
+        tune.random_search(lambda p: p["x"], SPACE, 2, n_jobs=2)
+    with pytest.raises(TypeError, match="workers? processes could not load the objective.*not importable here"):
+        tune.random_search(LoadsOnlyInTheParent(), SPACE, 2, n_jobs=2)
+
+
+def test_dask_executor_on_a_local_cluster():
+    from dask.distributed import Client, LocalCluster
+
+    inline = tune.successive_halving(budgeted, SPACE, 9, 1, 3, seed=8)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        executor = client.get_executor()
+        result = tune.random_search(worker_info, SPACE, 4, seed=4, executor=executor)
+        sh = tune.successive_halving(budgeted, SPACE, 9, 1, 3, seed=8, executor=executor)
+        closure = tune.random_search(lambda p: p["x"] * 2, SPACE, 2, seed=0, executor=executor)
+    assert [t.value for t in result.trials] == \
+        [t.value for t in tune.random_search(quadratic_log_lr, SPACE, 4, seed=4).trials]
+    assert os.getpid() not in {t.metrics["pid"] for t in result.trials}
+    assert [(t.number, t.budget, t.value, t.reports) for t in sh.trials] == \
+        [(t.number, t.budget, t.value, t.reports) for t in inline.trials]
+    assert [t.value for t in closure.trials] == [2 * t.params["x"] for t in closure.trials]
