@@ -291,7 +291,7 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
-            validation_data=None, shuffle: bool = True, callbacks=(), initial_epoch: int | None = None,
+            validation_data=None, shuffle: bool = True, callbacks=(), initial_epoch: int = 0,
             verbose: int = 1, augment=None):
         """Mini-batch training; see ``pydl.training.fit`` for the arguments. Returns History."""
         from .training import fit

@@ -26,7 +26,7 @@ def _is_memmap(X) -> bool:
 
 
 def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
-        validation_data=None, shuffle: bool = True, callbacks=(), initial_epoch: int | None = None,
+        validation_data=None, shuffle: bool = True, callbacks=(), initial_epoch: int = 0,
         verbose: int = 1, augment=None) -> History:
     """Train ``model`` by mini-batch gradient descent; returns a ``History``.
 
@@ -52,7 +52,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     from .optim import Adam, get_optimizer
 
     epochs = _positive_int("epochs", epochs, 0)
-    start = model.epoch if initial_epoch is None else _positive_int("initial_epoch", initial_epoch, 0)
+    start = _positive_int("initial_epoch", initial_epoch, 0)
     batch_size = _positive_int("batch_size", batch_size)
     if augment is not None and not callable(augment):
         raise TypeError("augment must be a callable augment(Xb, rng) -> Xb")
