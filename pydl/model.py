@@ -212,6 +212,14 @@ class Sequential:
             dA = layer.backward(dA)
         return J
 
+    def _training_cost(self, X, y) -> float:
+        """J on validated (X, y) in training mode (batch statistics, current dropout step),
+        without backward; with BatchNorm.track_running_stats False it changes no state."""
+        for d in self._dropouts:
+            d.step = self.step
+        Z = self._forward(X, True)
+        return float(self.loss.cost(Z, y) + self._penalty(X.shape[0]))
+
     def forward(self, X, training: bool = False) -> np.ndarray:
         """Logits Z of the last layer, (m, n_out) (a new array).
 
@@ -321,10 +329,21 @@ class Sequential:
         return out
 
     def astype(self, dtype) -> "Sequential":
-        """A copy of the model (parameters, running statistics, counters) in ``dtype``."""
-        arch = self.architecture()
-        arch["dtype"] = _dtype_name(dtype)
-        copy = Sequential.from_architecture(arch)
+        """A copy of the model (parameters, running statistics, counters) in ``dtype``.
+
+        Layers are copied shallowly and rebound to the copy's own theta, so user-defined
+        layer classes work too.
+        """
+        import copy as _copy
+
+        layers = []
+        for layer in self.layers:
+            new = _copy.copy(layer)
+            new.__dict__ = {k: v for k, v in layer.__dict__.items()
+                            if not (k.startswith("_") and k not in ("_bufs",))}
+            new._bufs, new.params, new.grads = {}, {}, {}
+            layers.append(new)
+        copy = Sequential(layers, loss=self.loss.name, seed=self.seed, dtype=_dtype_name(dtype))
         copy.theta[...] = self.theta
         for key, arr in self._state_arrays().items():
             i, name = key.split(".", 1)
