@@ -1,11 +1,14 @@
 """pydl: fast, dependable dense neural networks on the CPU.
 
 >>> import pydl
+>>> X, y = pydl.datasets.load_digits()
 >>> model = pydl.mlp([64, 128, 10], batchnorm=True, seed=0)
->>> history = model.fit(X, y, optimizer=pydl.optim.Adam(), epochs=20)  # doctest: +SKIP
+>>> history = model.fit(X / 16, y, optimizer=pydl.optim.Adam(), epochs=20, verbose=0)
 """
 from . import _core  # noqa: F401  (load the extension first)
-from . import callbacks, init, losses, nn, ops, optim, schedules
+from . import (averages, callbacks, data, datasets, diagnose, ensemble, gradcheck, init, losses,
+               nn, ops, optim, schedules)
+from .averages import ewa
 from .callbacks import History
 from .model import Sequential, load, mlp
 from .ops import get_num_threads, set_num_threads
@@ -14,7 +17,8 @@ from .training import TrainingDiverged
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sequential", "mlp", "load", "History", "TrainingDiverged",
+    "Sequential", "mlp", "load", "History", "TrainingDiverged", "ewa",
     "set_num_threads", "get_num_threads",
-    "nn", "optim", "losses", "init", "ops", "schedules", "callbacks",
+    "nn", "optim", "losses", "init", "ops", "schedules", "callbacks", "data", "datasets",
+    "gradcheck", "diagnose", "ensemble", "averages",
 ]
