@@ -1,0 +1,286 @@
+"""The ``pydl`` command (also ``python -m pydl``): train, tune, gradcheck, bench.
+
+    pydl train [CONFIG.toml] [--epochs N] [--lr X] [--resume CHECKPOINT] [--out DIR] [--seed S]
+    pydl tune CONFIG.toml [--trials N] [--jobs K] [--scheduler ADDRESS] [--journal FILE] [--out DIR]
+    pydl gradcheck [CONFIG.toml]
+    pydl bench [--quick]
+
+Without a config, ``train`` runs the default job: an MLP with batch norm, dropout and Adam
+on the shipped digits data, split train/dev/test and standardized. Configs are TOML (see
+``pydl.config`` and examples/configs/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _prepare(cfg, X, y, standardizer=None):
+    """Split (seeded by data.seed) and standardize on the training set only."""
+    from .data import Standardizer, train_dev_test_split
+
+    d = cfg["data"]
+    ratios = d["ratios"] if d["ratios"] == "auto" else tuple(d["ratios"])
+    Xtr, ytr, Xd, yd, Xte, yte = train_dev_test_split(X, y, ratios=ratios, stratify=d["stratify"],
+                                                      seed=d["seed"])
+    if standardizer is None and d["standardize"]:
+        standardizer = Standardizer().fit(Xtr)
+    if standardizer is not None:
+        Xtr, Xd, Xte = (standardizer.transform(a) for a in (Xtr, Xd, Xte))
+    return (Xtr, ytr, Xd, yd, Xte, yte), standardizer
+
+
+def _callbacks(cfg, out_dir, with_checkpoints=True):
+    from . import callbacks
+    from .config import build_schedule
+
+    tr = cfg["training"]
+    cbs = []
+    sched = build_schedule(cfg)
+    if sched is not None:
+        cbs.append(callbacks.LRScheduler(sched))
+    if tr["patience"] > 0:
+        cbs.append(callbacks.EarlyStopping("dev_loss", patience=tr["patience"], restore_best=True))
+    if with_checkpoints:
+        cbs.append(callbacks.Checkpoint(os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}.npz"),
+                                        every=tr["checkpoint_every"], keep_last=tr["keep_last"]))
+    return cbs
+
+
+def cmd_train(args) -> int:
+    import pydl
+    from .callbacks import History
+    from .config import build_model, build_optimizer, load_config, load_data
+
+    overrides = {}
+    if args.epochs is not None:
+        overrides["training.epochs"] = args.epochs
+    if args.lr is not None:
+        overrides["optimizer.lr"] = args.lr
+    if args.seed is not None:
+        overrides["training.seed"] = args.seed
+    cfg = load_config(args.config, overrides)
+    X, y = load_data(cfg)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    previous = None
+    if args.resume:
+        model = pydl.load(args.resume)
+        if model.n_in != X.shape[1]:
+            raise ValueError(f"checkpoint {args.resume} expects {model.n_in} features, the data has {X.shape[1]}")
+        (Xtr, ytr, Xd, yd, Xte, yte), _ = _prepare(cfg, X, y, model.standardizer or _Identity())
+        optimizer = model.optimizer or build_optimizer(cfg)
+        if args.lr is not None:
+            optimizer.lr = args.lr
+        start, previous = model.epoch, model.history
+        print(f"resuming {args.resume} at epoch {start} (lr {optimizer.lr:g})")
+    else:
+        (Xtr, ytr, Xd, yd, Xte, yte), std = _prepare(cfg, X, y)
+        model = build_model(cfg, X.shape[1], y)
+        model.standardizer = std
+        optimizer, start = build_optimizer(cfg), 0
+    epochs = cfg["training"]["epochs"]
+    print(f"data: {cfg['data']['source']}  train {len(Xtr)} / dev {len(Xd)} / test {len(Xte)}")
+    print(model)
+    if start >= epochs:
+        print(f"the checkpoint has already trained {start} epochs (>= --epochs {epochs}); nothing to do")
+    else:
+        history = model.fit(Xtr, ytr, optimizer=optimizer, epochs=epochs,
+                            batch_size=min(cfg["training"]["batch_size"], len(Xtr)),
+                            validation_data=(Xd, yd), callbacks=_callbacks(cfg, out),
+                            initial_epoch=start, verbose=0 if args.quiet else 1)
+        if previous is not None:  # keep the curve of the run we resumed
+            merged = History.from_dict(previous.to_dict())
+            keep = [i for i, e in enumerate(merged.epoch) if e < start]
+            merged.epoch = [merged.epoch[i] for i in keep] + history.epoch
+            merged.history = {k: [v[i] for i in keep] + history.history.get(k, []) for k, v in
+                              {**{k: [] for k in history.history}, **merged.history}.items()}
+            merged.iterations = merged.iterations + history.iterations
+            merged.best_epoch = history.best_epoch
+            model.history = merged
+    _report(model, (Xtr, ytr, Xd, yd, Xte, yte), out)
+    return 0
+
+
+class _Identity:
+    def transform(self, X):
+        return X
+
+
+def _report(model, splits, out):
+    from .diagnose import bias_variance
+
+    Xtr, ytr, Xd, yd, Xte, yte = splits
+    res = {name: model.evaluate(Xs, ys) for name, Xs, ys in
+           (("train", Xtr, ytr), ("dev", Xd, yd), ("test", Xte, yte))}
+    model_path = os.path.join(out, "model.npz")
+    model.save(model_path)
+    hist_path = os.path.join(out, "history.json")
+    if model.history is not None:
+        with open(hist_path, "w") as f:
+            json.dump(model.history.to_dict(), f)
+    print()
+    print(f"{'split':<6} {'loss':>10} {'accuracy':>10}" if model.loss.classification else f"{'split':<6} {'loss':>10}")
+    for name, r in res.items():
+        acc = f" {r['accuracy']:>10.4f}" if "accuracy" in r else ""
+        print(f"{name:<6} {r['loss']:>10.4f}{acc}")
+    if model.loss.classification:
+        diag = bias_variance(1 - res["train"]["accuracy"], 1 - res["dev"]["accuracy"])
+        print()
+        print(diag)
+    print()
+    print(f"model:      {model_path}")
+    if model.history is not None:
+        print(f"history:    {hist_path}")
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            from .plot import learning_curves
+
+            png = os.path.join(out, "learning_curves.png")
+            fig = learning_curves(model.history, path=png)
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+            print(f"curves:     {png}")
+        except ImportError:
+            print("curves:     (install matplotlib for the learning-curve PNG: pip install pydl[plot])")
+    ckpt = os.path.join(out, "checkpoints")
+    if os.path.isdir(ckpt):
+        print(f"checkpoints: {ckpt}")
+
+
+def _tune_objective(params, cfg):
+    """One search trial: train the configured job with params applied; dev metrics."""
+    from .config import build_model, build_optimizer, load_data, with_params
+
+    c = with_params(cfg, params)
+    X, y = load_data(c)
+    (Xtr, ytr, Xd, yd, _, _), _ = _prepare(c, X, y)
+    model = build_model(c, X.shape[1], y)
+    h = model.fit(Xtr, ytr, optimizer=build_optimizer(c), epochs=c["training"]["epochs"],
+                  batch_size=min(c["training"]["batch_size"], len(Xtr)), validation_data=(Xd, yd),
+                  callbacks=_callbacks(c, None, with_checkpoints=False), verbose=0)
+    r = model.evaluate(Xd, yd)
+    out = {"dev_loss": r["loss"], "train_loss": h.history["loss"][-1], "epochs": len(h.epoch)}
+    if "accuracy" in r:
+        out["dev_accuracy"] = r["accuracy"]
+    return out
+
+
+def cmd_tune(args) -> int:
+    import functools
+
+    from . import tune
+    from .config import build_space, load_config
+
+    cfg = load_config(args.config)
+    space = build_space(cfg)
+    if not space:
+        raise ValueError(f"{args.config} has no [search.space] to search")
+    s = cfg["search"]
+    trials = args.trials if args.trials is not None else s["trials"]
+    objective = functools.partial(_tune_objective, cfg=cfg)
+    executor = client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+        executor = client.get_executor()
+    common = dict(direction=s["direction"], metric=s["metric"], executor=executor, journal=args.journal,
+                  n_jobs=1 if executor is not None else args.jobs, seed=cfg["training"]["seed"])
+    try:
+        if s["method"] == "coarse_to_fine":
+            rounds = s["rounds"]
+            result = tune.coarse_to_fine(objective, space, rounds=rounds,
+                                         trials_per_round=max(1, trials // rounds), **common)
+        else:
+            result = tune.random_search(objective, space, trials, **common)
+    finally:
+        if client is not None:
+            client.close()
+    os.makedirs(args.out, exist_ok=True)
+    csv = os.path.join(args.out, "search.csv")
+    result.to_csv(csv)
+    print(result)
+    print(f"\ntrials: {csv}")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from . import nn
+    from .config import build_model, load_config, load_data
+    from .gradcheck import gradient_check
+
+    cfg = load_config(args.config)
+    X, y = load_data(cfg)
+    (Xtr, ytr, *_), _ = _prepare(cfg, X, y)
+    model = build_model(cfg, X.shape[1], y).astype(np.float64)
+    dropout = any(isinstance(l, nn.Dropout) and l.keep_prob < 1 for l in model.layers)
+    if dropout:
+        print("note: dropout is turned off for the check (its masks are random)")
+    m = min(args.examples, len(Xtr))
+    result = gradient_check(model, Xtr[:m], ytr[:m], disable_dropout=True,
+                            coordinates=args.coordinates, seed=0)
+    print(result)
+    return 0 if result.passed else 1
+
+
+def cmd_bench(args) -> int:
+    from .benchmarks import main as bench_main
+
+    return bench_main(["--quick"] if args.quick else [])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pydl", description="Train, tune and check dense neural networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model (default: the digits job)")
+    t.add_argument("config", nargs="?", help="TOML config (default: built-in digits job)")
+    t.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this)")
+    t.add_argument("--lr", type=float, help="learning rate (overrides the config and a checkpoint)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint .npz")
+    t.add_argument("--out", default="pydl-run", help="output directory (default: pydl-run)")
+    t.add_argument("--seed", type=int, help="training seed")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+    u = sub.add_parser("tune", help="hyperparameter search described in a config")
+    u.add_argument("config")
+    u.add_argument("--trials", type=int)
+    u.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    u.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786)")
+    u.add_argument("--journal", metavar="FILE", help="JSON-lines journal; rerun to resume")
+    u.add_argument("--out", default="pydl-tune")
+    u.set_defaults(func=cmd_tune)
+    g = sub.add_parser("gradcheck", help="gradient-check the configured model in float64")
+    g.add_argument("config", nargs="?")
+    g.add_argument("--examples", type=int, default=16)
+    g.add_argument("--coordinates", type=int, default=None, help="check k sampled coordinates")
+    g.set_defaults(func=cmd_gradcheck)
+    b = sub.add_parser("bench", help="benchmark ratios against NumPy and PyTorch")
+    b.add_argument("--quick", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``pydl`` console script; returns the exit status."""
+    from .config import ConfigError
+
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
+        print(f"pydl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

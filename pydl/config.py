@@ -1,0 +1,318 @@
+"""TOML job configurations for the ``pydl`` command.
+
+A config has the sections below; every key is optional and a wrong key or value is a
+``ConfigError`` naming the key and the file::
+
+    [data]
+    source = "digits"          # digits | moons | circles | spirals | file
+    path = "train.npz"         # source = "file": .npz with X and y, .csv (label last), or
+    # x_path/y_path = "X.npy"/"y.npy"  (two .npy files)
+    n_samples = 600            # generated sets
+    noise = 0.2
+    n_classes = 3              # spirals
+    ratios = "auto"            # or [0.6, 0.2, 0.2]
+    stratify = false
+    standardize = true
+    seed = 0
+
+    [model]
+    hidden = [128]             # hidden layer widths
+    activation = "relu"        # relu | leaky_relu | tanh | sigmoid
+    batchnorm = true
+    keep_prob = 0.8
+    l2 = 0.0
+    init = "auto"
+    loss = "softmax_cross_entropy"   # default from the labels
+
+    [optimizer]
+    name = "adam"              # sgd | momentum | rmsprop | adam, then its hyperparameters
+    lr = 0.001
+
+    [schedule]
+    name = "inverse_time"      # constant | inverse_time | exponential | inverse_sqrt | staircase
+    decay_rate = 0.1
+
+    [training]
+    epochs = 30
+    batch_size = 64
+    seed = 0
+    patience = 5               # early stopping on dev_loss; 0 = off
+    checkpoint_every = 1
+    keep_last = 3
+
+    [search]                   # for ``pydl tune``
+    method = "random"          # random | coarse_to_fine
+    trials = 20
+    rounds = 3                 # coarse_to_fine
+    metric = "dev_loss"
+    direction = "minimize"
+    [search.space]             # "section.key" = distribution or constant
+    "optimizer.lr" = { dist = "loguniform", low = 1e-4, high = 1e-1 }
+    "model.hidden" = { dist = "choice", values = [[64], [128]] }
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import numpy as np
+
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "validate_config", "load_data", "build_model",
+           "build_optimizer", "build_schedule", "build_space", "with_params"]
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong (the message names it and the file)."""
+
+
+DEFAULTS = {
+    "data": {"source": "digits", "path": None, "x_path": None, "y_path": None, "n_samples": 600,
+             "noise": 0.2, "n_classes": 3, "ratios": "auto", "stratify": False,
+             "standardize": True, "seed": 0},
+    "model": {"hidden": [128], "activation": "relu", "batchnorm": True, "keep_prob": 0.8,
+              "l2": 0.0, "init": "auto", "loss": None},
+    "optimizer": {"name": "adam", "lr": 1e-3},
+    "schedule": {"name": "constant"},
+    "training": {"epochs": 30, "batch_size": 64, "seed": 0, "patience": 5,
+                 "checkpoint_every": 1, "keep_last": 3},
+    "search": {"method": "random", "trials": 20, "rounds": 3, "metric": "dev_loss",
+               "direction": "minimize", "space": {}},
+}
+_OPEN_SECTIONS = {"optimizer", "schedule"}   # keys depend on the chosen name
+_TYPES = {
+    ("data", "source"): str, ("data", "n_samples"): int, ("data", "noise"): float,
+    ("data", "n_classes"): int, ("data", "stratify"): bool, ("data", "standardize"): bool,
+    ("data", "seed"): int, ("model", "hidden"): list, ("model", "activation"): str,
+    ("model", "batchnorm"): bool, ("model", "keep_prob"): float, ("model", "l2"): float,
+    ("model", "init"): str, ("training", "epochs"): int, ("training", "batch_size"): int,
+    ("training", "seed"): int, ("training", "patience"): int, ("training", "checkpoint_every"): int,
+    ("training", "keep_last"): int, ("search", "method"): str, ("search", "trials"): int,
+    ("search", "rounds"): int, ("search", "metric"): str, ("search", "direction"): str,
+    ("search", "space"): dict,
+}
+
+
+def _where(path) -> str:
+    return f" in {path}" if path else ""
+
+
+def load_config(path=None, overrides: dict | None = None) -> dict:
+    """The defaults, updated by the TOML file at ``path`` (if any), then ``overrides``
+    ({"section.key": value}); validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    raw = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    for section, values in raw.items():
+        if section not in cfg:
+            raise ConfigError(f"unknown section [{section}]{_where(path)}; expected one of {sorted(cfg)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table{_where(path)}")
+        for key, value in values.items():
+            if key not in cfg[section] and section not in _OPEN_SECTIONS:
+                raise ConfigError(f"unknown key {section}.{key}{_where(path)}; expected one of "
+                                  f"{sorted(cfg[section])}")
+            cfg[section][key] = value
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        cfg[section][key] = value
+    validate_config(cfg, path)
+    return cfg
+
+
+def validate_config(cfg: dict, path=None) -> None:
+    """Check types and values; raise ConfigError naming the key and file."""
+    w = _where(path)
+    for (section, key), typ in _TYPES.items():
+        v = cfg[section].get(key)
+        if v is None:
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else \
+            isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+        if not ok:
+            raise ConfigError(f"{section}.{key} must be a {typ.__name__}, got {v!r}{w}")
+    d, mdl, tr, s = cfg["data"], cfg["model"], cfg["training"], cfg["search"]
+    if d["source"] not in ("digits", "moons", "circles", "spirals", "file"):
+        raise ConfigError(f"data.source must be digits, moons, circles, spirals or file, got {d['source']!r}{w}")
+    if d["source"] == "file" and not (d.get("path") or (d.get("x_path") and d.get("y_path"))):
+        raise ConfigError(f"data.source = 'file' needs data.path or data.x_path and data.y_path{w}")
+    if not (d["ratios"] == "auto" or (isinstance(d["ratios"], list) and len(d["ratios"]) == 3)):
+        raise ConfigError(f"data.ratios must be 'auto' or [train, dev, test], got {d['ratios']!r}{w}")
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mdl["hidden"]):
+        raise ConfigError(f"model.hidden must be a list of positive integers, got {mdl['hidden']!r}{w}")
+    if mdl["activation"] not in ("relu", "leaky_relu", "tanh", "sigmoid"):
+        raise ConfigError(f"model.activation must be relu, leaky_relu, tanh or sigmoid, got {mdl['activation']!r}{w}")
+    if not 0 < mdl["keep_prob"] <= 1:
+        raise ConfigError(f"model.keep_prob must be in (0, 1], got {mdl['keep_prob']!r}{w}")
+    if mdl["l2"] < 0:
+        raise ConfigError(f"model.l2 must be >= 0, got {mdl['l2']!r}{w}")
+    for key in ("epochs", "batch_size", "checkpoint_every", "keep_last"):
+        if tr[key] < 1:
+            raise ConfigError(f"training.{key} must be >= 1, got {tr[key]!r}{w}")
+    if tr["patience"] < 0:
+        raise ConfigError(f"training.patience must be >= 0, got {tr['patience']!r}{w}")
+    if s["method"] not in ("random", "coarse_to_fine"):
+        raise ConfigError(f"search.method must be random or coarse_to_fine, got {s['method']!r}{w}")
+    if s["direction"] not in ("minimize", "maximize"):
+        raise ConfigError(f"search.direction must be minimize or maximize, got {s['direction']!r}{w}")
+    try:
+        build_optimizer(cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[optimizer]: {e}{w}") from None
+    try:
+        build_schedule(cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[schedule]: {e}{w}") from None
+    try:
+        build_space(cfg)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"[search.space]: {e}{w}") from None
+
+
+def _read_file_data(d: dict):
+    def load_array(p):
+        if not os.path.exists(p):
+            raise ConfigError(f"data file {p} does not exist")
+        if p.endswith(".npy"):
+            return np.load(p, allow_pickle=False)
+        if p.endswith(".csv"):
+            return np.loadtxt(p, delimiter=",", ndmin=2)
+        raise ConfigError(f"data file {p} must be .npz, .npy or .csv")
+
+    try:
+        if d.get("path"):
+            p = d["path"]
+            if p.endswith(".npz"):
+                if not os.path.exists(p):
+                    raise ConfigError(f"data file {p} does not exist")
+                with np.load(p, allow_pickle=False) as z:
+                    if "X" not in z.files or "y" not in z.files:
+                        raise ConfigError(f"{p} must hold arrays named X and y, has {z.files}")
+                    return z["X"], z["y"]
+            arr = load_array(p)
+            return arr[:, :-1], arr[:, -1]
+        return load_array(d["x_path"]), load_array(d["y_path"])
+    except (OSError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"cannot read the data: {e}") from None
+
+
+def load_data(cfg: dict):
+    """(X, y) of the configured source."""
+    from . import datasets
+
+    d = cfg["data"]
+    src = d["source"]
+    if src == "digits":
+        X, y = datasets.load_digits()
+    elif src == "moons":
+        X, y = datasets.make_moons(d["n_samples"], noise=d["noise"], seed=d["seed"])
+    elif src == "circles":
+        X, y = datasets.make_circles(d["n_samples"], noise=d["noise"], seed=d["seed"])
+    elif src == "spirals":
+        X, y = datasets.make_spirals(d["n_samples"], noise=d["noise"], seed=d["seed"], n_classes=d["n_classes"])
+    else:
+        X, y = _read_file_data(d)
+    return X, y
+
+
+def _infer_loss(y) -> tuple[str, int]:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "softmax_cross_entropy", y.shape[1]
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        return "mse", 1 if y.ndim == 1 else y.shape[1]
+    k = int(y.max()) + 1 if y.size else 2
+    return "softmax_cross_entropy", max(k, 2)
+
+
+def build_model(cfg: dict, n_in: int, y):
+    """An mlp() from [model] for inputs of width n_in and labels y."""
+    from .model import mlp
+
+    mdl = cfg["model"]
+    loss, n_out = _infer_loss(y)
+    if mdl.get("loss"):
+        loss = mdl["loss"]
+        if loss == "sigmoid_cross_entropy":
+            n_out = 1
+    return mlp([n_in, *mdl["hidden"], n_out], activation=mdl["activation"], batchnorm=mdl["batchnorm"],
+               keep_prob=mdl["keep_prob"], l2=mdl["l2"], init=mdl["init"], loss=loss,
+               seed=cfg["training"]["seed"])
+
+
+def build_optimizer(cfg: dict):
+    from .optim import get_optimizer
+
+    opt = dict(cfg["optimizer"])
+    name = opt.pop("name", "adam")
+    return get_optimizer(name, **opt)
+
+
+_SCHEDULES = {"constant": "Constant", "inverse_time": "InverseTimeDecay", "exponential": "ExponentialDecay",
+              "inverse_sqrt": "InverseSqrtDecay", "staircase": "StaircaseDecay"}
+
+
+def build_schedule(cfg: dict):
+    """A pydl.schedules object whose lr0 is optimizer.lr, or None for a constant rate."""
+    from . import schedules
+
+    sch = dict(cfg["schedule"])
+    name = sch.pop("name", "constant")
+    if name not in _SCHEDULES:
+        raise ValueError(f"schedule.name must be one of {sorted(_SCHEDULES)}, got {name!r}")
+    if name == "constant":
+        if sch:
+            raise ValueError(f"a constant schedule takes no keys, got {sorted(sch)}")
+        return None
+    return getattr(schedules, _SCHEDULES[name])(cfg["optimizer"].get("lr", 1e-3), **sch)
+
+
+def build_space(cfg: dict) -> dict:
+    """{"section.key": distribution or constant} from [search.space]."""
+    from . import tune
+
+    space = {}
+    for key, spec in cfg["search"]["space"].items():
+        if "." not in key or key.split(".", 1)[0] not in ("model", "optimizer", "schedule", "training", "data"):
+            raise ValueError(f"search.space key {key!r} must be 'section.key', e.g. 'optimizer.lr'")
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            dist = spec.pop("dist", None)
+            makers = {"uniform": tune.uniform, "loguniform": tune.loguniform,
+                      "one_minus_loguniform": tune.one_minus_loguniform, "randint": tune.randint}
+            if dist in makers:
+                if set(spec) != {"low", "high"}:
+                    raise ValueError(f"{key}: {dist} needs exactly low and high, got {sorted(spec)}")
+                space[key] = makers[dist](spec["low"], spec["high"])
+            elif dist == "choice":
+                if set(spec) != {"values"}:
+                    raise ValueError(f"{key}: choice needs values = [...]")
+                space[key] = tune.choice(spec["values"])
+            else:
+                raise ValueError(f"{key}: dist must be uniform, loguniform, one_minus_loguniform, randint "
+                                 f"or choice, got {dist!r}")
+        else:
+            space[key] = spec
+    return space
+
+
+def with_params(cfg: dict, params: dict) -> dict:
+    """A copy of cfg with {"section.key": value} applied."""
+    out = copy.deepcopy(cfg)
+    for dotted, value in params.items():
+        section, key = dotted.split(".", 1)
+        out[section][key] = value
+    return out
