@@ -1,0 +1,132 @@
+"""The pydl command: train (default job, config, resume), tune, gradcheck, config errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pydl
+from pydl.cli import main
+
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "configs")
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_default_job_writes_report_and_artifacts(tmp_path, capsys):
+    code, out, err = run(["train", "--epochs", "3", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, err
+    for line in ("train", "dev", "test"):
+        assert any(l.split()[:1] == [line] for l in out.splitlines()), out
+    assert "avoidable bias" in out and "variance" in out and "next:" in out
+    model = pydl.load(tmp_path / "model.npz")
+    assert model.epoch == 3 and model.optimizer is not None and model.standardizer is not None
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert hist["epoch"] == [0, 1, 2]
+    ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert ckpts == ["epoch-001.npz", "epoch-002.npz", "epoch-003.npz"]
+    png = (tmp_path / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_exactly_where_the_checkpoint_left(tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(["train", "--epochs", "4", "--out", str(full), "--quiet"], capsys)[0] == 0
+    assert run(["train", "--epochs", "2", "--out", str(part), "--quiet"], capsys)[0] == 0
+    code, out, err = run(["train", "--epochs", "4", "--resume", str(part / "checkpoints" / "epoch-002.npz"),
+                          "--out", str(part), "--quiet"], capsys)
+    assert code == 0, err
+    assert "resuming" in out
+    a, b = pydl.load(full / "model.npz"), pydl.load(part / "model.npz")
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert b.history.epoch == [0, 1, 2, 3]
+
+
+def test_resume_with_new_learning_rate(tmp_path, capsys):
+    assert run(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet"], capsys)[0] == 0
+    code, out, _ = run(["train", "--epochs", "2", "--lr", "0.0005", "--resume",
+                        str(tmp_path / "model.npz"), "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "lr 0.0005" in out
+    assert pydl.load(tmp_path / "model.npz").optimizer.lr == 0.0005
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[model]\nhiden = [3]\n", "model.hiden"),
+    ("[modle]\n", "[modle]"),
+    ("[model]\nkeep_prob = 1.5\n", "model.keep_prob"),
+    ("[optimizer]\nname = 'adam'\nlr = -1.0\n", "lr"),
+    ("[training]\nepochs = 'ten'\n", "training.epochs"),
+    ("[data]\nsource = 'imagenet'\n", "data.source"),
+    ("[model\n", "not valid TOML"),
+])
+def test_bad_config_is_an_error_naming_key_and_file(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    code, out, err = run(["train", str(cfg), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+    if "TOML" not in needle:
+        assert str(cfg) in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code, _, err = run(["train", str(tmp_path / "nope.toml")], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_train_from_npz_file_config(tmp_path, capsys):
+    X, y = pydl.datasets.make_circles(300, noise=0.05, seed=0)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[data]\nsource = 'file'\npath = '{tmp_path / 'd.npz'}'\n"
+                   "[model]\nhidden = [16]\nbatchnorm = false\nkeep_prob = 1.0\n[training]\nepochs = 40\n"
+                   "batch_size = 32\npatience = 0\n[optimizer]\nname = 'adam'\nlr = 0.01\n")
+    code, out, err = run(["train", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 0, err
+    test_acc = float([l for l in out.splitlines() if l.startswith("test ")][0].split()[2])
+    assert test_acc >= 0.9
+
+
+def test_shipped_configs_are_valid():
+    from pydl.config import load_config
+
+    names = sorted(f for f in os.listdir(CONFIGS) if f.endswith(".toml"))
+    assert names
+    for name in names:
+        load_config(os.path.join(CONFIGS, name))
+
+
+def test_gradcheck_command(capsys):
+    code, out, _ = run(["gradcheck", os.path.join(CONFIGS, "digits.toml"), "--coordinates", "300"], capsys)
+    assert code == 0
+    assert "great" in out and "dropout is turned off" in out
+
+
+def test_tune_command_with_journal_resumes(tmp_path, capsys):
+    journal = tmp_path / "j.jsonl"
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("[data]\nsource = 'moons'\nn_samples = 200\n[model]\nhidden = [8]\nbatchnorm = false\n"
+                   "keep_prob = 1.0\n[training]\nepochs = 3\npatience = 0\n[search]\ntrials = 3\n"
+                   "[search.space]\n\"optimizer.lr\" = { dist = 'loguniform', low = 1e-3, high = 1e-1 }\n")
+    code, out, err = run(["tune", str(cfg), "--journal", str(journal), "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "3 trials (3 ok" in out
+    assert len(journal.read_text().strip().splitlines()) >= 3
+    assert (tmp_path / "search.csv").exists()
+    code, out, err = run(["tune", str(cfg), "--journal", str(journal), "--trials", "4", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "4 trials" in out
+
+
+def test_python_dash_m_pydl_help():
+    r = subprocess.run([sys.executable, "-m", "pydl", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for cmd in ("train", "tune", "gradcheck", "bench"):
+        assert cmd in r.stdout
