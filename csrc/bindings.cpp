@@ -27,9 +27,17 @@ std::string shape_str(const std::vector<py::ssize_t>& s) {
     return out + (s.size() == 1 ? ",)" : ")");
 }
 
+// Same type as `want`: identity is the fast path, but an equal dtype can be another object
+// (arrays that went through pickle, e.g. Dask or multiprocessing workers, carry a copy of
+// the descriptor). == is NumPy's equivalence: byte-swapped data does not match.
+bool has_dtype(const py::array& a, const py::dtype& want) {
+    const py::dtype d = a.dtype();
+    return d.is(want) || d.equal(want);
+}
+
 DType dtype_of(const py::array& a, const char* name) {
-    if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
-    if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+    if (has_dtype(a, py::dtype::of<float>())) return DType::f32;
+    if (has_dtype(a, py::dtype::of<double>())) return DType::f64;
     throw py::type_error(std::string(name) + " must be float32 or float64, got " +
                          std::string(py::str(a.dtype())));
 }
@@ -38,7 +46,7 @@ DType dtype_of(const py::array& a, const char* name) {
 template <class T>
 T* checked(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape,
            bool writable) {
-    if (!a.dtype().is(py::dtype::of<T>()))
+    if (!has_dtype(a, py::dtype::of<T>()))
         throw py::type_error(std::string(name) + " must have dtype " +
                              std::string(py::str(py::dtype::of<T>())) + ", got " +
                              std::string(py::str(a.dtype())));

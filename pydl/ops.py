@@ -58,13 +58,34 @@ def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=Fa
     raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value}")
 
 
-def _int(name: str, value, lo: int = 0) -> int:
+def _int(name: str, value, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    """An integer in [lo, hi] (hi: what the C++ parameter holds); raises naming it otherwise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     v = int(value)
     if v < lo:
         raise ValueError(f"{name} must be >= {lo}, got {v}")
+    if v > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {v}")
     return v
+
+
+_INT_MAX = 2**31 - 1
+
+
+def _name_non_array(optional=(), **arrays) -> None:
+    """Raise a TypeError naming the first argument that is not a NumPy array (None allowed
+    for the names in ``optional``).
+
+    Called only after _core refused its arguments with a TypeError: pybind11's own message
+    lists the whole signature, not the culprit. Costs nothing on the normal path.
+    """
+    for name, value in arrays.items():
+        if value is None and name in optional:
+            continue
+        if not isinstance(value, np.ndarray):
+            want = "a numpy array or None" if name in optional else "a numpy array"
+            raise TypeError(f"{name} must be {want}, got {type(value).__name__}") from None
 
 
 def _alpha(activation: str, alpha) -> float:
@@ -82,7 +103,12 @@ def dense_forward(A, A_prev, W, b=None, activation="identity", alpha=0.01):
     A (m, n_out) is written; A_prev (m, n_in); W (n_out, n_in); b (n_out,) or None.
     ``alpha`` is the leaky_relu slope (in (0, 1)).
     """
-    _core.dense_forward(A, A_prev, W, b, activation_code(activation), _alpha(activation, alpha))
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.dense_forward(A, A_prev, W, b, code, alpha)
+    except TypeError:
+        _name_non_array(("b",), A=A, A_prev=A_prev, W=W, b=b)
+        raise
     return A
 
 
@@ -98,26 +124,46 @@ def dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, activation="identity", alp
     """
     l2 = _real("l2", l2, 0.0)
     l1 = _real("l1", l1, 0.0)
-    _core.dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, activation_code(activation),
-                         _alpha(activation, alpha), l2, l1)
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, code, alpha, l2, l1)
+    except TypeError:
+        _name_non_array(("dA_prev", "db"), dA_prev=dA_prev, dW=dW, db=db, dZ=dZ, A=A,
+                        A_prev=A_prev, W=W)
+        raise
     return dA_prev, dW, db
 
 
 def activation_forward(A, Z, activation, alpha=0.01):
     """A = g(Z) elementwise; A may be Z (in place). Same shape, any ndim."""
-    _core.activation_forward(A, Z, activation_code(activation), _alpha(activation, alpha))
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.activation_forward(A, Z, code, alpha)
+    except TypeError:
+        _name_non_array(A=A, Z=Z)
+        raise
     return A
 
 
 def activation_backward(dZ, dA, A, activation, alpha=0.01):
     """dZ = dA * g'(Z), with g' written in terms of A = g(Z); dZ may be dA."""
-    _core.activation_backward(dZ, dA, A, activation_code(activation), _alpha(activation, alpha))
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.activation_backward(dZ, dA, A, code, alpha)
+    except TypeError:
+        _name_non_array(dZ=dZ, dA=dA, A=A)
+        raise
     return dZ
 
 
 def weight_penalty(W, l2=0.0, l1=0.0, m=1) -> float:
     """Regularization cost of one weight matrix: l2/(2m) ||W||_F^2 + l1/(2m) sum |W|."""
-    return _core.weight_penalty(W, _real("l2", l2, 0.0), _real("l1", l1, 0.0), _int("m", m, 1))
+    l2, l1, m = _real("l2", l2, 0.0), _real("l1", l1, 0.0), _int("m", m, 1, _INT_MAX)
+    try:
+        return _core.weight_penalty(W, l2, l1, m)
+    except TypeError:
+        _name_non_array(W=W)
+        raise
 
 
 # ------------------------------------------------------------------ batch norm
@@ -133,19 +179,32 @@ def batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, 
     unbiased variance var*m/(m-1); pass None for both to leave them untouched
     (gradient checking). out, xhat (m, n) [xhat may be Z]; mean, invstd, running_* (n,).
     """
-    _core.batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, Z, gamma,
-                                  beta, _real("momentum", momentum, 0.0, 1.0),
-                                  _real("eps", eps, 0.0, lo_open=True),
-                                  activation_code(activation), _alpha(activation, alpha))
+    momentum = _real("momentum", momentum, 0.0, 1.0)
+    eps = _real("eps", eps, 0.0, lo_open=True)
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, Z,
+                                      gamma, beta, momentum, eps, code, alpha)
+    except TypeError:
+        _name_non_array(("running_mean", "running_var"), out=out, xhat=xhat, mean=mean,
+                        invstd=invstd, running_mean=running_mean, running_var=running_var, Z=Z,
+                        gamma=gamma, beta=beta)
+        raise
     return out
 
 
 def batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var, eps=1e-5,
                            activation="identity", alpha=0.01):
     """out = g(gamma * (Z - running_mean) / sqrt(running_var + eps) + beta), (m, n)."""
-    _core.batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var,
-                                 _real("eps", eps, 0.0, lo_open=True),
-                                 activation_code(activation), _alpha(activation, alpha))
+    eps = _real("eps", eps, 0.0, lo_open=True)
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var, eps, code,
+                                     alpha)
+    except TypeError:
+        _name_non_array(out=out, Z=Z, gamma=gamma, beta=beta, running_mean=running_mean,
+                        running_var=running_var)
+        raise
     return out
 
 
@@ -156,8 +215,13 @@ def batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd,
     g = dout * g'(out) (written into dout, in place); dbeta = sum_i g; dgamma = sum_i g*xhat;
     dZ = gamma*invstd/m * (m*g - dbeta - xhat*dgamma), (m, n) (dZ may be dout).
     """
-    _core.batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd,
-                             activation_code(activation), _alpha(activation, alpha))
+    code, alpha = activation_code(activation), _alpha(activation, alpha)
+    try:
+        _core.batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd, code, alpha)
+    except TypeError:
+        _name_non_array(dZ=dZ, dgamma=dgamma, dbeta=dbeta, dout=dout, out=out, xhat=xhat,
+                        gamma=gamma, invstd=invstd)
+        raise
     return dZ
 
 
@@ -170,12 +234,20 @@ def softmax_cross_entropy(dZ, Z, labels=None, Y=None) -> float:
     Labels are integer ids ``labels`` (m,) int64 in [0, C) or one-hot rows ``Y`` (m, C):
     exactly one. Writes dZ = (softmax(Z) - Y)/m (m, C) unless dZ is None. Returns J.
     """
-    return _core.softmax_cross_entropy(dZ, Z, labels, Y)
+    try:
+        return _core.softmax_cross_entropy(dZ, Z, labels, Y)
+    except TypeError:
+        _name_non_array(("dZ", "labels", "Y"), dZ=dZ, Z=Z, labels=labels, Y=Y)
+        raise
 
 
 def softmax(P, Z):
     """P = exp(Z - max) / sum exp(Z - max), row-wise; (m, C); P may be Z."""
-    _core.softmax(P, Z)
+    try:
+        _core.softmax(P, Z)
+    except TypeError:
+        _name_non_array(P=P, Z=Z)
+        raise
     return P
 
 
@@ -184,22 +256,27 @@ def sigmoid_cross_entropy(dZ, Z, Y) -> float:
 
     Writes dZ = (sigmoid(Z) - Y)/m unless dZ is None. Returns J.
     """
-    return _core.sigmoid_cross_entropy(dZ, Z, Y)
+    try:
+        return _core.sigmoid_cross_entropy(dZ, Z, Y)
+    except TypeError:
+        _name_non_array(("dZ",), dZ=dZ, Z=Z, Y=Y)
+        raise
 
 
 def mean_squared_error(dZ, Yhat, Y) -> float:
     """J = mean((Yhat - Y)^2) over all elements; dZ = 2 (Yhat - Y) / Yhat.size."""
-    return _core.mean_squared_error(dZ, Yhat, Y)
+    try:
+        return _core.mean_squared_error(dZ, Yhat, Y)
+    except TypeError:
+        _name_non_array(("dZ",), dZ=dZ, Yhat=Yhat, Y=Y)
+        raise
 
 
 # ------------------------------------------------------------------ dropout
 
 
 def _key(name, value) -> int:
-    v = _int(name, value, 0)
-    if v >= 2**64:
-        raise ValueError(f"{name} must be < 2**64, got {v}")
-    return v
+    return _int(name, value, 0, 2**64 - 1)
 
 
 def dropout_forward(out, A, seed, step, layer, keep_prob):
@@ -209,14 +286,24 @@ def dropout_forward(out, A, seed, step, layer, keep_prob):
     index, so the mask does not depend on the thread count. out may be A.
     """
     kp = _real("keep_prob", keep_prob, 0.0, 1.0, lo_open=True)
-    _core.dropout_forward(out, A, _key("seed", seed), _key("step", step), _key("layer", layer), kp)
+    seed, step, layer = _key("seed", seed), _key("step", step), _key("layer", layer)
+    try:
+        _core.dropout_forward(out, A, seed, step, layer, kp)
+    except TypeError:
+        _name_non_array(out=out, A=A)
+        raise
     return out
 
 
 def dropout_backward(dA, dout, seed, step, layer, keep_prob):
     """dA = dout * D / keep_prob with the mask D of the same (seed, step, layer)."""
     kp = _real("keep_prob", keep_prob, 0.0, 1.0, lo_open=True)
-    _core.dropout_backward(dA, dout, _key("seed", seed), _key("step", step), _key("layer", layer), kp)
+    seed, step, layer = _key("seed", seed), _key("step", step), _key("layer", layer)
+    try:
+        _core.dropout_backward(dA, dout, seed, step, layer, kp)
+    except TypeError:
+        _name_non_array(dA=dA, dout=dout)
+        raise
     return dA
 
 
@@ -225,19 +312,34 @@ def dropout_backward(dA, dout, seed, step, layer, keep_prob):
 
 def sgd_step(theta, grad, lr, weight_decay=0.0):
     """theta -= lr * (grad + weight_decay * theta). theta, grad (P,)."""
-    _core.sgd_step(theta, grad, _real("lr", lr, 0.0), _real("weight_decay", weight_decay, 0.0))
+    lr, weight_decay = _real("lr", lr, 0.0), _real("weight_decay", weight_decay, 0.0)
+    try:
+        _core.sgd_step(theta, grad, lr, weight_decay)
+    except TypeError:
+        _name_non_array(theta=theta, grad=grad)
+        raise
 
 
 def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0):
     """v = beta v + (1-beta) g; theta -= lr v (Nesterov: lr (beta v + (1-beta) g))."""
-    _core.momentum_step(theta, v, grad, _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True),
-                        bool(nesterov), _real("weight_decay", weight_decay, 0.0))
+    lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
+    weight_decay = _real("weight_decay", weight_decay, 0.0)
+    try:
+        _core.momentum_step(theta, v, grad, lr, beta, bool(nesterov), weight_decay)
+    except TypeError:
+        _name_non_array(theta=theta, v=v, grad=grad)
+        raise
 
 
 def rmsprop_step(theta, s, grad, lr, beta=0.9, eps=1e-8, weight_decay=0.0):
     """s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps)."""
-    _core.rmsprop_step(theta, s, grad, _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True),
-                       _real("eps", eps, 0.0, lo_open=True), _real("weight_decay", weight_decay, 0.0))
+    lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
+    eps, weight_decay = _real("eps", eps, 0.0, lo_open=True), _real("weight_decay", weight_decay, 0.0)
+    try:
+        _core.rmsprop_step(theta, s, grad, lr, beta, eps, weight_decay)
+    except TypeError:
+        _name_non_array(theta=theta, s=s, grad=grad)
+        raise
 
 
 def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, decoupled=False):
@@ -246,11 +348,16 @@ def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, dec
     v = b1 v + (1-b1) g; s = b2 s + (1-b2) g^2; theta -= lr (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps).
     weight_decay adds w*theta to g (L2), or with decoupled=True (AdamW) theta -= lr*w*theta.
     """
-    _core.adam_step(theta, v, s, grad, _real("lr", lr, 0.0),
-                    _real("beta1", beta1, 0.0, 1.0, hi_open=True),
-                    _real("beta2", beta2, 0.0, 1.0, hi_open=True),
-                    _real("eps", eps, 0.0, lo_open=True), _int("t", t, 1),
-                    _real("weight_decay", weight_decay, 0.0), bool(decoupled))
+    lr = _real("lr", lr, 0.0)
+    beta1 = _real("beta1", beta1, 0.0, 1.0, hi_open=True)
+    beta2 = _real("beta2", beta2, 0.0, 1.0, hi_open=True)
+    eps, t = _real("eps", eps, 0.0, lo_open=True), _int("t", t, 1)
+    weight_decay = _real("weight_decay", weight_decay, 0.0)
+    try:
+        _core.adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay, bool(decoupled))
+    except TypeError:
+        _name_non_array(theta=theta, v=v, s=s, grad=grad)
+        raise
 
 
 # ------------------------------------------------------------------ threads
@@ -265,7 +372,7 @@ def set_num_threads(n: int) -> None:
     n = number of cores does not oversubscribe.
     """
     global _blas_limiter
-    n = _int("n", n, 1)
+    n = _int("n", n, 1, _INT_MAX)
     _core.set_num_threads(n)
     from threadpoolctl import threadpool_limits
 

@@ -1,0 +1,313 @@
+"""Batch-norm kernels (pydl.ops) against float64 NumPy references of the formulas.
+
+Per feature j over the batch: mu = mean Z, var = mean (Z-mu)^2 (biased),
+invstd = 1/sqrt(var+eps), xhat = (Z-mu)*invstd, out = g(gamma*xhat + beta);
+running = momentum*running + (1-momentum)*batch, with the unbiased variance var*m/(m-1).
+Backward: g = dout*g'(y), dbeta = sum g, dgamma = sum g*xhat,
+dZ = gamma*invstd/m * (m*g - dbeta - xhat*dgamma); the gradient checks verify that closed
+form independently.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from scipy.special import expit
+
+from conftest import assert_close
+from pydl import ops
+
+ACTS = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"]
+RTOL = {np.float64: 1e-12, np.float32: 1e-5}
+DTYPES = [np.float64, np.float32]
+dims = st.one_of(st.integers(1, 9), st.sampled_from([1, 2, 31, 63, 64, 65, 129, 257, 513]))
+seeds = st.integers(0, 2**32 - 1)
+SETTINGS = settings(max_examples=int(os.environ.get("PYDL_TEST_EXAMPLES", 30)), deadline=None)
+
+
+def g_ref(z, act, alpha):
+    if act == "identity":
+        return z.copy()
+    if act == "relu":
+        return np.maximum(z, 0.0)
+    if act == "leaky_relu":
+        return np.where(z > 0, z, alpha * z)
+    if act == "tanh":
+        return np.tanh(z)
+    return expit(z)
+
+
+def gprime_of_a(a, act, alpha):
+    """g'(z) written in terms of a = g(z), as the kernels take it (Z is not stored)."""
+    a = np.asarray(a, dtype=np.float64)
+    if act == "identity":
+        return np.ones_like(a)
+    if act == "relu":
+        return (a > 0).astype(np.float64)
+    if act == "leaky_relu":
+        return np.where(a > 0, 1.0, alpha)
+    if act == "tanh":
+        return 1.0 - a**2
+    return a * (1.0 - a)
+
+
+def f64(x):
+    return np.array(x, dtype=np.float64)  # always a copy: kernels work in place
+
+
+def make_inputs(rng, m, n, dtype):
+    """Z with per-feature offsets and spreads (so mean removal matters), gamma, beta."""
+    loc = rng.uniform(-3, 3, n)
+    spread = np.exp(rng.uniform(np.log(0.1), np.log(5.0), n))
+    Z = (loc + spread * rng.standard_normal((m, n))).astype(dtype)
+    gamma = rng.uniform(0.5, 2.0, n).astype(dtype) * rng.choice([-1, 1], n).astype(dtype)
+    beta = rng.standard_normal(n).astype(dtype)
+    return Z, gamma, beta
+
+
+def bn_ref(Z, gamma, beta, eps, act, alpha):
+    Z = f64(Z)
+    mu = Z.mean(axis=0)
+    var = ((Z - mu) ** 2).mean(axis=0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (Z - mu) * invstd
+    y = f64(gamma) * xhat + f64(beta)
+    return mu, var, invstd, xhat, y, g_ref(y, act, alpha)
+
+
+# ------------------------------------------------------------------ training forward
+
+
+@SETTINGS
+@given(m=dims, n=dims, act=st.sampled_from(ACTS), running=st.booleans(), in_place=st.booleans(),
+       momentum=st.sampled_from([0.0, 0.1, 0.9, 0.99, 1.0]), dtype=st.sampled_from(DTYPES),
+       seed=seeds)
+@example(m=257, n=513, act="relu", running=True, in_place=False, momentum=0.9,
+         dtype=np.float32, seed=0)
+@example(m=1, n=1, act="identity", running=True, in_place=True, momentum=0.9,
+         dtype=np.float64, seed=0)
+def test_batchnorm_forward_train_matches_reference(m, n, act, running, in_place, momentum,
+                                                   dtype, seed):
+    rng = np.random.default_rng(seed)
+    alpha, eps = float(rng.uniform(0.01, 0.5)), 1e-5
+    Z, gamma, beta = make_inputs(rng, m, n, dtype)
+    rm0 = rng.standard_normal(n).astype(dtype)
+    rv0 = rng.uniform(0.1, 3.0, n).astype(dtype)
+    rm, rv = (rm0.copy(), rv0.copy()) if running else (None, None)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    xhat = Z.copy() if in_place else np.full((m, n), np.nan, dtype=dtype)
+    mean = np.full(n, np.nan, dtype=dtype)
+    invstd = np.full(n, np.nan, dtype=dtype)
+    ops.batchnorm_forward_train(out, xhat, mean, invstd, rm, rv, xhat if in_place else Z, gamma,
+                                beta, momentum=momentum, eps=eps, activation=act, alpha=alpha)
+
+    mu, var, inv, xh, _, out_ref = bn_ref(Z, gamma, beta, eps, act, alpha)
+    rtol = RTOL[dtype]
+    colmax = np.abs(f64(Z)).max(axis=0)
+    assert_close(mean, mu, rtol, rtol * colmax)
+    assert_close(invstd, inv, rtol * 10)  # 1/sqrt of a variance computed in double
+    xh_bound = (np.abs(f64(Z)) + colmax) * inv  # mu carries an error ~ eps * max |Z|
+    assert_close(xhat, xh, rtol, rtol * xh_bound)
+    assert_close(out, out_ref, rtol, rtol * (np.abs(f64(gamma)) * xh_bound + np.abs(f64(beta))))
+    if running:
+        unbiased = var * m / (m - 1) if m > 1 else var
+        rm_ref = momentum * f64(rm0) + (1 - momentum) * mu
+        rv_ref = momentum * f64(rv0) + (1 - momentum) * unbiased
+        assert_close(rm, rm_ref, rtol, rtol * (np.abs(f64(rm0)) + colmax))
+        assert_close(rv, rv_ref, rtol * 10, rtol * (f64(rv0) + unbiased))
+        if momentum == 1.0:
+            assert np.array_equal(rm, rm0) and np.array_equal(rv, rv0)
+
+
+def test_running_stats_unbiased_variance_and_ewa_over_steps():
+    rng = np.random.default_rng(7)
+    m, n, mom = 8, 5, 0.9
+    rm, rv = np.zeros(n), np.ones(n)
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+    out, xhat, mean, invstd = np.empty((m, n)), np.empty((m, n)), np.empty(n), np.empty(n)
+    for _ in range(12):
+        Z = 2.0 + 3.0 * rng.standard_normal((m, n))
+        ops.batchnorm_forward_train(out, xhat, mean, invstd, rm, rv, Z, np.ones(n), np.zeros(n),
+                                    momentum=mom)
+        rm_ref = mom * rm_ref + (1 - mom) * Z.mean(axis=0)
+        rv_ref = mom * rv_ref + (1 - mom) * Z.var(axis=0, ddof=1)
+    assert_close(rm, rm_ref, 1e-12, 1e-14)
+    assert_close(rv, rv_ref, 1e-12, 1e-14)
+
+
+def test_none_running_stats_give_same_outputs_as_arrays():
+    rng = np.random.default_rng(3)
+    Z, gamma, beta = make_inputs(rng, 33, 70, np.float64)
+    res = []
+    for running in (True, False):
+        bufs = [np.empty((33, 70)), np.empty((33, 70)), np.empty(70), np.empty(70)]
+        rs = (np.zeros(70), np.ones(70)) if running else (None, None)
+        ops.batchnorm_forward_train(*bufs, *rs, Z, gamma, beta, activation="tanh")
+        res.append(bufs)
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_large_mean_small_spread(dtype):
+    # A feature with mean 1000 and std 1: a naive one-pass E[Z^2]-E[Z]^2 in float32 would
+    # lose the variance entirely.
+    rng = np.random.default_rng(11)
+    m, n = 200, 3
+    Z = (1000.0 + rng.standard_normal((m, n))).astype(dtype)
+    out, xhat = np.empty((m, n), dtype), np.empty((m, n), dtype)
+    mean, invstd = np.empty(n, dtype), np.empty(n, dtype)
+    ops.batchnorm_forward_train(out, xhat, mean, invstd, None, None, Z, np.ones(n, dtype),
+                                np.zeros(n, dtype))
+    _, _, inv, xh, _, _ = bn_ref(Z, np.ones(n), np.zeros(n), 1e-5, "identity", 0)
+    assert_close(invstd, inv, RTOL[dtype] * 10)
+    assert_close(xhat, xh, RTOL[dtype], RTOL[dtype] * 2000 * inv)
+
+
+# ------------------------------------------------------------------ evaluation forward
+
+
+@SETTINGS
+@given(m=dims, n=dims, act=st.sampled_from(ACTS), dtype=st.sampled_from(DTYPES), seed=seeds)
+def test_batchnorm_forward_eval_matches_reference(m, n, act, dtype, seed):
+    rng = np.random.default_rng(seed)
+    alpha, eps = float(rng.uniform(0.01, 0.5)), float(rng.choice([1e-5, 1e-3]))
+    Z, gamma, beta = make_inputs(rng, m, n, dtype)
+    rm = rng.standard_normal(n).astype(dtype)
+    rv = rng.uniform(0.05, 4.0, n).astype(dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    ops.batchnorm_forward_eval(out, Z, gamma, beta, rm, rv, eps=eps, activation=act, alpha=alpha)
+    inv = 1.0 / np.sqrt(f64(rv) + eps)
+    y = f64(gamma) * (f64(Z) - f64(rm)) * inv + f64(beta)
+    rtol = RTOL[dtype]
+    bound = np.abs(f64(gamma)) * inv * (np.abs(f64(Z)) + np.abs(f64(rm))) + np.abs(f64(beta))
+    assert_close(out, g_ref(y, act, alpha), rtol, rtol * bound)
+
+
+# ------------------------------------------------------------------ backward
+
+
+@SETTINGS
+@given(m=dims, n=dims, act=st.sampled_from(ACTS), in_place=st.booleans(),
+       dtype=st.sampled_from(DTYPES), seed=seeds)
+@example(m=257, n=513, act="sigmoid", in_place=False, dtype=np.float32, seed=0)
+def test_batchnorm_backward_matches_reference(m, n, act, in_place, dtype, seed):
+    rng = np.random.default_rng(seed)
+    alpha, eps = float(rng.uniform(0.01, 0.5)), 1e-5
+    Z, gamma, beta = make_inputs(rng, m, n, dtype)
+    _, _, inv, xh, _, out = bn_ref(Z, gamma, beta, eps, act, alpha)
+    dout = rng.standard_normal((m, n)).astype(dtype)
+    out_t, xh_t, inv_t = out.astype(dtype), xh.astype(dtype), inv.astype(dtype)
+
+    d = dout.copy()
+    dZ = d if in_place else np.full((m, n), np.nan, dtype=dtype)
+    dgamma = np.full(n, np.nan, dtype=dtype)
+    dbeta = np.full(n, np.nan, dtype=dtype)
+    ops.batchnorm_backward(dZ, dgamma, dbeta, d, out_t, xh_t, gamma, inv_t, activation=act,
+                           alpha=alpha)
+
+    # Reference from the (rounded) inputs the kernel saw.
+    xh_d, inv_d, gam_d = f64(xh_t), f64(inv_t), f64(gamma)
+    g = f64(dout) * gprime_of_a(out_t, act, alpha)
+    dbeta_ref = g.sum(axis=0)
+    dgamma_ref = (g * xh_d).sum(axis=0)
+    k = gam_d * inv_d / m
+    dZ_ref = k * (m * g - dbeta_ref - xh_d * dgamma_ref)
+    rtol = RTOL[dtype]
+    abs_g = np.abs(g)
+    assert_close(dbeta, dbeta_ref, rtol, rtol * abs_g.sum(axis=0))
+    assert_close(dgamma, dgamma_ref, rtol, rtol * (abs_g * np.abs(xh_d)).sum(axis=0))
+    bound = np.abs(k) * (m * abs_g + abs_g.sum(axis=0) + np.abs(xh_d) * (abs_g * np.abs(xh_d)).sum(axis=0))
+    assert_close(dZ, dZ_ref, rtol, rtol * bound)
+    if not in_place:
+        assert_close(d, g, rtol, rtol * np.abs(f64(dout)))  # dout holds g on return
+
+
+# ------------------------------------------------------------------ gradient checks
+
+
+def rel_diff(a, b):
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return 0.0 if na + nb == 0 else np.linalg.norm(a - b) / (na + nb)
+
+
+def numerical_grad(J, x, eps=1e-6):
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + eps
+        jp = J()
+        flat[k] = old - eps
+        jm = J()
+        flat[k] = old
+        gflat[k] = (jp - jm) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("m", [3, 8])
+def test_batchnorm_gradient_check(act, m):
+    # (m = 2 is ill-conditioned for a finite-difference check: xhat = +-sqrt(var/(var+eps))
+    # hardly depends on Z, so dZ is ~eps/var times its usual size.)
+    rng = np.random.default_rng([ACTS.index(act), m])
+    n, alpha = 3, 0.1
+    for _ in range(1000):  # keep gamma*xhat + beta away from the relu kink
+        Z, gamma, beta = make_inputs(rng, m, n, np.float64)
+        if np.abs(bn_ref(Z, gamma, beta, 1e-5, act, alpha)[4]).min() > 1e-2:
+            break
+    R = rng.standard_normal((m, n))
+    out, xhat, mean, invstd = np.empty((m, n)), np.empty((m, n)), np.empty(n), np.empty(n)
+
+    def J():
+        ops.batchnorm_forward_train(out, xhat, mean, invstd, None, None, Z, gamma, beta,
+                                    activation=act, alpha=alpha)
+        return float(np.sum(R * out))
+
+    J()
+    dZ, dgamma, dbeta = np.empty((m, n)), np.empty(n), np.empty(n)
+    ops.batchnorm_backward(dZ, dgamma, dbeta, R.copy(), out.copy(), xhat.copy(), gamma,
+                           invstd.copy(), activation=act, alpha=alpha)
+    assert np.abs(dZ).sum() > 0
+    for name, param, analytic in [("Z", Z, dZ), ("gamma", gamma, dgamma), ("beta", beta, dbeta)]:
+        d = rel_diff(numerical_grad(J, param), analytic)
+        assert d < 1e-7, f"{name}: relative difference {d:.2e}"
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_network_gradient_check_dense_bn_act_dense_softmax(act):
+    """X -> Dense(no bias) -> BN -> act -> Dense -> softmax cross-entropy, L2 on both W."""
+    rng = np.random.default_rng(ACTS.index(act))
+    m, n0, n1, C, l2 = 6, 4, 5, 3, 0.3
+    X = rng.standard_normal((m, n0))
+    labels = rng.integers(0, C, m)
+    Z1, xhat, A1 = np.empty((m, n1)), np.empty((m, n1)), np.empty((m, n1))
+    mean, invstd, Z2 = np.empty(n1), np.empty(n1), np.empty((m, C))
+    for _ in range(1000):
+        W1, W2, b2 = rng.standard_normal((n1, n0)), rng.standard_normal((C, n1)), rng.standard_normal(C)
+        gamma, beta = rng.uniform(0.5, 2, n1), rng.standard_normal(n1)
+        ops.dense_forward(Z1, X, W1)
+        if np.abs(bn_ref(Z1, gamma, beta, 1e-5, act, 0)[4]).min() > 1e-2:
+            break
+
+    def forward():
+        ops.dense_forward(Z1, X, W1)
+        ops.batchnorm_forward_train(A1, xhat, mean, invstd, None, None, Z1, gamma, beta,
+                                    activation=act)
+        ops.dense_forward(Z2, A1, W2, b2)
+        return (ops.softmax_cross_entropy(None, Z2, labels=labels)
+                + ops.weight_penalty(W1, l2=l2, m=m) + ops.weight_penalty(W2, l2=l2, m=m))
+
+    forward()
+    dZ2 = np.empty((m, C))
+    ops.softmax_cross_entropy(dZ2, Z2, labels=labels)
+    dW2, db2, dA1 = np.empty_like(W2), np.empty_like(b2), np.empty((m, n1))
+    ops.dense_backward(dA1, dW2, db2, dZ2, Z2, A1, W2, l2=l2)
+    dZ1, dgamma, dbeta, dW1 = np.empty((m, n1)), np.empty(n1), np.empty(n1), np.empty_like(W1)
+    ops.batchnorm_backward(dZ1, dgamma, dbeta, dA1, A1, xhat, gamma, invstd, activation=act)
+    ops.dense_backward(None, dW1, None, dZ1, Z1, X, W1, l2=l2)
+    for name, param, analytic in [("W1", W1, dW1), ("gamma", gamma, dgamma), ("beta", beta, dbeta),
+                                  ("W2", W2, dW2), ("b2", b2, db2)]:
+        d = rel_diff(numerical_grad(forward, param), analytic)
+        assert d < 1e-7, f"{name}: relative difference {d:.2e}"

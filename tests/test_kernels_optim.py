@@ -1,0 +1,170 @@
+"""Optimizer step kernels (pydl.ops) against a float64 NumPy loop of each update rule.
+
+With weight decay w coupled (L2): g = grad + w*theta.
+SGD:      theta -= lr g
+Momentum: v = beta v + (1-beta) g; theta -= lr v   (Nesterov: lr (beta v + (1-beta) g))
+RMSprop:  s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps)
+Adam:     v = b1 v + (1-b1) g; s = b2 s + (1-b2) g^2; theta -= lr (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)
+AdamW:    g = grad (no coupling) and theta -= lr w theta_old as well.
+Each test runs 12 steps from the same start and gradient sequence in both.
+"""
+import os
+
+import numpy as np
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from conftest import assert_close
+from pydl import ops
+
+RTOL = {np.float64: 1e-12, np.float32: 1e-5}
+DTYPES = [np.float64, np.float32]
+STEPS = 12
+counts = st.one_of(st.integers(1, 100), st.sampled_from([1, 63, 65, 1000, 70001]))
+seeds = st.integers(0, 2**32 - 1)
+SETTINGS = settings(max_examples=int(os.environ.get("PYDL_TEST_EXAMPLES", 30)), deadline=None)
+
+
+def f64(x):
+    return np.array(x, dtype=np.float64)  # always a copy: kernels work in place
+
+
+def problem(count, dtype, seed, warm_state, zero_grads=True):
+    """theta0, a gradient sequence (STEPS, count) and initial moments, all in dtype.
+
+    zero_grads: every 7th coordinate gets exact zero gradients (g = 0 paths, s = 0 + eps).
+    Not for RMSprop/Adam with coupled decay: there g = w*theta alone is normalized by
+    sqrt(s) ~ |w*theta|, a step of ~lr whatever theta's size, so theta hops around 0 and
+    float32 and float64 trajectories part ways (ill-conditioned, not a kernel error).
+    """
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal(count).astype(dtype)
+    # gradients of different scales per coordinate, including some exact zeros
+    grads = (rng.standard_normal((STEPS, count)) * np.exp(rng.uniform(-3, 2, count))).astype(dtype)
+    if zero_grads:
+        grads[:, ::7] = 0.0
+    if warm_state:
+        v = (0.1 * rng.standard_normal(count)).astype(dtype)
+        s = (0.1 * rng.uniform(0, 1, count)).astype(dtype)
+    else:
+        v, s = np.zeros(count, dtype), np.zeros(count, dtype)
+    return theta, grads, v, s
+
+
+def grad_scale(grads, thmax, wd):
+    """Per coordinate, a bound on |g| = |grad + wd*theta| over the run: moments of a
+    coordinate whose g is tiny (a zero gradient, theta near 0) are compared on this scale."""
+    return np.abs(f64(grads)).max(axis=0) + wd * thmax
+
+
+def check(theta, theta_ref, dtype, lr):
+    rtol = RTOL[dtype]
+    # Rounding of theta each step (~|theta|) and of each update (~lr * O(1), up to a
+    # few for RMSprop's first step 1/sqrt(1-beta)): allow STEPS of each.
+    assert_close(theta, theta_ref, rtol, rtol * (np.abs(theta_ref) + 10 * lr))
+
+
+@SETTINGS
+@given(count=counts, lr=st.floats(1e-3, 0.5), wd=st.sampled_from([0.0, 1e-3, 0.3]),
+       dtype=st.sampled_from(DTYPES), seed=seeds)
+def test_sgd_matches_reference_loop(count, lr, wd, dtype, seed):
+    theta, grads, _, _ = problem(count, dtype, seed, False)
+    th = f64(theta)
+    for t in range(STEPS):
+        ops.sgd_step(theta, grads[t], lr, weight_decay=wd)
+        th = th - lr * (f64(grads[t]) + wd * th)
+    check(theta, th, dtype, lr)
+
+
+@SETTINGS
+@given(count=counts, lr=st.floats(1e-3, 0.5), beta=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+       nesterov=st.booleans(), wd=st.sampled_from([0.0, 1e-3, 0.3]), warm=st.booleans(),
+       dtype=st.sampled_from(DTYPES), seed=seeds)
+@example(count=70001, lr=0.1, beta=0.9, nesterov=True, wd=0.3, warm=True, dtype=np.float32,
+         seed=0)
+def test_momentum_matches_reference_loop(count, lr, beta, nesterov, wd, warm, dtype, seed):
+    theta, grads, v, _ = problem(count, dtype, seed, warm)
+    th, vr = f64(theta), f64(v)
+    thmax = np.abs(th)
+    for t in range(STEPS):
+        ops.momentum_step(theta, v, grads[t], lr, beta=beta, nesterov=nesterov, weight_decay=wd)
+        g = f64(grads[t]) + wd * th
+        vr = beta * vr + (1 - beta) * g
+        th = th - lr * (beta * vr + (1 - beta) * g if nesterov else vr)
+        thmax = np.maximum(thmax, np.abs(th))
+    check(theta, th, dtype, lr)
+    assert_close(v, vr, RTOL[dtype], 10 * RTOL[dtype] * (np.abs(vr) + grad_scale(grads, thmax, wd)))
+
+
+@SETTINGS
+@given(count=counts, lr=st.floats(1e-4, 0.1), beta=st.sampled_from([0.5, 0.9, 0.999]),
+       eps=st.sampled_from([1e-8, 1e-3]), wd=st.sampled_from([0.0, 1e-3, 0.3]),
+       warm=st.booleans(), dtype=st.sampled_from(DTYPES), seed=seeds)
+def test_rmsprop_matches_reference_loop(count, lr, beta, eps, wd, warm, dtype, seed):
+    # (beta = 0 is sign descent, lr*g/(|g|+eps): discontinuous at g = 0, so any rounding
+    # difference near g = 0 flips a step; not compared.)
+    theta, grads, _, s = problem(count, dtype, seed, warm, zero_grads=wd == 0)
+    th, sr = f64(theta), f64(s)
+    thmax = np.abs(th)
+    for t in range(STEPS):
+        ops.rmsprop_step(theta, s, grads[t], lr, beta=beta, eps=eps, weight_decay=wd)
+        g = f64(grads[t]) + wd * th
+        sr = beta * sr + (1 - beta) * g**2
+        th = th - lr * g / (np.sqrt(sr) + eps)
+        thmax = np.maximum(thmax, np.abs(th))
+    # beta = 0.999: the first step moves by lr/sqrt(1-beta) ~ 32 lr.
+    check(theta, th, dtype, lr / np.sqrt(1 - beta))
+    assert_close(s, sr, RTOL[dtype] * 10, 10 * RTOL[dtype] * (sr + grad_scale(grads, thmax, wd) ** 2))
+
+
+@SETTINGS
+@given(count=counts, lr=st.floats(1e-4, 0.1), beta1=st.sampled_from([0.0, 0.9, 0.95]),
+       beta2=st.sampled_from([0.9, 0.999, 0.9999]), eps=st.sampled_from([1e-8, 1e-4]),
+       wd=st.sampled_from([0.0, 1e-2, 0.3]), decoupled=st.booleans(), warm=st.booleans(),
+       dtype=st.sampled_from(DTYPES), seed=seeds)
+@example(count=70001, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.01, decoupled=True,
+         warm=False, dtype=np.float32, seed=0)
+@example(count=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.0, decoupled=False,
+         warm=False, dtype=np.float64, seed=0)
+def test_adam_matches_reference_loop(count, lr, beta1, beta2, eps, wd, decoupled, warm, dtype,
+                                     seed):
+    if warm:
+        # With arbitrary moments at t = 1 the bias corrections 1/(1-b^t) amplify the
+        # rounding of b to float32 (1-b has a 3e-4 relative error for b = 0.9999) by up
+        # to 1e4; a cold start is immune (the weights of shat still sum to 1). Use betas
+        # that float32 holds exactly so the kernel's arithmetic is what is compared.
+        beta1 = 1 - 2.0 ** np.round(np.log2(1 - beta1)) if beta1 else 0.0
+        beta2 = 1 - 2.0 ** np.round(np.log2(1 - beta2))
+    theta, grads, v, s = problem(count, dtype, seed, warm, zero_grads=wd == 0 or decoupled)
+    th, vr, sr = f64(theta), f64(v), f64(s)
+    thmax = np.abs(th)
+    for t in range(1, STEPS + 1):
+        ops.adam_step(theta, v, s, grads[t - 1], lr, beta1, beta2, eps, t, weight_decay=wd,
+                      decoupled=decoupled)
+        g = f64(grads[t - 1]) + (0.0 if decoupled else wd * th)
+        vr = beta1 * vr + (1 - beta1) * g
+        sr = beta2 * sr + (1 - beta2) * g**2
+        vhat = vr / (1 - beta1**t)
+        shat = sr / (1 - beta2**t)
+        th = th - lr * vhat / (np.sqrt(shat) + eps) - (lr * wd * th if decoupled else 0.0)
+        thmax = np.maximum(thmax, np.abs(th))
+    # |vhat / sqrt(shat)| <= ~1/sqrt(1-b2) in the worst case; it is O(1) for these grads.
+    check(theta, th, dtype, lr * 3)
+    gs = grad_scale(grads, 0.0 if decoupled else thmax, wd)
+    assert_close(v, vr, RTOL[dtype], 10 * RTOL[dtype] * (np.abs(vr) + gs))
+    assert_close(s, sr, RTOL[dtype] * 10, 10 * RTOL[dtype] * (sr + gs**2))
+
+
+def test_adamw_differs_from_l2_adam_only_by_decay_route():
+    # Same start and gradients: AdamW decays theta directly, Adam+L2 through g; both move
+    # theta toward 0 relative to plain Adam, by different amounts.
+    rng = np.random.default_rng(0)
+    theta0, grad = rng.standard_normal(50), rng.standard_normal(50)
+    out = {}
+    for name, wd, dec in [("plain", 0.0, False), ("l2", 0.5, False), ("adamw", 0.5, True)]:
+        th, v, s = theta0.copy(), np.zeros(50), np.zeros(50)
+        ops.adam_step(th, v, s, grad, 0.01, 0.9, 0.999, 1e-8, 1, weight_decay=wd, decoupled=dec)
+        out[name] = th
+    assert_close(out["adamw"], out["plain"] - 0.01 * 0.5 * theta0, 1e-12, 1e-15)
+    assert not np.allclose(out["l2"], out["plain"])
+    assert not np.allclose(out["l2"], out["adamw"])

@@ -1,0 +1,124 @@
+"""Thread-count independence of the kernels (pydl.ops.set_num_threads).
+
+pydl's own kernels split work so that each sum runs in a fixed order on one thread (whole
+column blocks for BatchNorm and db; elementwise kernels; dropout masks keyed by element
+index), so 1 and 2 threads give bitwise identical results. The GEMMs (dW, dA_prev, the
+dense forward) run in SciPy's OpenBLAS, which does not promise that across thread counts:
+those are compared with a tolerance. Arrays are large enough (> 2^16 elements, several
+64-column blocks, an uneven last block) that OpenMP really splits the work.
+"""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from conftest import assert_close
+from pydl import ops
+
+M, N = 1024, 515  # 9 column blocks of 64, the last one 3 wide; 527k elements
+DTYPES = [np.float64, np.float32]
+pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
+
+
+def _blas_threads():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    n_omp, n_blas = ops.get_num_threads(), max(_blas_threads() or [1])
+    yield
+    ops.set_num_threads(n_omp)
+    threadpool_limits(limits=n_blas, user_api="blas")
+
+
+def run_kernels(threads, dtype):
+    """Every kernel once on fixed inputs, with `threads` threads; returns the outputs."""
+    ops.set_num_threads(threads)
+    rng = np.random.default_rng(2024)
+    r = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    out = {}
+
+    X, W, A = r(M, 300), (0.05 * r(N, 300)).astype(dtype), np.tanh(r(M, N))
+    dZ, dW, db, dX = r(M, N), np.empty((N, 300), dtype), np.empty(N, dtype), np.empty((M, 300), dtype)
+    ops.dense_backward(dX, dW, db, dZ, A, X, W, activation="tanh", l2=0.1, l1=0.01)
+    out.update(dense_dZ=dZ, dense_db=db, blas_dW=dW, blas_dA_prev=dX)
+    Afw = np.empty((M, N), dtype)
+    ops.dense_forward(Afw, X, W, r(N), activation="sigmoid")
+    out["blas_dense_forward"] = Afw
+
+    Z = 3 * r(M, N) + 1
+    for act in ("relu", "tanh"):
+        o, xh = np.empty((M, N), dtype), np.empty((M, N), dtype)
+        mu, inv, rm, rv = np.empty(N, dtype), np.empty(N, dtype), r(N), np.abs(r(N))
+        gamma, beta = r(N), r(N)
+        ops.batchnorm_forward_train(o, xh, mu, inv, rm, rv, Z, gamma, beta, activation=act)
+        out.update({f"bn_{act}_{k}": v for k, v in
+                    dict(out=o, xhat=xh, mean=mu, invstd=inv, rmean=rm, rvar=rv).items()})
+        d, dz, dg, dbeta = r(M, N), np.empty((M, N), dtype), np.empty(N, dtype), np.empty(N, dtype)
+        ops.batchnorm_backward(dz, dg, dbeta, d, o, xh, gamma, inv, activation=act)
+        out.update({f"bn_{act}_dZ": dz, f"bn_{act}_dgamma": dg, f"bn_{act}_dbeta": dbeta,
+                    f"bn_{act}_g": d})
+        ev = np.empty((M, N), dtype)
+        ops.batchnorm_forward_eval(ev, Z, gamma, beta, rm, np.abs(rv), activation=act)
+        out[f"bn_{act}_eval"] = ev
+
+    act_out, act_grad = np.empty((M, N), dtype), np.empty((M, N), dtype)
+    ops.activation_forward(act_out, Z, "sigmoid")
+    ops.activation_backward(act_grad, r(M, N), act_out, "sigmoid")
+    out.update(act_forward=act_out, act_backward=act_grad)
+
+    drop, ddrop = np.empty((M, N), dtype), np.empty((M, N), dtype)
+    ops.dropout_forward(drop, Z, 11, 12, 13, 0.7)
+    ops.dropout_backward(ddrop, Z, 11, 12, 13, 0.7)
+    out.update(dropout_forward=drop, dropout_backward=ddrop)
+
+    logits, labels = 5 * r(M, N), rng.integers(0, N, M)
+    P, dl = np.empty((M, N), dtype), np.empty((M, N), dtype)
+    ops.softmax(P, logits)
+    out["cost_softmax_xent"] = ops.softmax_cross_entropy(dl, logits, labels=labels)
+    out.update(softmax=P, softmax_xent_dZ=dl)
+    ds, dm = np.empty((M, N), dtype), np.empty((M, N), dtype)
+    out["cost_sigmoid_xent"] = ops.sigmoid_cross_entropy(ds, logits, (r(M, N) > 0).astype(dtype))
+    out["cost_mse"] = ops.mean_squared_error(dm, logits, Z)
+    out.update(sigmoid_xent_dZ=ds, mse_dZ=dm)
+
+    theta, grad = r(M * N), r(M * N)
+    th = [theta.copy() for _ in range(4)]
+    v, s, v2, s2 = (np.zeros(M * N, dtype) for _ in range(4))
+    ops.sgd_step(th[0], grad, 0.1, weight_decay=0.01)
+    ops.momentum_step(th[1], v, grad, 0.1, nesterov=True, weight_decay=0.01)
+    ops.rmsprop_step(th[2], s, grad, 0.01, weight_decay=0.01)
+    ops.adam_step(th[3], v2, s2, grad, 1e-3, 0.9, 0.999, 1e-8, 1, weight_decay=0.01, decoupled=True)
+    out.update(sgd=th[0], momentum=th[1], momentum_v=v, rmsprop=th[2], rmsprop_s=s,
+               adam=th[3], adam_v=v2, adam_s=s2)
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_and_two_threads_agree(dtype):
+    one, two = run_kernels(1, dtype), run_kernels(2, dtype)
+    assert ops.get_num_threads() == 2
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for key in one:
+        a, b = np.asarray(one[key]), np.asarray(two[key])
+        if key.startswith("blas_"):
+            assert_close(a, b, rtol, rtol * (1 + np.abs(b).max()))
+        elif key.startswith("cost_"):  # per-thread partial sums, added at the end
+            assert_close(a, b, 1e-12)
+        else:
+            diff = np.flatnonzero(a.reshape(-1) != b.reshape(-1))
+            assert diff.size == 0, (f"{key}: {diff.size} elements differ between 1 and 2 "
+                                    f"threads, first at flat index {diff[:5]}")
+
+
+def test_two_threads_repeatable():
+    a, b = run_kernels(2, np.float32), run_kernels(2, np.float32)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_set_num_threads_sets_openmp_and_blas():
+    for n in (1, 2):
+        ops.set_num_threads(n)
+        assert ops.get_num_threads() == n
+        assert _blas_threads() and all(t == n for t in _blas_threads())
