@@ -13,7 +13,6 @@ import json
 import math
 import os
 import tempfile
-import zipfile
 from numbers import Integral
 
 import numpy as np
@@ -424,11 +423,15 @@ def load(path) -> Sequential:
         return ValueError(f"{path} is not a valid pydl model file: {why}")
 
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
+        with open(path, "rb") as f:   # our own handle: closed even when np.load fails
+            if f.read(4) != b"PK\x03\x04":
+                raise ValueError("it is not an .npz (zip) archive")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                files = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+    except Exception as e:  # damaged archives raise many types (BadZipFile, TokenError, ...)
         raise bad(f"cannot read it ({type(e).__name__}: {e})") from None
     if "meta" not in files or "theta" not in files:
         raise bad("it has no 'meta' or 'theta' entry")
@@ -464,6 +467,8 @@ def load(path) -> Sequential:
     if "optimizer" in meta:
         from .optim import Optimizer
 
+        if not isinstance(meta["optimizer"], dict):
+            raise bad("its optimizer entry is not a JSON object")
         sd = dict(meta["optimizer"])
         sd["arrays"] = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("optimizer/")}
         for v in sd["arrays"].values():
@@ -484,7 +489,10 @@ def load(path) -> Sequential:
     if "history" in meta:
         from .callbacks import History
 
-        model.history = History.from_dict(meta["history"])
+        try:
+            model.history = History.from_dict(meta["history"])
+        except (AttributeError, TypeError, ValueError) as e:
+            raise bad(f"its history is invalid ({e})") from None
     return model
 
 

@@ -46,8 +46,9 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     X may be a memory-mapped array (np.memmap / np.load(mmap_mode="r")): it is then
     streamed in shuffled blocks and never read whole.
 
-    A non-finite cost stops training with ``TrainingDiverged``; the model keeps the
-    parameters (and BatchNorm statistics) of the last step whose cost was finite.
+    A non-finite cost, or an update that makes theta non-finite, stops training with
+    ``TrainingDiverged``; the model keeps the (finite) parameters and BatchNorm statistics
+    from before the failing step.
     """
     from .optim import Adam, get_optimizer
 
@@ -127,6 +128,18 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
                         "a finite cost. Lower the learning rate or check the inputs.")
                 optimizer.step(model)
+                # a finite cost can still give an update that overflows theta: the sum is
+                # finite iff every entry is (barring overflow of the sum, checked exactly)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    finite = math.isfinite(float(theta.sum()))
+                if not finite and not np.isfinite(theta).all():
+                    np.copyto(theta, backup)
+                    for a, b in zip(state, state_backup):
+                        np.copyto(a, b)
+                    raise TrainingDiverged(
+                        f"training diverged: the update at epoch {epoch}, step {model.step} made the "
+                        f"parameters non-finite (lr={optimizer.lr:g}); the model keeps the parameters "
+                        "from before that step. Lower the learning rate or check the inputs.")
                 model.step += 1
                 n = Xb.shape[0]
                 loss_sum += J * n

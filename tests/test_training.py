@@ -1,0 +1,287 @@
+"""The training loop (Sequential.fit / pydl.training.fit): equivalence with the
+course-style low-level loop, the History it returns, batch sizes, bad inputs, and that
+it actually learns digits, moons and circles.
+"""
+import time
+
+import numpy as np
+import pytest
+
+import pydl
+from conftest import assert_close
+from pydl import nn, optim
+from pydl.data import Standardizer, train_dev_test_split
+
+
+def toy(m=203, n=10, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, n)).astype(np.float32)
+    W = rng.standard_normal((n, k))
+    y = (X @ W + 0.5 * rng.standard_normal((m, k))).argmax(axis=1)
+    return X, y
+
+
+def bn_dropout_model(seed=3, dtype=np.float32):
+    return pydl.Sequential([nn.Dense(10, 16, use_bias=False), nn.BatchNorm(16), nn.ReLU(),
+                            nn.Dropout(keep_prob=0.7), nn.Dense(16, 12, l2=0.01), nn.Tanh(),
+                            nn.Dropout(rate=0.2), nn.Dense(12, 3)], seed=seed, dtype=dtype)
+
+
+def low_level_loop(model, X, y, opt, epochs, batch_size, shuffle=True):
+    """The loop of DESIGN.md, with fit's shuffling (rng keyed by [seed, epoch]) and step
+    counter (which keys the dropout masks). Returns the per-step costs."""
+    m = X.shape[0]
+    costs = []
+    for epoch in range(epochs):
+        order = np.random.default_rng([model.seed, epoch]).permutation(m) if shuffle else np.arange(m)
+        for s in range(0, m, batch_size):
+            idx = order[s:s + batch_size]
+            costs.append(model.forward_backward(X[idx], y[idx]))
+            opt.step(model)
+            model.step += 1
+        model.epoch = epoch + 1
+    return costs
+
+
+@pytest.mark.parametrize("make_opt", [lambda: optim.Adam(lr=0.01), lambda: optim.Momentum(lr=0.1, nesterov=True),
+                                      lambda: optim.SGD(lr=0.1), lambda: optim.RMSprop(lr=0.003)],
+                         ids=["adam", "nesterov", "sgd", "rmsprop"])
+def test_low_level_loop_equals_fit_bitwise(make_opt):
+    X, y = toy()
+    a, b = bn_dropout_model(), bn_dropout_model()
+    costs = low_level_loop(a, X, y, opt_a := make_opt(), epochs=3, batch_size=32)
+    hist = b.fit(X, y, optimizer=(opt_b := make_opt()), epochs=3, batch_size=32, verbose=0)
+    diff = np.abs(a.theta - b.theta).max()
+    assert np.array_equal(a.theta, b.theta), f"theta differs (max |diff| {diff:.3g})"
+    assert hist.iterations == costs
+    for (k, va), (_, vb) in zip(a._state_arrays().items(), b._state_arrays().items()):
+        assert np.array_equal(va, vb), f"BatchNorm state {k} differs"
+    for k in opt_a.state:
+        assert np.array_equal(opt_a.state[k], opt_b.state[k]), f"optimizer state {k} differs"
+    assert (a.step, a.epoch) == (b.step, b.epoch) == (3 * 7, 3)
+    assert b.optimizer is opt_b
+
+
+def test_low_level_loop_equals_fit_without_shuffle():
+    X, y = toy(m=100)
+    a = pydl.mlp([10, 8, 3], seed=1)
+    b = pydl.mlp([10, 8, 3], seed=1)
+    low_level_loop(a, X, y, optim.Adam(lr=0.01), epochs=2, batch_size=25, shuffle=False)
+    b.fit(X, y, optimizer=optim.Adam(lr=0.01), epochs=2, batch_size=25, shuffle=False, verbose=0)
+    assert np.array_equal(a.theta, b.theta)
+
+
+def test_fit_is_reproducible_and_seed_dependent():
+    X, y = toy()
+    t = []
+    for seed in (3, 3, 4):
+        m = bn_dropout_model(seed)
+        m.fit(X, y, optimizer=optim.Adam(lr=0.01), epochs=2, batch_size=16, verbose=0)
+        t.append(m.theta.copy())
+    assert np.array_equal(t[0], t[1]) and not np.array_equal(t[0], t[2])
+
+
+def test_history_contents():
+    X, y = toy(m=100)
+    Xd, yd = toy(m=40, seed=1)
+    model = pydl.mlp([10, 12, 3], seed=0, l2=0.01)
+    opt = optim.Adam(lr=0.01)
+    h = model.fit(X, y, optimizer=opt, epochs=3, batch_size=30, validation_data=(Xd, yd), verbose=0)
+    assert isinstance(h, pydl.History) and model.history is h
+    assert h.epoch == [0, 1, 2]
+    assert set(h.history) == {"loss", "accuracy", "dev_loss", "dev_accuracy", "lr"}
+    for k in h.history:
+        assert len(h[k]) == 3, f"{k}: {h[k]}"
+    assert len(h.iterations) == 3 * 4 == model.step
+    assert h["lr"] == [0.01] * 3
+    # epoch loss = the example-weighted mean of that epoch's mini-batch costs (30, 30, 30, 10)
+    w = np.array([30, 30, 30, 10])
+    for e in range(3):
+        expect = float(np.dot(h.iterations[4 * e:4 * e + 4], w) / 100)
+        assert h["loss"][e] == pytest.approx(expect, rel=1e-12), (e, h["loss"][e], expect)
+    assert all(0 <= a <= 1 for a in h["accuracy"] + h["dev_accuracy"])
+    # the last dev values are those of the final model
+    ev = model.evaluate(Xd, yd)
+    assert h["dev_loss"][-1] == pytest.approx(ev["loss"], rel=1e-12)
+    assert h["dev_accuracy"][-1] == ev["accuracy"]
+    assert h["loss"][-1] < h["loss"][0], f"training loss did not go down: {h['loss']}"
+    assert "epochs=3" in repr(h)
+    d = h.to_dict()
+    again = pydl.History.from_dict(d)
+    assert again.to_dict() == d
+
+
+def test_history_regression_has_no_accuracy():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3)).astype(np.float32)
+    y = (X @ [1.0, -2.0, 0.5]).astype(np.float32)
+    model = pydl.Sequential([nn.Dense(3, 8), nn.ReLU(), nn.Dense(8, 1)], loss="mse", seed=0)
+    h = model.fit(X, y, epochs=2, batch_size=10, validation_data=(X, y), verbose=0)
+    assert set(h.history) == {"loss", "dev_loss", "dev_mse", "lr"}
+
+
+@pytest.mark.parametrize("batch_size, steps_per_epoch", [(60, 1), (1, 60), (25, 3), (59, 2), (7, 9)])
+def test_batch_sizes_and_step_counts(batch_size, steps_per_epoch):
+    X, y = toy(m=60)
+    model = pydl.mlp([10, 8, 3], seed=0)
+    h = model.fit(X, y, optimizer=optim.SGD(lr=0.05), epochs=2, batch_size=batch_size, verbose=0)
+    assert len(h.iterations) == 2 * steps_per_epoch == model.step
+    assert model.epoch == 2
+
+
+def test_batch_gradient_descent_is_one_full_step_per_epoch():
+    """batch_size = m: each epoch is one step on the whole set (here with shuffle=False,
+    so it is exactly the low-level full-batch step)."""
+    X, y = toy(m=64)
+    a = pydl.mlp([10, 8, 3], seed=0, dtype=np.float64)
+    b = pydl.mlp([10, 8, 3], seed=0, dtype=np.float64)
+    X64 = X.astype(np.float64)
+    opt = optim.SGD(lr=0.5)
+    for _ in range(3):
+        a.forward_backward(X64, y)
+        opt.step(a)
+    b.fit(X64, y, optimizer=optim.SGD(lr=0.5), epochs=3, batch_size=64, shuffle=False, verbose=0)
+    assert np.array_equal(a.theta, b.theta)
+    # shuffled full batch: same gradient up to summation order
+    c = pydl.mlp([10, 8, 3], seed=0, dtype=np.float64)
+    c.fit(X64, y, optimizer=optim.SGD(lr=0.5), epochs=3, batch_size=64, verbose=0)
+    assert_close(c.theta, a.theta, 1e-10, 1e-12)
+
+
+def test_stochastic_and_partial_last_batch_with_batchnorm():
+    """batch_size=1 (and a partial last batch of 1 row) through BatchNorm must stay finite."""
+    X, y = toy(m=33)
+    model = pydl.mlp([10, 8, 3], batchnorm=True, seed=0)
+    h = model.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=32, verbose=0)
+    assert len(h.iterations) == 2 and np.isfinite(model.theta).all()
+    model.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=1, verbose=0)
+    assert np.isfinite(model.theta).all()
+    assert all(np.isfinite(a).all() for a in model._state_arrays().values())
+
+
+def test_initial_epoch_and_epochs():
+    X, y = toy(m=40)
+    model = pydl.mlp([10, 8, 3], seed=0)
+    h = model.fit(X, y, epochs=0, batch_size=10, verbose=0)
+    assert h.epoch == [] and model.step == 0
+    h = model.fit(X, y, epochs=5, initial_epoch=3, batch_size=40, verbose=0)
+    assert h.epoch == [3, 4] and model.epoch == 5 and model.step == 2
+
+
+def test_optimizer_default_and_by_name():
+    X, y = toy(m=40)
+    model = pydl.mlp([10, 8, 3], seed=0)
+    model.fit(X, y, epochs=1, batch_size=10, verbose=0)
+    assert isinstance(model.optimizer, optim.Adam)
+    first = model.optimizer
+    model.fit(X, y, epochs=1, batch_size=10, verbose=0)
+    assert model.optimizer is first, "fit without optimizer continues with model.optimizer"
+    model.fit(X, y, optimizer="momentum", epochs=1, batch_size=10, verbose=0)
+    assert isinstance(model.optimizer, optim.Momentum)
+
+
+def test_fit_accepts_one_hot_and_float64_input():
+    X, y = toy(m=50)
+    model = pydl.mlp([10, 8, 3], seed=0)
+    a = model.copy()
+    model.fit(X.astype(np.float64), np.eye(3)[y], epochs=2, batch_size=10, verbose=0)
+    a.fit(X, y, epochs=2, batch_size=10, verbose=0)
+    assert_close(model.theta, a.theta, 1e-5, 1e-6)
+
+
+# ------------------------------------------------------------------------------ bad inputs
+def _bad(**overrides):
+    X, y = toy(m=30)
+    args = dict(X=X, y=y, epochs=1, batch_size=10, verbose=0)
+    args.update(overrides)
+    model = pydl.mlp([10, 8, 3], seed=0)
+    theta = model.theta.copy()
+    return model, args, theta
+
+
+@pytest.mark.parametrize("overrides, exc, pattern", [
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": -3}, ValueError, "batch_size"),
+    ({"batch_size": 31}, ValueError, "batch_size"),
+    ({"batch_size": 2.5}, ValueError, "batch_size"),
+    ({"epochs": -1}, ValueError, "epochs"),
+    ({"epochs": 1.5}, ValueError, "epochs"),
+    ({"initial_epoch": -1}, ValueError, "initial_epoch"),
+    ({"X": "nan"}, ValueError, r"X contains NaN"),
+    ({"X": "inf"}, ValueError, r"X contains NaN or inf"),
+    ({"X": "features"}, ValueError, r"X has 9 features"),
+    ({"X": "1d"}, ValueError, r"X must be 2-D"),
+    ({"y": "short"}, ValueError, r"y has 29 rows"),
+    ({"y": "range"}, ValueError, r"y holds labels outside \[0, 3\)"),
+    ({"y": "negative"}, ValueError, r"y holds labels outside"),
+    ({"y": "fraction"}, ValueError, r"y must hold integer"),
+    ({"y": None}, ValueError, r"y is required"),
+    ({"validation_data": "single"}, ValueError, "validation_data"),
+    ({"validation_data": "features"}, ValueError, r"validation_data\[0\]"),
+    ({"validation_data": "labels"}, ValueError, r"validation_data\[1\]"),
+    ({"optimizer": "lbfgs"}, ValueError, "optimizer"),
+    ({"callbacks": ["stop"]}, TypeError, "callbacks"),
+    ({"augment": 3}, TypeError, "augment"),
+])
+def test_bad_inputs_raise_naming_the_argument(overrides, exc, pattern):
+    model, args, theta = _bad()
+    X, y = args["X"], args["y"]
+    special = {
+        "nan": lambda: np.where(np.arange(X.size).reshape(X.shape) == 17, np.nan, X),
+        "inf": lambda: np.where(np.arange(X.size).reshape(X.shape) == 5, np.inf, X),
+        "features": lambda: X[:, :9],
+        "1d": lambda: X[:, 0],
+        "short": lambda: y[:-1],
+        "range": lambda: np.where(np.arange(30) == 4, 3, y),
+        "negative": lambda: np.where(np.arange(30) == 4, -1, y),
+        "fraction": lambda: y + 0.5,
+        "single": lambda: (X,),
+        "labels": lambda: (X, np.full(30, 7)),
+    }
+    for key, value in overrides.items():
+        if key == "validation_data" and value == "features":
+            value = (X[:, :9], y)
+        elif isinstance(value, str) and value in special and key != "optimizer":
+            value = special[value]()
+        args[key] = value
+    with pytest.raises(exc, match=pattern):
+        model.fit(args.pop("X"), args.pop("y"), **args)
+    assert np.array_equal(model.theta, theta), "a refused fit must not train"
+    assert model.step == 0
+
+
+# ------------------------------------------------------------------------------ learning
+def test_learns_digits_with_batchnorm_and_adam():
+    t0 = time.perf_counter()
+    X, y = pydl.datasets.load_digits()
+    Xtr, ytr, Xdv, ydv, Xte, yte = train_dev_test_split(X, y, seed=0)
+    std = Standardizer().fit(Xtr)
+    Xtr, Xdv, Xte = std.transform(Xtr), std.transform(Xdv), std.transform(Xte)
+    model = pydl.mlp([64, 128, 10], batchnorm=True, seed=0)
+    h = model.fit(Xtr, ytr, optimizer=optim.Adam(lr=1e-3), epochs=25, batch_size=32,
+                  validation_data=(Xdv, ydv), verbose=0)
+    acc = model.evaluate(Xte, yte)["accuracy"]
+    elapsed = time.perf_counter() - t0
+    assert acc >= 0.96, f"digits test accuracy {acc:.4f} < 0.96 (dev {h['dev_accuracy'][-5:]})"
+    assert elapsed < 10, f"digits training took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("make", ["make_moons", "make_circles"])
+def test_learns_moons_and_circles(make):
+    t0 = time.perf_counter()
+    X, y = getattr(pydl.datasets, make)(n_samples=1000, noise=0.1 if make == "make_moons" else 0.05, seed=0)
+    Xtr, ytr, Xdv, ydv, Xte, yte = train_dev_test_split(X, y, seed=1)
+    model = pydl.mlp([2, 32, 32, 2], seed=0)
+    model.fit(Xtr, ytr, optimizer=optim.Adam(lr=0.01), epochs=60, batch_size=32, verbose=0)
+    acc = model.evaluate(Xte, yte)["accuracy"]
+    assert acc >= 0.95, f"{make}: test accuracy {acc:.4f} < 0.95"
+    assert time.perf_counter() - t0 < 10
+
+
+def test_sigmoid_output_learns_moons():
+    X, y = pydl.datasets.make_moons(n_samples=600, noise=0.1, seed=2)
+    model = pydl.Sequential([nn.Dense(2, 32), nn.Tanh(), nn.Dense(32, 32), nn.Tanh(), nn.Dense(32, 1)],
+                            loss="sigmoid_cross_entropy", seed=0)
+    model.fit(X[:400], y[:400], optimizer=optim.Adam(lr=0.01), epochs=80, batch_size=32, verbose=0)
+    acc = model.evaluate(X[400:], y[400:])["accuracy"]
+    assert acc >= 0.95, f"sigmoid moons test accuracy {acc:.4f}"
