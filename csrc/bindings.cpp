@@ -361,7 +361,7 @@ void momentum_step(py::array theta, py::array v, py::array grad, double lr, doub
         T* pv = checked<T>(v, "v", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::momentum_step<T>(p, pv, g, count, T(lr), T(beta), nesterov, T(wd));
+        pydl::momentum_step<T>(p, pv, g, count, T(lr), beta, nesterov, T(wd));
     });
 }
 
@@ -374,7 +374,7 @@ void rmsprop_step(py::array theta, py::array s, py::array grad, double lr, doubl
         T* ps = checked<T>(s, "s", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::rmsprop_step<T>(p, ps, g, count, T(lr), T(beta), T(eps), T(wd));
+        pydl::rmsprop_step<T>(p, ps, g, count, T(lr), beta, T(eps), T(wd));
     });
 }
 
@@ -389,7 +389,7 @@ void adam_step(py::array theta, py::array v, py::array s, py::array grad, double
         T* ps = checked<T>(s, "s", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::adam_step<T>(p, pv, ps, g, count, T(lr), T(beta1), T(beta2), T(eps), step, T(wd),
+        pydl::adam_step<T>(p, pv, ps, g, count, T(lr), beta1, beta2, T(eps), step, T(wd),
                            decoupled);
     });
 }

@@ -64,14 +64,14 @@ void dropout_backward(T* dA, const T* dout, std::ptrdiff_t count, uint64_t seed,
 template <class T>
 void sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay);
 template <class T>
-void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, T beta,
+void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, double beta,
                    bool nesterov, T weight_decay);
 template <class T>
-void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta, T eps,
+void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta, T eps,
                   T weight_decay);
 template <class T>
-void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta1,
-               T beta2, T eps, int64_t t, T weight_decay, bool decoupled);
+void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta1,
+               double beta2, T eps, int64_t t, T weight_decay, bool decoupled);
 
 // ---- threads.cpp ----
 void set_omp_threads(int n);

@@ -1,5 +1,7 @@
 // Optimizer updates over the flat parameter buffer theta and its gradient, one pass each.
 // count = number of parameters. With weight_decay w (coupled, i.e. L2): g = grad + w*theta.
+// Betas come in as double: 1 - beta and the bias corrections are taken in double, so a beta
+// that rounds to 1 in float32 (e.g. 0.99999999) still gives 1 - beta > 0, not 0 (and 0/0).
 #include <cmath>
 
 #include "kernels.hpp"
@@ -21,9 +23,9 @@ void sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_deca
 // v = beta*v + (1-beta)*g;  theta -= lr * v
 // nesterov: theta -= lr * (beta*v + (1-beta)*g)   (with the new v)
 template <class T>
-void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, T beta, bool nesterov,
-                   T weight_decay) {
-    const T c = T(1) - beta;
+void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, double beta_d,
+                   bool nesterov, T weight_decay) {
+    const T beta = T(beta_d), c = T(1.0 - beta_d);
     parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
 #pragma omp simd
         for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -37,9 +39,9 @@ void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, T 
 
 // s = beta*s + (1-beta)*g^2;  theta -= lr * g / (sqrt(s) + eps)
 template <class T>
-void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta, T eps,
+void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta_d, T eps,
                   T weight_decay) {
-    const T c = T(1) - beta;
+    const T beta = T(beta_d), c = T(1.0 - beta_d);
     parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
 #pragma omp simd
         for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -55,11 +57,12 @@ void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, T b
 // theta -= lr * vhat / (sqrt(shat) + eps)        (t counts steps from 1)
 // decoupled (AdamW): g = grad and theta -= lr*weight_decay*theta as well.
 template <class T>
-void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, T beta1, T beta2,
-               T eps, int64_t t, T weight_decay, bool decoupled) {
-    const T c1 = T(1) - beta1, c2 = T(1) - beta2;
-    const T bc1 = T(1.0 - std::pow(double(beta1), double(t)));
-    const T inv_sqrt_bc2 = T(1.0 / std::sqrt(1.0 - std::pow(double(beta2), double(t))));
+void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta1_d,
+               double beta2_d, T eps, int64_t t, T weight_decay, bool decoupled) {
+    const T beta1 = T(beta1_d), beta2 = T(beta2_d);
+    const T c1 = T(1.0 - beta1_d), c2 = T(1.0 - beta2_d);
+    const T bc1 = T(1.0 - std::pow(beta1_d, double(t)));
+    const T inv_sqrt_bc2 = T(1.0 / std::sqrt(1.0 - std::pow(beta2_d, double(t))));
     const T step = lr / bc1;
     const T coupled = decoupled ? T(0) : weight_decay;
     const T shrink = decoupled ? lr * weight_decay : T(0);
@@ -79,9 +82,10 @@ void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, 
 
 #define PYDL_INSTANTIATE(T)                                                          \
     template void sgd_step<T>(T*, const T*, std::ptrdiff_t, T, T);                   \
-    template void momentum_step<T>(T*, T*, const T*, std::ptrdiff_t, T, T, bool, T); \
-    template void rmsprop_step<T>(T*, T*, const T*, std::ptrdiff_t, T, T, T, T);     \
-    template void adam_step<T>(T*, T*, T*, const T*, std::ptrdiff_t, T, T, T, T, int64_t, T, bool);
+    template void momentum_step<T>(T*, T*, const T*, std::ptrdiff_t, T, double, bool, T); \
+    template void rmsprop_step<T>(T*, T*, const T*, std::ptrdiff_t, T, double, T, T);     \
+    template void adam_step<T>(T*, T*, T*, const T*, std::ptrdiff_t, T, double, double, T, int64_t, \
+                               T, bool);
 PYDL_INSTANTIATE(float)
 PYDL_INSTANTIATE(double)
 #undef PYDL_INSTANTIATE
