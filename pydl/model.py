@@ -327,28 +327,52 @@ class Sequential:
                 out[f"{i}.{name}"] = arr
         return out
 
-    def astype(self, dtype) -> "Sequential":
-        """A copy of the model (parameters, running statistics, counters) in ``dtype``.
-
-        Layers are copied shallowly and rebound to the copy's own theta, so user-defined
-        layer classes work too.
-        """
+    def _detached_layers(self) -> list:
+        """Shallow copies of the layers without parameters, buffers or cached arrays
+        (a new Sequential rebinds them to its own theta), so user layer classes work too."""
         import copy as _copy
 
         layers = []
         for layer in self.layers:
             new = _copy.copy(layer)
-            new.__dict__ = {k: v for k, v in layer.__dict__.items()
-                            if not (k.startswith("_") and k not in ("_bufs",))}
+            new.__dict__ = {k: v for k, v in layer.__dict__.items() if not k.startswith("_")}
             new._bufs, new.params, new.grads = {}, {}, {}
+            for name, _ in layer.param_shapes():
+                new.__dict__.pop(name, None)
+                new.__dict__.pop("d" + name, None)
             layers.append(new)
-        copy = Sequential(layers, loss=self.loss.name, seed=self.seed, dtype=_dtype_name(dtype))
-        copy.theta[...] = self.theta
+        return layers
+
+    def _copy_state_into(self, other: "Sequential") -> None:
+        other.theta[...] = self.theta
         for key, arr in self._state_arrays().items():
             i, name = key.split(".", 1)
-            getattr(copy.layers[int(i)], name)[...] = arr
-        copy.epoch, copy.step, copy.standardizer = self.epoch, self.step, self.standardizer
+            getattr(other.layers[int(i)], name)[...] = arr
+        other.epoch, other.step, other.standardizer = self.epoch, self.step, self.standardizer
+
+    def astype(self, dtype) -> "Sequential":
+        """A copy of the model (parameters, running statistics, counters) in ``dtype``."""
+        copy = Sequential(self._detached_layers(), loss=self.loss.name, seed=self.seed,
+                          dtype=_dtype_name(dtype))
+        self._copy_state_into(copy)
         return copy
+
+    def __getstate__(self) -> dict:
+        # Views into theta do not survive pickling/deepcopy as views: rebuild instead.
+        return {"layers": self._detached_layers(), "loss": self.loss.name, "seed": self.seed,
+                "dtype": self.dtype.name, "theta": self.theta.copy(),
+                "state": {k: v.copy() for k, v in self._state_arrays().items()},
+                "epoch": self.epoch, "step": self.step, "standardizer": self.standardizer,
+                "optimizer": self.optimizer, "history": self.history}
+
+    def __setstate__(self, st: dict) -> None:
+        self.__init__(st["layers"], loss=st["loss"], seed=st["seed"], dtype=st["dtype"])
+        self.theta[...] = st["theta"]
+        for key, arr in st["state"].items():
+            i, name = key.split(".", 1)
+            getattr(self.layers[int(i)], name)[...] = arr
+        self.epoch, self.step = st["epoch"], st["step"]
+        self.standardizer, self.optimizer, self.history = st["standardizer"], st["optimizer"], st["history"]
 
     def copy(self) -> "Sequential":
         """An independent copy in the same dtype (optimizer not included)."""
