@@ -125,8 +125,9 @@ def test_tune_command_with_journal_resumes(tmp_path, capsys):
     assert "4 trials" in out
 
 
-def test_python_dash_m_pydl_help():
-    r = subprocess.run([sys.executable, "-m", "pydl", "--help"], capture_output=True, text=True, timeout=60)
+def test_python_dash_m_pydl_help(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pydl", "--help"], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
     assert r.returncode == 0
     for cmd in ("train", "tune", "gradcheck", "bench"):
         assert cmd in r.stdout
