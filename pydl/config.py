@@ -53,6 +53,7 @@ A config has the sections below; every key is optional and a wrong key or value 
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 try:
@@ -157,6 +158,29 @@ def validate_config(cfg: dict, path=None) -> None:
         raise ConfigError(f"model.keep_prob must be in (0, 1], got {mdl['keep_prob']!r}{w}")
     if mdl["l2"] < 0:
         raise ConfigError(f"model.l2 must be >= 0, got {mdl['l2']!r}{w}")
+    if not math.isfinite(mdl["l2"]):
+        raise ConfigError(f"model.l2 must be a finite number >= 0, got {mdl['l2']!r}{w}")
+    from .init import INITIALIZERS
+    from .losses import LOSSES
+
+    if mdl.get("loss") is not None and mdl["loss"] not in LOSSES:
+        raise ConfigError(f"model.loss must be one of {sorted(LOSSES)}, got {mdl['loss']!r}{w}")
+    if mdl["init"] != "auto" and mdl["init"] not in INITIALIZERS:
+        raise ConfigError(f"model.init must be 'auto' or one of {list(INITIALIZERS)}, got {mdl['init']!r}{w}")
+    if isinstance(d["ratios"], list):
+        r = d["ratios"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in r):
+            raise ConfigError(f"data.ratios must be non-negative and finite, got {r!r}{w}")
+        if abs(sum(r) - 1.0) > 1e-9 or r[0] == 0:
+            raise ConfigError(f"data.ratios must sum to 1 with a train ratio > 0, got {r!r}{w}")
+    if not (math.isfinite(d["noise"]) and d["noise"] >= 0):
+        raise ConfigError(f"data.noise must be a finite number >= 0, got {d['noise']!r}{w}")
+    for section, key, lo in (("data", "n_samples", 3), ("data", "n_classes", 2), ("data", "seed", 0),
+                             ("training", "seed", 0), ("search", "trials", 1), ("search", "rounds", 1)):
+        v = cfg[section][key]
+        if v is not None and v < lo:
+            raise ConfigError(f"{section}.{key} must be >= {lo}, got {v!r}{w}")
     for key in ("epochs", "batch_size", "checkpoint_every", "keep_last"):
         if tr[key] < 1:
             raise ConfigError(f"training.{key} must be >= 1, got {tr[key]!r}{w}")

@@ -50,12 +50,19 @@ def _as_rows(a, name, ndim=None):
             a = np.asarray(a)
         except (TypeError, ValueError) as e:
             raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from e
-    if a.dtype == object:
-        raise TypeError(f"{name} must be a numeric array, got dtype object")
+    if a.dtype == object or a.dtype.kind == "c":  # complex would be cast silently to real
+        raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
     if a.ndim == 0:
         raise ValueError(f"{name} must have one row per example, got a scalar")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D (m, n_features), got shape {a.shape}")
+    return a
+
+
+def _numeric(a, name):
+    """a itself if it holds numbers (bool, int or float); strings etc. are a TypeError."""
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
     return a
 
 
@@ -222,7 +229,7 @@ class Standardizer:
         Reads X in row chunks (float64 accumulation), so a memory-mapped X
         is never loaded whole.
         """
-        X = _as_rows(X, "X", ndim=2)
+        X = _numeric(_as_rows(X, "X", ndim=2), "X")
         m, n = X.shape
         if m < 1:
             raise ValueError("X has 0 rows; cannot fit a Standardizer")
@@ -250,7 +257,7 @@ class Standardizer:
     def _check_fitted(self, X):
         if self.mean_ is None:
             raise RuntimeError("Standardizer is not fitted; call fit(X_train) first")
-        X = _as_rows(X, "X", ndim=2)
+        X = _numeric(_as_rows(X, "X", ndim=2), "X")
         if X.shape[1] != self.n_features_:
             raise ValueError(f"X has {X.shape[1]} features but the Standardizer was fitted "
                              f"on {self.n_features_}")

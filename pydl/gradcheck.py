@@ -20,6 +20,18 @@ import numpy as np
 __all__ = ["numerical_gradient", "gradient_check", "check_layer", "GradCheckResult", "verdict"]
 
 
+def _indices(coordinates) -> np.ndarray:
+    """``coordinates`` as a flat int64 index array; a non-integer index is a TypeError (a
+    float like 1.5 must not be silently truncated to 1)."""
+    if isinstance(coordinates, (bool, float, np.floating, str, bytes)):
+        raise TypeError("coordinates must be None, an int or integer indices, got "
+                        f"{type(coordinates).__name__}")
+    a = np.asarray(coordinates)
+    if a.size and a.dtype.kind not in "iu":
+        raise TypeError(f"coordinates must be integer indices, got dtype {a.dtype}")
+    return a.astype(np.int64).reshape(-1)
+
+
 def numerical_gradient(f, theta: np.ndarray, eps: float = 1e-7, coordinates=None) -> np.ndarray:
     """Two-sided differences: grad_i = (f(theta + eps e_i) - f(theta - eps e_i)) / (2 eps).
 
@@ -30,7 +42,7 @@ def numerical_gradient(f, theta: np.ndarray, eps: float = 1e-7, coordinates=None
         raise ValueError(f"theta must be a 1-D numpy array, got {getattr(theta, 'shape', type(theta).__name__)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not np.isfinite(eps) or eps <= 0:
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    idx = np.arange(theta.size) if coordinates is None else np.asarray(coordinates, dtype=np.int64).reshape(-1)
+    idx = np.arange(theta.size) if coordinates is None else _indices(coordinates)
     if idx.size and (idx.min() < 0 or idx.max() >= theta.size):
         raise ValueError(f"coordinates must be indices in [0, {theta.size})")
     g = np.zeros(theta.shape, dtype=np.float64)
@@ -137,7 +149,7 @@ def gradient_check(model, X, y, eps: float = 1e-7, coordinates=None, seed=None,
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(P, size=min(int(coordinates), P), replace=False))
     else:
-        idx = np.unique(np.asarray(coordinates, dtype=np.int64).reshape(-1))
+        idx = np.unique(_indices(coordinates))
         if idx.size == 0 or idx.min() < 0 or idx.max() >= P:
             raise ValueError(f"coordinates must be indices in [0, {P})")
 
@@ -183,6 +195,12 @@ def check_layer(layer, X, eps: float = 1e-7, seed: int = 0) -> GradCheckResult:
 
     if not isinstance(layer, nn.Layer):
         raise TypeError(f"layer must be a pydl.nn.Layer, got {type(layer).__name__}")
+    try:
+        dtype = (X if isinstance(X, np.ndarray) else np.asarray(X)).dtype
+    except ValueError:  # ragged nested lists
+        dtype = np.dtype(object)
+    if dtype.kind not in "biuf":
+        raise TypeError(f"X must be a numeric array, got dtype {dtype}")
     X = np.array(X, dtype=np.float64, order="C", copy=True)
     if X.ndim != 2 or X.shape[0] < 1 or not np.isfinite(X).all():
         raise ValueError(f"X must be a finite 2-D array with at least one row, got shape {X.shape}")

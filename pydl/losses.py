@@ -50,7 +50,9 @@ class SoftmaxCrossEntropy(Loss):
         y = np.asarray(y)
         if k < 2:
             raise ValueError("softmax_cross_entropy needs an output layer with >= 2 units")
-        if y.ndim == 2 and y.shape[1] == k and y.dtype.kind == "f":
+        if y.ndim == 2 and y.shape[1] == k:
+            if y.dtype.kind not in "biuf":
+                raise TypeError(f"one-hot {name} must be numeric, got dtype {y.dtype}")
             if y.shape[0] != m:
                 raise ValueError(f"{name} has {y.shape[0]} rows but X has {m}; they must match")
             _check_finite(name, y)
@@ -161,20 +163,18 @@ class MeanSquaredError(Loss):
 
 
 def _integer_labels(y: np.ndarray, k: int, name: str) -> np.ndarray:
-    if y.dtype.kind in "iu":
-        labels = y.astype(np.int64, copy=False)
-    elif y.dtype.kind == "f":
+    if y.dtype.kind == "f":
         if not np.isfinite(y).all() or (y != np.round(y)).any():
             raise ValueError(f"{name} must hold integer class ids, got non-integer values")
-        labels = y.astype(np.int64)
-    elif y.dtype.kind == "b":
-        labels = y.astype(np.int64)
-    else:
+    elif y.dtype.kind not in "iub":
         raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"{name} holds labels outside [0, {k}) (min {labels.min()}, max "
-                         f"{labels.max()}); the output layer has {k} units")
-    return np.ascontiguousarray(labels)
+    # range check before the cast to int64, which would wrap uint64 >= 2**63 and big floats
+    if y.size:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{name} holds labels outside [0, {k}) (min {lo}, max {hi}); the "
+                             f"output layer has {k} units")
+    return np.ascontiguousarray(y.astype(np.int64, copy=False))
 
 
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidCrossEntropy, MeanSquaredError)}

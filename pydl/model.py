@@ -28,7 +28,10 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _dtype_name(dtype) -> str:
-    d = np.dtype(dtype)
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if d.name not in _DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {d}")
     return d.name
@@ -49,7 +52,10 @@ class Sequential:
     """
 
     def __init__(self, layers, loss="softmax_cross_entropy", seed=None, dtype=np.float32):
-        layers = list(layers)
+        try:
+            layers = list(layers)
+        except TypeError:
+            raise TypeError(f"layers must be a list of pydl.nn layers, got {type(layers).__name__}") from None
         if not layers:
             raise ValueError("layers must be a non-empty list of pydl.nn layers")
         for i, layer in enumerate(layers):
@@ -171,7 +177,10 @@ class Sequential:
             raise TypeError(f"{name} is a memory-mapped array; pass it to fit() (which streams it) "
                             "or convert a slice with np.asarray")
         if not isinstance(X, np.ndarray):
-            X = np.asarray(X)
+            try:
+                X = np.asarray(X)
+            except ValueError as e:  # ragged nested sequences
+                raise ValueError(f"{name} must be a 2-D array (m, {self.n_in}): {e}") from None
         if X.dtype == object or X.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
         if X.ndim != 2:

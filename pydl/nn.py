@@ -82,6 +82,19 @@ class Layer:
         self.bind(params, grads)
         self.reset_parameters(np.random.default_rng(0))
 
+    def _check_input(self, A_prev) -> None:
+        """A_prev must be a float32/float64 array (m, n_in), m >= 1; raises naming it."""
+        if not isinstance(A_prev, np.ndarray):
+            raise TypeError(f"A_prev must be a numpy array, got {type(A_prev).__name__}")
+        if A_prev.ndim != 2:
+            raise ValueError(f"A_prev must be 2-D (m, n), got shape {A_prev.shape}")
+        if A_prev.dtype != np.float32 and A_prev.dtype != np.float64:
+            raise TypeError(f"A_prev must be float32 or float64, got {A_prev.dtype}")
+        if A_prev.shape[0] == 0:
+            raise ValueError("A_prev is empty (0 rows)")
+        if self.n_in is not None and A_prev.shape[1] != self.n_in:
+            raise ValueError(f"A_prev has {A_prev.shape[1]} features but the layer expects {self.n_in}")
+
     def _buf(self, name: str, m: int, n: int, dtype) -> np.ndarray:
         """A reusable (m, n) scratch array (grown, never shrunk)."""
         b = self._bufs.get(name)
@@ -138,6 +151,7 @@ class Dense(Layer):
 
     def forward(self, A_prev, training=False):
         """A = g(A_prev @ W.T + b), g the fused activation (identity by default)."""
+        self._check_input(A_prev)
         self._standalone(A_prev.dtype)
         A = self._buf("A", A_prev.shape[0], self.n_out, self.W.dtype)
         ops.dense_forward(A, A_prev, self.W, self.b, self.activation, self.alpha)
@@ -200,6 +214,7 @@ class BatchNorm(Layer):
         return {"running_mean": self.running_mean, "running_var": self.running_var}
 
     def forward(self, A_prev, training=False):
+        self._check_input(A_prev)
         self._standalone(A_prev.dtype)
         m, n = A_prev.shape[0], self.n_in
         dt = self.gamma.dtype
@@ -247,12 +262,13 @@ class Dropout(Layer):
             raise ValueError(f"{name} must be a number, got {value!r}")
         kp = float(value) if rate is None else 1.0 - float(value)
         if not (0.0 < kp <= 1.0):
-            raise ValueError("keep_prob must be in (0, 1]" if rate is None else "rate must be in [0, 1)"
+            raise ValueError(("keep_prob must be in (0, 1]" if rate is None else "rate must be in [0, 1)")
                              + f", got {value!r}")
         self.keep_prob = kp
         self.seed, self.index, self.step = 0, 0, 0
 
     def forward(self, A_prev, training=False):
+        self._check_input(A_prev)
         if not training or self.keep_prob == 1.0:
             self._identity = True
             return A_prev
@@ -281,6 +297,7 @@ class Activation(Layer):
         self.alpha = 0.0
 
     def forward(self, A_prev, training=False):
+        self._check_input(A_prev)
         out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype)
         ops.activation_forward(out, A_prev, self.name, self.alpha)
         self._out = out

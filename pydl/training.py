@@ -57,6 +57,8 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     batch_size = _positive_int("batch_size", batch_size)
     if augment is not None and not callable(augment):
         raise TypeError("augment must be a callable augment(Xb, rng) -> Xb")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
 
     streaming = _is_memmap(X)
     if streaming:
@@ -85,7 +87,11 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     optimizer = get_optimizer(optimizer)
     model.optimizer = optimizer
 
-    callbacks = list(callbacks) if callbacks is not None else []
+    try:
+        callbacks = list(callbacks) if callbacks is not None else []
+    except TypeError:
+        raise TypeError("callbacks must be a list of pydl.callbacks.Callback objects, got "
+                        f"{type(callbacks).__name__}") from None
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be pydl.callbacks.Callback objects, got {type(cb).__name__}")
@@ -193,4 +199,9 @@ def _augmented(augment, Xb, rng, dtype):
     if not isinstance(out, np.ndarray) or out.shape != Xb.shape:
         raise ValueError(f"augment must return an array of shape {Xb.shape}, got "
                          f"{getattr(out, 'shape', type(out).__name__)}")
-    return np.ascontiguousarray(out, dtype=dtype)
+    if out.dtype.kind not in "biuf":
+        raise TypeError(f"augment must return a numeric array, got dtype {out.dtype}")
+    out = np.ascontiguousarray(out, dtype=dtype)
+    if not np.isfinite(out).all():  # NaN would otherwise reach the kernels unchecked
+        raise ValueError("augment returned NaN or inf")
+    return out

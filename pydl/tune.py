@@ -330,7 +330,7 @@ class LogUniform(_Interval):
 
 
 class OneMinusLogUniform(_Interval):
-    """``r = U(log10(1-high), log10(1-low))``, ``x = 1 - 10**r`` (``low < high < 1``).
+    """``r = U(log10(1-high), log10(1-low))``, ``x = 1 - 10**r`` (``0 <= low < high < 1``).
 
     For exponential-average betas: ``1 - x`` is log-uniform in ``[1-high, 1-low]``,
     so ``one_minus_loguniform(0.9, 0.999)`` samples 0.9..0.99 as often as 0.99..0.999.
@@ -343,6 +343,8 @@ class OneMinusLogUniform(_Interval):
     def _check(self) -> None:
         if self.high >= 1:
             raise ValueError(f"one_minus_loguniform needs high < 1 (1 - high > 0), got high={self.high}")
+        if self.low < 0:
+            raise ValueError(f"one_minus_loguniform needs low >= 0 (a beta in [0, 1)), got low={self.low}")
 
     def _to_t(self, x: float) -> float:
         return math.log10(1.0 - x)
@@ -382,7 +384,9 @@ class Choice(Distribution):
     """One of ``options``, each with probability ``1/len(options)``."""
 
     def __init__(self, options: Any):
-        if isinstance(options, (str, bytes, dict)) or not hasattr(options, "__len__"):
+        # sets are refused: their order (hash-seeded for str) would make a seeded search
+        # draw different trials in another process
+        if isinstance(options, (str, bytes, dict, set, frozenset)) or not hasattr(options, "__len__"):
             raise TypeError(f"choice options must be a list or tuple of values, got {type(options).__name__}")
         options = [_plain(v) for v in options]
         if not options:
