@@ -47,7 +47,9 @@ void batchnorm_forward_train(T* out, T* xhat, T* mean, T* invstd, T* running_mea
                              for (int j = 0; j < w; ++j) {
                                  const double d1 = s1[j] / m;
                                  const double mu = double(z0[j]) + d1;
-                                 const double var = std::max(0.0, s2[j] / m - d1 * d1);
+                                 // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
+                                 const double v = s2[j] / m - d1 * d1;
+                                 const double var = v < 0.0 ? 0.0 : v;
                                  const double inv = 1.0 / std::sqrt(var + double(eps));
                                  mu_t[j] = T(mu);
                                  inv_t[j] = T(inv);

@@ -28,7 +28,9 @@ enum class Activation : int { identity = 0, relu = 1, leaky_relu = 2, tanh = 3, 
 // a = g(z), with the activation a compile-time constant so loops stay branch-free.
 template <Activation act, class T>
 inline T activate(T z, T alpha) {
-    if constexpr (act == Activation::relu) return z > T(0) ? z : T(0);
+    // relu: written so that NaN propagates (z > 0 ? z : 0 turned NaN into 0 and hid a
+    // diverged network from the loss); as np.maximum(z, 0) and torch.relu.
+    if constexpr (act == Activation::relu) return z < T(0) ? T(0) : z;
     else if constexpr (act == Activation::leaky_relu) return z > T(0) ? z : alpha * z;
     else if constexpr (act == Activation::tanh) return std::tanh(z);
     else if constexpr (act == Activation::sigmoid) return T(1) / (T(1) + std::exp(-z));

@@ -95,8 +95,9 @@ void activation_forward(T* A, const T* Z, std::ptrdiff_t count, Activation act, 
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(count, count >= kParallelMinElements,
                      [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+                         const T a = alpha;  // a local, not a load through the capture
 #pragma omp simd
-                         for (std::ptrdiff_t k = k0; k < k1; ++k) A[k] = activate<ACT>(Z[k], alpha);
+                         for (std::ptrdiff_t k = k0; k < k1; ++k) A[k] = activate<ACT>(Z[k], a);
                      });
     });
 }
@@ -109,9 +110,10 @@ void activation_backward(T* dZ, const T* dA, const T* A, std::ptrdiff_t count, A
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(count, count >= kParallelMinElements,
                      [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+                         const T a = alpha;
 #pragma omp simd
                          for (std::ptrdiff_t k = k0; k < k1; ++k)
-                             dZ[k] = dA[k] * activation_grad<ACT>(A[k], alpha);
+                             dZ[k] = dA[k] * activation_grad<ACT>(A[k], a);
                      });
     });
 }

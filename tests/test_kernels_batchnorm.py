@@ -165,6 +165,20 @@ def test_batchnorm_large_mean_small_spread(dtype):
     assert_close(xhat, xh, RTOL[dtype], RTOL[dtype] * 2000 * inv)
 
 
+@pytest.mark.parametrize("act", ACTS)
+def test_nan_in_a_feature_propagates_to_that_feature_only(act):
+    Z = np.random.default_rng(0).standard_normal((6, 70))
+    Z[3, 65] = np.nan
+    out, xhat, mean, invstd = np.empty((6, 70)), np.empty((6, 70)), np.empty(70), np.empty(70)
+    rm, rv = np.zeros(70), np.ones(70)
+    ops.batchnorm_forward_train(out, xhat, mean, invstd, rm, rv, Z, np.ones(70), np.zeros(70),
+                                activation=act)
+    for a in (out, xhat):
+        assert np.isnan(a[:, 65]).all()
+        assert np.isfinite(np.delete(a, 65, axis=1)).all()
+    assert np.isnan(rm[65]) and np.isnan(rv[65]) and np.isfinite(np.delete(rm, 65)).all()
+
+
 # ------------------------------------------------------------------ evaluation forward
 
 

@@ -173,6 +173,22 @@ def test_activations_saturate_without_nan(dtype):
         assert_close(A, g_ref(f64(Z), act, 0.01), RTOL[dtype], 1e-30)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_nan_propagates_through_every_activation(act, dtype):
+    # As np.maximum / torch.relu: a NaN must reach the loss so that a diverged network is
+    # seen (relu used to turn NaN into 0).
+    Z = np.array([[np.nan, 2.0, -2.0], [1.0, -1.0, 0.5]], dtype=dtype)
+    A = np.empty_like(Z)
+    ops.activation_forward(A, Z, act, alpha=0.1)
+    assert np.isnan(A[0, 0])
+    assert_close(A[1], g_ref(f64(Z[1]), act, 0.1), RTOL[dtype])
+    X = np.array([[1.0, np.nan], [1.0, 2.0]], dtype=dtype)
+    W = np.ones((3, 2), dtype=dtype)
+    ops.dense_forward(A, X, W, np.zeros(3, dtype), activation=act, alpha=0.1)
+    assert np.isnan(A[0]).all() and np.isfinite(A[1]).all()
+
+
 # ------------------------------------------------------------------ weight penalty
 
 

@@ -166,6 +166,22 @@ def test_mean_squared_error_matches_reference(shape, want_grad, dtype, seed):
         assert_close(dZ, 2 * d / d.size, rtol, rtol * 2 * (np.abs(f64(Yhat)) + np.abs(f64(Y))) / d.size)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_logits_give_nan_cost(dtype):
+    # A NaN anywhere must surface in the cost (the NaN guard watches it).
+    for pos in [(0, 0), (1, 2)]:
+        Z = np.random.default_rng(0).standard_normal((3, 4)).astype(dtype)
+        Z[pos] = np.nan
+        labels, Y = np.array([1, 0, 3]), np.ones((3, 4), dtype)
+        assert np.isnan(ops.softmax_cross_entropy(None, Z, labels=labels))
+        assert np.isnan(ops.softmax_cross_entropy(None, Z, Y=Y / 4))
+        assert np.isnan(ops.sigmoid_cross_entropy(None, Z, Y))
+        assert np.isnan(ops.mean_squared_error(None, Z, Y))
+        P = np.empty_like(Z)
+        ops.softmax(P, Z)
+        assert np.isnan(P[pos[0]]).all() and np.isfinite(np.delete(P, pos[0], axis=0)).all()
+
+
 # ------------------------------------------------------------------ gradient checks
 
 
