@@ -382,7 +382,7 @@ def test_minibatches_memmap_larger_than_memory_limit(tmp_path):
     env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", _BIG_SCRIPT, str(xpath), str(ypath)],
                          capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **env})
+                         env={**os.environ, **env}, cwd=xpath.parent)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["loading_fails"], "the memory limit did not stop np.array(X); test is void"

@@ -53,10 +53,11 @@ def _fake_history(n=8, accuracy=True, dev=True, best_epoch=5, iterations=40):
 # --------------------------------------------------------------------------- lazy import
 
 
-def test_module_imports_without_matplotlib():
+def test_module_imports_without_matplotlib(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None; import pydl.plot; "
             "print(pydl.plot.confusion_counts([0, 1], [1, 1]).tolist())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[0, 1], [0, 1]]"
 
