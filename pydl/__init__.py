@@ -16,9 +16,20 @@ from .training import TrainingDiverged
 
 __version__ = "0.1.0"
 
+_LAZY = ("plot", "tune", "sklearn", "cli", "config")
+
+
+def __getattr__(name):
+    # Modules with optional dependencies (matplotlib, dask, scikit-learn) load on first use.
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "Sequential", "mlp", "load", "History", "TrainingDiverged", "ewa",
     "set_num_threads", "get_num_threads",
     "nn", "optim", "losses", "init", "ops", "schedules", "callbacks", "data", "datasets",
-    "gradcheck", "diagnose", "ensemble", "averages",
+    "gradcheck", "diagnose", "ensemble", "averages", "plot", "tune", "sklearn",
 ]

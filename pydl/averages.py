@@ -11,7 +11,6 @@ import math
 import numbers
 
 import numpy as np
-from scipy.signal import lfilter
 
 __all__ = ["ewa"]
 
@@ -43,6 +42,8 @@ def ewa(values, beta, bias_correction=True):
     if x.shape[0] == 0:
         return x.copy()
     # IIR filter v_t - beta v_{t-1} = (1 - beta) x_t with zero initial state
+    from scipy.signal import lfilter  # imported here: scipy.signal costs ~0.7 s at import
+
     v = lfilter([1.0 - beta], [1.0, -beta], x, axis=0)
     if bias_correction:
         t = np.arange(1, x.shape[0] + 1, dtype=np.float64)
