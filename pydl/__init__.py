@@ -5,7 +5,15 @@
 >>> model = pydl.mlp([64, 128, 10], batchnorm=True, seed=0)
 >>> history = model.fit(X / 16, y, optimizer=pydl.optim.Adam(), epochs=20, verbose=0)
 """
-from . import _core  # noqa: F401  (load the extension first)
+import os as _os
+
+# OpenMP threads that spin after a parallel region steal the cores from OpenBLAS's workers
+# (and vice versa): alternating GEMMs and fused elementwise kernels ran 20x slower on
+# 2 cores. Sleeping at once fixes it. libgomp reads this when it loads, i.e. with _core
+# below; a value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import _core  # noqa: E402,F401  (load the extension first)
 from . import (averages, callbacks, data, datasets, diagnose, ensemble, gradcheck, init, losses,
                nn, ops, optim, schedules)
 from .averages import ewa
