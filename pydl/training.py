@@ -104,6 +104,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     classification = model.loss.classification
     theta = model.theta
     backup = np.empty_like(theta)
+    opt_backup: dict[str, np.ndarray] = {}  # optimizer state before the current update
     state = [a for layer in model.layers for a in layer.state_arrays().values()]
     state_backup = [a.copy() for a in state]
     xbuf = np.empty((batch_size, model.n_in), dtype=model.dtype)
@@ -133,6 +134,12 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
                         f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
                         "a finite cost. Lower the learning rate or check the inputs.")
+                opt_t, opt_had = optimizer.t, set(optimizer.state)
+                for k, v in optimizer.state.items():
+                    b = opt_backup.get(k)
+                    if b is None or b.shape != v.shape or b.dtype != v.dtype:
+                        b = opt_backup[k] = np.empty_like(v)
+                    np.copyto(b, v)
                 optimizer.step(model)
                 # a finite cost can still give an update that overflows theta: the sum is
                 # finite iff every entry is (barring overflow of the sum, checked exactly)
@@ -142,6 +149,14 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                     np.copyto(theta, backup)
                     for a, b in zip(state, state_backup):
                         np.copyto(a, b)
+                    # the moments saw the same overflowing gradient: put them back too, so
+                    # the model can be saved (load refuses non-finite state) or trained on
+                    optimizer.t = opt_t
+                    for k in list(optimizer.state):
+                        if k in opt_had:
+                            np.copyto(optimizer.state[k], opt_backup[k])
+                        else:  # created by this very step
+                            del optimizer.state[k]
                     raise TrainingDiverged(
                         f"training diverged: the update at epoch {epoch}, step {model.step} made the "
                         f"parameters non-finite (lr={optimizer.lr:g}); the model keeps the parameters "
