@@ -2,10 +2,34 @@
 // m = batch size, C = classes, count = m * outputs. Row-major.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels.hpp"
 
 namespace pydl {
+namespace {
+
+// Sum of body(lo, hi) over parallel_for's ranges, added in thread (= range) order: the cost
+// is then the same on every call for a given thread count. (An `omp atomic` += adds in the
+// order the threads finish, which changed the last bits from call to call with > 2 threads.)
+template <class F>
+double ordered_sum(std::ptrdiff_t n, bool parallel, F&& body) {
+#ifdef PYDL_HAVE_OPENMP
+    if (parallel && n > 1 && omp_get_max_threads() > 1) {
+        std::vector<double> part(omp_get_max_threads(), 0.0);
+        parallel_for(n, true, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+            part[omp_get_thread_num()] = body(lo, hi);
+        });
+        double sum = 0.0;
+        for (double p : part) sum += p;
+        return sum;
+    }
+#endif
+    (void)parallel;
+    return n > 0 ? body(std::ptrdiff_t(0), n) : 0.0;
+}
+
+}  // namespace
 
 // Softmax cross-entropy from logits Z (m, C):
 //   lse_i = log sum_j exp(Z[i,j])   (computed as max + log sum exp(Z - max): stable)
@@ -17,11 +41,11 @@ namespace pydl {
 template <class T>
 double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* Y, int m, int C,
                              int64_t* bad_labels) {
-    double cost = 0.0;
     int64_t bad = 0;
     const T inv_m = T(1) / T(m);
     const std::ptrdiff_t total = std::ptrdiff_t(m) * C;
-    parallel_for(m, total >= kParallelMinElements, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+    const bool parallel = total >= kParallelMinElements;
+    const double cost = ordered_sum(m, parallel, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
         double cost_local = 0.0;
         int64_t bad_local = 0;
         for (int i = int(lo); i < int(hi); ++i) {
@@ -72,9 +96,8 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
             }
         }
 #pragma omp atomic
-        cost += cost_local;
-#pragma omp atomic
         bad += bad_local;
+        return cost_local;
     });
     *bad_labels = bad;
     return cost / m;
@@ -109,9 +132,9 @@ void softmax(T* P, const T* Z, int m, int C) {
 //   dZ = (sigmoid(z) - y) / m, or null for the cost only
 template <class T>
 double sigmoid_cross_entropy(T* dZ, const T* Z, const T* Y, std::ptrdiff_t count, int m) {
-    double cost = 0.0;
     const T inv_m = T(1) / T(m);
-    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+    const bool parallel = count >= kParallelMinElements;
+    const double cost = ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
         double local = 0.0;
         for (std::ptrdiff_t k = k0; k < k1; ++k) {
             const T z = Z[k], y = Y[k];
@@ -122,8 +145,7 @@ double sigmoid_cross_entropy(T* dZ, const T* Z, const T* Y, std::ptrdiff_t count
                 dZ[k] = (s - y) * inv_m;
             }
         }
-#pragma omp atomic
-        cost += local;
+        return local;
     });
     return cost / m;
 }
@@ -132,17 +154,16 @@ double sigmoid_cross_entropy(T* dZ, const T* Z, const T* Y, std::ptrdiff_t count
 //   J = (1/count) sum (Yhat - Y)^2,  dZ = 2 (Yhat - Y) / count, or null
 template <class T>
 double mean_squared_error(T* dZ, const T* Yhat, const T* Y, std::ptrdiff_t count) {
-    double cost = 0.0;
     const T scale = T(2) / T(count);
-    parallel_for(count, count >= kParallelMinElements, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+    const bool parallel = count >= kParallelMinElements;
+    const double cost = ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
         double local = 0.0;
         for (std::ptrdiff_t k = k0; k < k1; ++k) {
             const T d = Yhat[k] - Y[k];
             local += double(d) * double(d);
             if (dZ) dZ[k] = scale * d;
         }
-#pragma omp atomic
-        cost += local;
+        return local;
     });
     return cost / double(count);
 }

@@ -112,6 +112,22 @@ def test_one_and_two_threads_same_shuffles_and_masks_theta_to_rounding():
     assert 0.25 < masks[1].mean() < 0.35, "keep_prob 0.7 drops about 30%"
 
 
+@pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
+def test_costs_are_the_same_on_every_call_with_more_threads_than_cores():
+    """The loss kernels sum per-thread partial costs; added in the order threads finish
+    (omp atomic), the last bits changed from call to call with > 2 threads."""
+    pydl.set_num_threads(4)
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((8192, 20)).astype(np.float32)
+    Y = rng.standard_normal((8192, 20)).astype(np.float32)
+    labels = rng.integers(0, 20, 8192)
+    for name, call in [("mean_squared_error", lambda: ops.mean_squared_error(None, Z, Y)),
+                       ("softmax_cross_entropy", lambda: ops.softmax_cross_entropy(None, Z, labels=labels)),
+                       ("sigmoid_cross_entropy", lambda: ops.sigmoid_cross_entropy(None, Z, (Y > 0).astype(np.float32)))]:
+        values = {call() for _ in range(300)}
+        assert len(values) == 1, f"{name} gave {len(values)} different costs for the same input"
+
+
 def test_two_models_trained_at_once_in_two_threads_equal_sequential_training():
     pydl.set_num_threads(1)
     X, y = data()
