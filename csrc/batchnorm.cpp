@@ -26,7 +26,7 @@ void batchnorm_forward_train(T* out, T* xhat, T* mean, T* invstd, T* running_mea
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                          for (int blk = int(lo); blk < int(hi); ++blk) {
                              const int j0 = blk * kColumnBlock, w = std::min(n - j0, kColumnBlock);
                              // One pass for both moments, shifted by the first row so that a large
@@ -47,7 +47,8 @@ void batchnorm_forward_train(T* out, T* xhat, T* mean, T* invstd, T* running_mea
                              for (int j = 0; j < w; ++j) {
                                  const double d1 = s1[j] / m;
                                  const double mu = double(z0[j]) + d1;
-                                 // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
+                                 // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is
+                                 // 0.0)
                                  const double v = s2[j] / m - d1 * d1;
                                  const double var = v < 0.0 ? 0.0 : v;
                                  const double inv = 1.0 / std::sqrt(var + double(eps));
@@ -91,7 +92,7 @@ void batchnorm_forward_eval(T* out, const T* Z, const T* gamma, const T* beta,
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                          for (int blk = int(lo); blk < int(hi); ++blk) {
                              const int j0 = blk * kColumnBlock, w = std::min(n - j0, kColumnBlock);
                              T scale[kColumnBlock], shift[kColumnBlock];
@@ -124,7 +125,7 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, T* dout, const T* out, const
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                          for (int blk = int(lo); blk < int(hi); ++blk) {
                              const int j0 = blk * kColumnBlock, w = std::min(n - j0, kColumnBlock);
                              double sb[kColumnBlock] = {}, sg[kColumnBlock] = {};

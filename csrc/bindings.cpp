@@ -56,8 +56,7 @@ T* checked(const py::array& a, const char* name, const std::vector<py::ssize_t>&
     if (got != shape)
         throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) +
                               ", got " + shape_str(got));
-    if (writable && !a.writeable())
-        throw py::value_error(std::string(name) + " must be writable");
+    if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writable");
     return static_cast<T*>(const_cast<void*>(a.data()));
 }
 
@@ -65,15 +64,16 @@ template <class T>
 T* checked_opt(const py::object& o, const char* name, const std::vector<py::ssize_t>& shape,
                bool writable) {
     if (o.is_none()) return nullptr;
-    if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(name) + " must be a numpy array or None");
+    if (!py::isinstance<py::array>(o))
+        throw py::type_error(std::string(name) + " must be a numpy array or None");
     return checked<T>(py::reinterpret_borrow<py::array>(o), name, shape, writable);
 }
 
 // Size of axis `axis` of a, which must be an ndim-array with every axis in [1, INT_MAX].
 int dim(const py::array& a, const char* name, int ndim, int axis) {
     if (a.ndim() != ndim)
-        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) +
-                              "-D, got " + std::to_string(a.ndim()) + "-D");
+        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " +
+                              std::to_string(a.ndim()) + "-D");
     for (int k = 0; k < ndim; ++k)
         if (a.shape(k) < 1 || a.shape(k) > INT_MAX)
             throw py::value_error(std::string(name) + " has an empty or too large axis " +
@@ -104,7 +104,8 @@ auto dispatch(const py::array& a, const char* name, F&& f) {
 
 // ---------------------------------------------------------------- dense
 
-void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int act, double alpha) {
+void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int act,
+                   double alpha) {
     const int m = dim(A_prev, "A_prev", 2, 0), n_in = dim(A_prev, "A_prev", 2, 1);
     const int n_out = dim(W, "W", 2, 0);
     const Activation a = activation_of(act);
@@ -134,8 +135,8 @@ void dense_backward(py::object dA_prev, py::array dW, py::object db, py::array d
         T* pdb = checked_opt<T>(db, "db", {n_out}, true);
         T* pdX = checked_opt<T>(dA_prev, "dA_prev", {m, n_in}, true);
         py::gil_scoped_release nogil;
-        pydl::dense_backward<T>(pdX, pdW, pdb, pdZ, pA, pX, pW, m, n_in, n_out, a, T(alpha),
-                                T(l2), T(l1));
+        pydl::dense_backward<T>(pdX, pdW, pdb, pdZ, pA, pX, pW, m, n_in, n_out, a, T(alpha), T(l2),
+                                T(l1));
     });
 }
 
@@ -179,8 +180,8 @@ double weight_penalty(py::array W, double l2, double l1, int m) {
 
 void batchnorm_forward_train(py::array out, py::array xhat, py::array mean, py::array invstd,
                              py::object running_mean, py::object running_var, py::array Z,
-                             py::array gamma, py::array beta, double momentum, double eps,
-                             int act, double alpha) {
+                             py::array gamma, py::array beta, double momentum, double eps, int act,
+                             double alpha) {
     const int m = dim(Z, "Z", 2, 0), n = dim(Z, "Z", 2, 1);
     const Activation a = activation_of(act);
     if (running_mean.is_none() != running_var.is_none())
@@ -248,7 +249,8 @@ double softmax_cross_entropy(py::object dZ, py::array Z, py::object labels, py::
         throw py::value_error("pass exactly one of labels (m,) int64 and Y (m, C)");
     const int64_t* pl = nullptr;
     if (!labels.is_none()) {
-        if (!py::isinstance<py::array>(labels)) throw py::type_error("labels must be a numpy array");
+        if (!py::isinstance<py::array>(labels))
+            throw py::type_error("labels must be a numpy array");
         pl = checked<int64_t>(py::reinterpret_borrow<py::array>(labels), "labels", {m}, false);
     }
     return dispatch(Z, "Z", [&](auto t) {
@@ -365,8 +367,8 @@ void momentum_step(py::array theta, py::array v, py::array grad, double lr, doub
     });
 }
 
-void rmsprop_step(py::array theta, py::array s, py::array grad, double lr, double beta,
-                  double eps, double wd) {
+void rmsprop_step(py::array theta, py::array s, py::array grad, double lr, double beta, double eps,
+                  double wd) {
     const py::ssize_t count = nonempty_size(theta, "theta");
     dispatch(theta, "theta", [&](auto t) {
         using T = decltype(t);
@@ -378,8 +380,8 @@ void rmsprop_step(py::array theta, py::array s, py::array grad, double lr, doubl
     });
 }
 
-void adam_step(py::array theta, py::array v, py::array s, py::array grad, double lr,
-               double beta1, double beta2, double eps, int64_t step, double wd, bool decoupled) {
+void adam_step(py::array theta, py::array v, py::array s, py::array grad, double lr, double beta1,
+               double beta2, double eps, int64_t step, double wd, bool decoupled) {
     const py::ssize_t count = nonempty_size(theta, "theta");
     if (step < 1) throw py::value_error("t must be >= 1");
     dispatch(theta, "theta", [&](auto t) {
@@ -400,15 +402,17 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "pydl compiled kernels; use pydl.ops, which validates arguments";
     pydl::blas_init();
     using namespace py::literals;
-    m.def("dense_forward", &dense_forward, "A"_a, "A_prev"_a, "W"_a, "b"_a, "activation"_a, "alpha"_a);
-    m.def("dense_backward", &dense_backward, "dA_prev"_a, "dW"_a, "db"_a, "dZ"_a, "A"_a,
-          "A_prev"_a, "W"_a, "activation"_a, "alpha"_a, "l2"_a, "l1"_a);
+    m.def("dense_forward", &dense_forward, "A"_a, "A_prev"_a, "W"_a, "b"_a, "activation"_a,
+          "alpha"_a);
+    m.def("dense_backward", &dense_backward, "dA_prev"_a, "dW"_a, "db"_a, "dZ"_a, "A"_a, "A_prev"_a,
+          "W"_a, "activation"_a, "alpha"_a, "l2"_a, "l1"_a);
     m.def("activation_forward", &activation_forward, "A"_a, "Z"_a, "activation"_a, "alpha"_a);
-    m.def("activation_backward", &activation_backward, "dZ"_a, "dA"_a, "A"_a, "activation"_a, "alpha"_a);
+    m.def("activation_backward", &activation_backward, "dZ"_a, "dA"_a, "A"_a, "activation"_a,
+          "alpha"_a);
     m.def("weight_penalty", &weight_penalty, "W"_a, "l2"_a, "l1"_a, "m"_a);
     m.def("batchnorm_forward_train", &batchnorm_forward_train, "out"_a, "xhat"_a, "mean"_a,
-          "invstd"_a, "running_mean"_a, "running_var"_a, "Z"_a, "gamma"_a, "beta"_a,
-          "momentum"_a, "eps"_a, "activation"_a, "alpha"_a);
+          "invstd"_a, "running_mean"_a, "running_var"_a, "Z"_a, "gamma"_a, "beta"_a, "momentum"_a,
+          "eps"_a, "activation"_a, "alpha"_a);
     m.def("batchnorm_forward_eval", &batchnorm_forward_eval, "out"_a, "Z"_a, "gamma"_a, "beta"_a,
           "running_mean"_a, "running_var"_a, "eps"_a, "activation"_a, "alpha"_a);
     m.def("batchnorm_backward", &batchnorm_backward, "dZ"_a, "dgamma"_a, "dbeta"_a, "dout"_a,
@@ -417,15 +421,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("softmax", &softmax, "P"_a, "Z"_a);
     m.def("sigmoid_cross_entropy", &sigmoid_cross_entropy, "dZ"_a, "Z"_a, "Y"_a);
     m.def("mean_squared_error", &mean_squared_error, "dZ"_a, "Yhat"_a, "Y"_a);
-    m.def("dropout_forward", &dropout_forward, "out"_a, "A"_a, "seed"_a, "step"_a, "layer"_a, "keep_prob"_a);
-    m.def("dropout_backward", &dropout_backward, "dA"_a, "dout"_a, "seed"_a, "step"_a, "layer"_a, "keep_prob"_a);
+    m.def("dropout_forward", &dropout_forward, "out"_a, "A"_a, "seed"_a, "step"_a, "layer"_a,
+          "keep_prob"_a);
+    m.def("dropout_backward", &dropout_backward, "dA"_a, "dout"_a, "seed"_a, "step"_a, "layer"_a,
+          "keep_prob"_a);
     m.def("sgd_step", &sgd_step, "theta"_a, "grad"_a, "lr"_a, "weight_decay"_a);
     m.def("momentum_step", &momentum_step, "theta"_a, "v"_a, "grad"_a, "lr"_a, "beta"_a,
           "nesterov"_a, "weight_decay"_a);
     m.def("rmsprop_step", &rmsprop_step, "theta"_a, "s"_a, "grad"_a, "lr"_a, "beta"_a, "eps"_a,
           "weight_decay"_a);
-    m.def("adam_step", &adam_step, "theta"_a, "v"_a, "s"_a, "grad"_a, "lr"_a, "beta1"_a,
-          "beta2"_a, "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a);
+    m.def("adam_step", &adam_step, "theta"_a, "v"_a, "s"_a, "grad"_a, "lr"_a, "beta1"_a, "beta2"_a,
+          "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a);
     m.def("set_num_threads", &pydl::set_omp_threads, "n"_a);
     m.def("get_num_threads", &pydl::get_omp_threads);
 #ifdef PYDL_HAVE_OPENMP

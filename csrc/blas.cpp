@@ -22,7 +22,8 @@ dgemm_fn g_dgemm = nullptr;
 void* capsule_pointer(PyObject* capi, const char* name) {
     PyObject* cap = PyDict_GetItemString(capi, name);  // borrowed
     if (cap == nullptr || !PyCapsule_CheckExact(cap))
-        throw std::runtime_error(std::string("scipy.linalg.cython_blas has no capsule for ") + name);
+        throw std::runtime_error(std::string("scipy.linalg.cython_blas has no capsule for ") +
+                                 name);
     void* p = PyCapsule_GetPointer(cap, PyCapsule_GetName(cap));
     if (p == nullptr) {
         PyErr_Clear();
@@ -38,7 +39,8 @@ void blas_init() {
     PyObject* mod = PyImport_ImportModule("scipy.linalg.cython_blas");
     if (mod == nullptr) {
         PyErr_Clear();
-        throw std::runtime_error("pydl needs SciPy's BLAS (scipy.linalg.cython_blas); install scipy");
+        throw std::runtime_error(
+            "pydl needs SciPy's BLAS (scipy.linalg.cython_blas); install scipy");
     }
     PyObject* capi = PyObject_GetAttrString(mod, "__pyx_capi__");
     Py_DECREF(mod);

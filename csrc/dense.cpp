@@ -20,18 +20,21 @@ void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_i
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(m, total >= kParallelMinElements, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
-            for (int i = int(lo); i < int(hi); ++i) {
-                T* row = A + std::ptrdiff_t(i) * n_out;
-                if (b != nullptr) {
+        parallel_for(m, total >= kParallelMinElements,
+                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
+                         for (int i = int(lo); i < int(hi); ++i) {
+                             T* row = A + std::ptrdiff_t(i) * n_out;
+                             if (b != nullptr) {
 #pragma omp simd
-                    for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j] + b[j], alpha);
-                } else {
+                                 for (int j = 0; j < n_out; ++j)
+                                     row[j] = activate<ACT>(row[j] + b[j], alpha);
+                             } else {
 #pragma omp simd
-                    for (int j = 0; j < n_out; ++j) row[j] = activate<ACT>(row[j], alpha);
-                }
-            }
-        });
+                                 for (int j = 0; j < n_out; ++j)
+                                     row[j] = activate<ACT>(row[j], alpha);
+                             }
+                         }
+                     });
     });
 }
 
@@ -48,7 +51,7 @@ void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev
         with_activation(act, [&](auto tag) {
             constexpr Activation ACT = decltype(tag)::value;
             parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                         [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                         [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                              for (int blk = int(lo); blk < int(hi); ++blk) {
                                  const int j0 = blk * kColumnBlock,
                                            w = std::min(n_out - j0, kColumnBlock);
@@ -74,7 +77,7 @@ void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev
         const T c2 = l2 / T(m), c1 = l1 / (T(2) * T(m));
         const std::ptrdiff_t wcount = std::ptrdiff_t(n_out) * n_in;
         parallel_for(wcount, wcount >= kParallelMinElements,
-                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
 #pragma omp simd
                          for (std::ptrdiff_t k = k0; k < k1; ++k) {
                              const T w = W[k];
@@ -94,7 +97,7 @@ void activation_forward(T* A, const T* Z, std::ptrdiff_t count, Activation act, 
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(count, count >= kParallelMinElements,
-                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
                          const T a = alpha;  // a local, not a load through the capture
 #pragma omp simd
                          for (std::ptrdiff_t k = k0; k < k1; ++k) A[k] = activate<ACT>(Z[k], a);
@@ -109,7 +112,7 @@ void activation_backward(T* dZ, const T* dA, const T* A, std::ptrdiff_t count, A
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
         parallel_for(count, count >= kParallelMinElements,
-                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
                          const T a = alpha;
 #pragma omp simd
                          for (std::ptrdiff_t k = k0; k < k1; ++k)

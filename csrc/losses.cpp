@@ -17,7 +17,7 @@ double ordered_sum(std::ptrdiff_t n, bool parallel, F&& body) {
 #ifdef PYDL_HAVE_OPENMP
     if (parallel && n > 1 && omp_get_max_threads() > 1) {
         std::vector<double> part(omp_get_max_threads(), 0.0);
-        parallel_for(n, true, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+        parallel_for(n, true, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
             part[omp_get_thread_num()] = body(lo, hi);
         });
         double sum = 0.0;
@@ -45,60 +45,61 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
     const T inv_m = T(1) / T(m);
     const std::ptrdiff_t total = std::ptrdiff_t(m) * C;
     const bool parallel = total >= kParallelMinElements;
-    const double cost = ordered_sum(m, parallel, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
-        double cost_local = 0.0;
-        int64_t bad_local = 0;
-        for (int i = int(lo); i < int(hi); ++i) {
-            const T* z = Z + std::ptrdiff_t(i) * C;
-            T* dz = dZ ? dZ + std::ptrdiff_t(i) * C : nullptr;
-            int64_t label = -1;
-            if (labels != nullptr) {
-                label = labels[i];
-                if (label < 0 || label >= C) {
-                    ++bad_local;
-                    if (dz) std::fill(dz, dz + C, T(0));
-                    continue;
-                }
-            }
-            T zmax = z[0];
-            for (int j = 1; j < C; ++j) zmax = std::max(zmax, z[j]);
-            double sum = 0.0;
-            if (dz) {
-                for (int j = 0; j < C; ++j) {
-                    const T e = std::exp(z[j] - zmax);
-                    dz[j] = e;
-                    sum += e;
-                }
-            } else {
-                for (int j = 0; j < C; ++j) sum += std::exp(z[j] - zmax);
-            }
-            const double lse = double(zmax) + std::log(sum);
-            if (labels != nullptr) {
-                cost_local += lse - double(z[label]);
-            } else {
-                const T* y = Y + std::ptrdiff_t(i) * C;
-                double row = 0.0;
-                for (int j = 0; j < C; ++j)
-                    if (y[j] != T(0)) row += double(y[j]) * (lse - double(z[j]));
-                cost_local += row;
-            }
-            if (dz) {
-                const T scale = T(1.0 / sum) * inv_m;
+    const double cost =
+        ordered_sum(m, parallel, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
+            double cost_local = 0.0;
+            int64_t bad_local = 0;
+            for (int i = int(lo); i < int(hi); ++i) {
+                const T* z = Z + std::ptrdiff_t(i) * C;
+                T* dz = dZ ? dZ + std::ptrdiff_t(i) * C : nullptr;
+                int64_t label = -1;
                 if (labels != nullptr) {
-#pragma omp simd
-                    for (int j = 0; j < C; ++j) dz[j] *= scale;
-                    dz[label] -= inv_m;
+                    label = labels[i];
+                    if (label < 0 || label >= C) {
+                        ++bad_local;
+                        if (dz) std::fill(dz, dz + C, T(0));
+                        continue;
+                    }
+                }
+                T zmax = z[0];
+                for (int j = 1; j < C; ++j) zmax = std::max(zmax, z[j]);
+                double sum = 0.0;
+                if (dz) {
+                    for (int j = 0; j < C; ++j) {
+                        const T e = std::exp(z[j] - zmax);
+                        dz[j] = e;
+                        sum += e;
+                    }
+                } else {
+                    for (int j = 0; j < C; ++j) sum += std::exp(z[j] - zmax);
+                }
+                const double lse = double(zmax) + std::log(sum);
+                if (labels != nullptr) {
+                    cost_local += lse - double(z[label]);
                 } else {
                     const T* y = Y + std::ptrdiff_t(i) * C;
+                    double row = 0.0;
+                    for (int j = 0; j < C; ++j)
+                        if (y[j] != T(0)) row += double(y[j]) * (lse - double(z[j]));
+                    cost_local += row;
+                }
+                if (dz) {
+                    const T scale = T(1.0 / sum) * inv_m;
+                    if (labels != nullptr) {
 #pragma omp simd
-                    for (int j = 0; j < C; ++j) dz[j] = dz[j] * scale - y[j] * inv_m;
+                        for (int j = 0; j < C; ++j) dz[j] *= scale;
+                        dz[label] -= inv_m;
+                    } else {
+                        const T* y = Y + std::ptrdiff_t(i) * C;
+#pragma omp simd
+                        for (int j = 0; j < C; ++j) dz[j] = dz[j] * scale - y[j] * inv_m;
+                    }
                 }
             }
-        }
 #pragma omp atomic
-        bad += bad_local;
-        return cost_local;
-    });
+            bad += bad_local;
+            return cost_local;
+        });
     *bad_labels = bad;
     return cost / m;
 }
@@ -107,23 +108,24 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
 template <class T>
 void softmax(T* P, const T* Z, int m, int C) {
     const std::ptrdiff_t total = std::ptrdiff_t(m) * C;
-    parallel_for(m, total >= kParallelMinElements, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
-        for (int i = int(lo); i < int(hi); ++i) {
-            const T* z = Z + std::ptrdiff_t(i) * C;
-            T* p = P + std::ptrdiff_t(i) * C;
-            T zmax = z[0];
-            for (int j = 1; j < C; ++j) zmax = std::max(zmax, z[j]);
-            double sum = 0.0;
-            for (int j = 0; j < C; ++j) {
-                const T e = std::exp(z[j] - zmax);
-                p[j] = e;
-                sum += e;
-            }
-            const T inv = T(1.0 / sum);
+    parallel_for(m, total >= kParallelMinElements,
+                 [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
+                     for (int i = int(lo); i < int(hi); ++i) {
+                         const T* z = Z + std::ptrdiff_t(i) * C;
+                         T* p = P + std::ptrdiff_t(i) * C;
+                         T zmax = z[0];
+                         for (int j = 1; j < C; ++j) zmax = std::max(zmax, z[j]);
+                         double sum = 0.0;
+                         for (int j = 0; j < C; ++j) {
+                             const T e = std::exp(z[j] - zmax);
+                             p[j] = e;
+                             sum += e;
+                         }
+                         const T inv = T(1.0 / sum);
 #pragma omp simd
-            for (int j = 0; j < C; ++j) p[j] *= inv;
-        }
-    });
+                         for (int j = 0; j < C; ++j) p[j] *= inv;
+                     }
+                 });
 }
 
 // Sigmoid binary cross-entropy from logits z with targets y in [0, 1] (count elements,
@@ -134,19 +136,20 @@ template <class T>
 double sigmoid_cross_entropy(T* dZ, const T* Z, const T* Y, std::ptrdiff_t count, int m) {
     const T inv_m = T(1) / T(m);
     const bool parallel = count >= kParallelMinElements;
-    const double cost = ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
-        double local = 0.0;
-        for (std::ptrdiff_t k = k0; k < k1; ++k) {
-            const T z = Z[k], y = Y[k];
-            const T e = std::exp(-std::fabs(z));
-            local += double(std::max(z, T(0)) - z * y) + std::log1p(double(e));
-            if (dZ) {
-                const T s = z >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
-                dZ[k] = (s - y) * inv_m;
+    const double cost =
+        ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
+            double local = 0.0;
+            for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                const T z = Z[k], y = Y[k];
+                const T e = std::exp(-std::fabs(z));
+                local += double(std::max(z, T(0)) - z * y) + std::log1p(double(e));
+                if (dZ) {
+                    const T s = z >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+                    dZ[k] = (s - y) * inv_m;
+                }
             }
-        }
-        return local;
-    });
+            return local;
+        });
     return cost / m;
 }
 
@@ -156,15 +159,16 @@ template <class T>
 double mean_squared_error(T* dZ, const T* Yhat, const T* Y, std::ptrdiff_t count) {
     const T scale = T(2) / T(count);
     const bool parallel = count >= kParallelMinElements;
-    const double cost = ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
-        double local = 0.0;
-        for (std::ptrdiff_t k = k0; k < k1; ++k) {
-            const T d = Yhat[k] - Y[k];
-            local += double(d) * double(d);
-            if (dZ) dZ[k] = scale * d;
-        }
-        return local;
-    });
+    const double cost =
+        ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
+            double local = 0.0;
+            for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                const T d = Yhat[k] - Y[k];
+                local += double(d) * double(d);
+                if (dZ) dZ[k] = scale * d;
+            }
+            return local;
+        });
     return cost / double(count);
 }
 
