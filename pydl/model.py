@@ -190,7 +190,7 @@ class Sequential:
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 rows)")
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not np.isfinite(X).all():
+        if not _all_finite(X):
             raise ValueError(f"{name} contains NaN or inf")
         return X
 
@@ -417,6 +417,16 @@ class Sequential:
         inner = ",\n    ".join(repr(l) for l in self.layers)
         return (f"Sequential([\n    {inner}\n], loss={self.loss.name!r}, seed={self.seed}, "
                 f"dtype={self.dtype.name}, n_params={self.n_params})")
+
+
+def _all_finite(X: np.ndarray) -> bool:
+    """True when X has no NaN/inf, without a temporary as large as X: a float64 sum is
+    finite exactly then (barring overflow of the sum, which falls back to chunks)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(X, axis=None, dtype=np.float64)):
+            return True
+    rows = max(1, (1 << 20) // max(1, X.shape[1]))
+    return all(np.isfinite(X[i:i + rows]).all() for i in range(0, X.shape[0], rows))
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
