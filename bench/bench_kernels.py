@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-import compare
+from pydl.benchmarks import kernels as compare
 
 SIZES = {"small": compare.QUICK, "full": compare.FULL}
 _TINY = {"dense": dict(m=2, n_in=3, n_out=4), "adam": dict(n=8),

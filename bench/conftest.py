@@ -33,7 +33,7 @@ def pytest_collect_file(file_path, parent):
 @pytest.fixture(scope="session")
 def bench_threads():
     """Threads for every peer, from PYDL_BENCH_THREADS (default 2)."""
-    import compare
+    from pydl.benchmarks import kernels as compare
 
     n = int(os.environ.get("PYDL_BENCH_THREADS", "2"))
     compare.set_threads(n, compare.import_torch())

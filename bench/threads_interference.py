@@ -42,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import compare  # noqa: E402
+from pydl.benchmarks import kernels as compare  # noqa: E402
 
 
 def _omp(n: int) -> None:
