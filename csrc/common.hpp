@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #ifdef PYDL_HAVE_OPENMP
@@ -56,6 +57,44 @@ inline T activation_grad(T a, T alpha) {
         return a * (T(1) - a);
     else
         return T(1);
+}
+
+// exp(x) that vectorizes (libm's expf does not without -ffast-math). float: Cody-Waite
+// reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (the Cephes expf
+// coefficients, ~1 ulp) and 2^n put into the exponent bits; x is clamped to the normal
+// range, NaN stays NaN. double: std::exp (gradient checks want the last bits).
+inline float exp_vec(float x0) {
+    float x = x0 > -87.33654f ? x0 : -87.33654f;  // also maps NaN here; restored below
+    x = x < 88.37626f ? x : 88.37626f;
+    const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float y = p * r * r + r + 1.0f;
+    const float scale = __builtin_bit_cast(float, (int32_t(n) + 127) << 23);
+    const float e = x0 < -87.33654f ? 0.0f : y * scale;  // underflow to 0 like expf
+    return x0 != x0 ? x0 : e;
+}
+
+inline double exp_vec(double x) { return std::exp(x); }
+
+// out[j] = exp_vec(z[j] - shift) for j < n; returns their sum, accumulated in 16
+// independent lanes so that both loops vectorize without reassociating a reduction.
+template <class T>
+inline double exp_shifted_sum(T* __restrict out, const T* __restrict z, int n, T shift) {
+    for (int j = 0; j < n; ++j) out[j] = exp_vec(z[j] - shift);
+    T lanes[16] = {};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; ++l) lanes[l] += out[j + l];
+    double sum = 0.0;
+    for (; j < n; ++j) sum += out[j];
+    for (int l = 0; l < 16; ++l) sum += lanes[l];
+    return sum;
 }
 
 template <Activation A>

@@ -62,16 +62,17 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
                     }
                 }
                 T zmax = z[0];
-                for (int j = 1; j < C; ++j) zmax = std::max(zmax, z[j]);
+#pragma omp simd reduction(max : zmax)
+                for (int j = 1; j < C; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+                // without dZ, the exponentials go to the first row of scratch space on
+                // the stack in chunks
                 double sum = 0.0;
                 if (dz) {
-                    for (int j = 0; j < C; ++j) {
-                        const T e = std::exp(z[j] - zmax);
-                        dz[j] = e;
-                        sum += e;
-                    }
+                    sum = exp_shifted_sum(dz, z, C, zmax);
                 } else {
-                    for (int j = 0; j < C; ++j) sum += std::exp(z[j] - zmax);
+                    T tmp[256];
+                    for (int j0 = 0; j0 < C; j0 += 256)
+                        sum += exp_shifted_sum(tmp, z + j0, std::min(256, C - j0), zmax);
                 }
                 const double lse = double(zmax) + std::log(sum);
                 if (labels != nullptr) {
@@ -114,13 +115,9 @@ void softmax(T* P, const T* Z, int m, int C) {
                          const T* z = Z + std::ptrdiff_t(i) * C;
                          T* p = P + std::ptrdiff_t(i) * C;
                          T zmax = z[0];
-                         for (int j = 1; j < C; ++j) zmax = std::max(zmax, z[j]);
-                         double sum = 0.0;
-                         for (int j = 0; j < C; ++j) {
-                             const T e = std::exp(z[j] - zmax);
-                             p[j] = e;
-                             sum += e;
-                         }
+#pragma omp simd reduction(max : zmax)
+                         for (int j = 1; j < C; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+                         const double sum = exp_shifted_sum(p, z, C, zmax);
                          const T inv = T(1.0 / sum);
 #pragma omp simd
                          for (int j = 0; j < C; ++j) p[j] *= inv;
