@@ -6,8 +6,9 @@
     PYDL_BENCH_THREADS=1 pytest bench/ --benchmark-only
 
 Each test times one variant of one kernel at one size; the variants, their set-up
-and the sizes are those of ``compare.py`` (which prints the ratio table and judges
-the goals), so the two always measure the same code. Variants: ``pydl``, ``numpy``
+and the sizes are those of ``bench/compare.py`` (which prints the ratio table and judges
+the goals; it lives in ``pydl.benchmarks.kernels``), so the two always measure the
+same code. Variants: ``pydl``, ``numpy``
 (the straightforward NumPy formula), ``ref-*`` (raw sgemm, streaming add) and
 ``torch-*`` (skipped when torch is absent). Results are grouped by kernel and size.
 """

@@ -1,8 +1,8 @@
 """pytest configuration for the benchmark suites in bench/.
 
 Files named ``bench_*.py`` here are collected as test modules (pytest's default
-``python_files`` only knows ``test_*.py``), the directory is put on ``sys.path`` so
-that they can import ``compare`` (the case builders), and every benchmark runs with
+``python_files`` only knows ``test_*.py``), the directory is put on ``sys.path``, and
+every benchmark (case builders: ``pydl.benchmarks.kernels``) runs with
 the thread count of ``PYDL_BENCH_THREADS`` (default 2) for pydl, NumPy's and SciPy's
 BLAS and torch alike.
 """
