@@ -96,8 +96,8 @@ class Schedule:
     def __call__(self, epoch: int) -> float:
         return float(self._lr(_epoch(epoch)))
 
-    def _lr(self, e: int) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _lr(self, e: int) -> float:  # pragma: no cover - every subclass defines it
+        raise TypeError(f"{type(self).__name__} is a Schedule without a formula: define _lr(e)")
 
     def get_config(self) -> dict[str, Any]:
         """The hyperparameters, by name."""

@@ -231,8 +231,8 @@ class Distribution:
 
     log = False
 
-    def sample(self, rng: np.random.Generator) -> Any:
-        raise NotImplementedError
+    def sample(self, rng: np.random.Generator) -> Any:  # pragma: no cover - every subclass defines it
+        raise TypeError(f"{type(self).__name__} is a Distribution without a sampling law: define sample(rng)")
 
     def _narrowed(self, values: list, shrink: float, original: "Distribution") -> "Distribution":
         """A distribution around ``values`` (the best trials) for coarse-to-fine."""
