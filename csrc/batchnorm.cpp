@@ -1,83 +1,157 @@
 // Batch normalization on Z, before the activation, fused with the activation.
 // m = batch size, n = features. Row-major (m, n) activations, (n,) per-feature vectors.
-// Work is split into blocks of whole columns: each feature's sums run in row order on one
-// thread, so results do not depend on the thread count.
+// Training forward and backward are two passes each through column_passes (common.hpp):
+// per-feature sums streamed in row order with results that do not depend on the thread
+// count, then an elementwise pass over rows. Memory-bound: xhat is never stored.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels.hpp"
 
 namespace pydl {
 
+namespace {
+
+// Rows are taken four at a time so that the double accumulators are loaded and stored once
+// per four rows; the grouping depends only on the tile, never on the thread count.
+template <class T>
+PYDL_NOINLINE void moments_tile(const T* __restrict Z, int n, int i0, int i1, int j0, int w,
+                                double* __restrict s1, double* __restrict s2) {
+    const T* __restrict z0 = Z + j0;  // shift: the first row of the batch
+    const T* zr = Z + std::ptrdiff_t(i0) * n + j0;
+    int i = i0;
+    for (; i + 4 <= i1; i += 4, zr += 4 * std::ptrdiff_t(n)) {
+        const T *a = zr, *b = zr + n, *c = zr + 2 * std::ptrdiff_t(n), *d = zr + 3 * std::ptrdiff_t(n);
+#pragma omp simd
+        for (int j = 0; j < w; ++j) {
+            const double s = double(z0[j]);
+            const double da = double(a[j]) - s, db = double(b[j]) - s;
+            const double dc = double(c[j]) - s, dd = double(d[j]) - s;
+            s1[j] += (da + db) + (dc + dd);
+            s2[j] += (da * da + db * db) + (dc * dc + dd * dd);
+        }
+    }
+    for (; i < i1; ++i, zr += n) {
+#pragma omp simd
+        for (int j = 0; j < w; ++j) {
+            const double dz = double(zr[j]) - double(z0[j]);
+            s1[j] += dz;
+            s2[j] += dz * dz;
+        }
+    }
+}
+
+// sb += g, sg += g * (Z - mu) with g = dout * g'(out), over rows [i0, i1) and columns
+// [j0, j0 + w); dgamma = invstd * sg. xhat is not stored by the forward pass: reading Z
+// again costs what reading a stored xhat would, and saves writing one (m, n) array.
+template <Activation ACT, class T>
+PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, const T* mean, int n,
+                                      int i0, int i1, int j0, int w, T alpha,
+                                      double* __restrict sb, double* __restrict sg) {
+    const std::ptrdiff_t off0 = std::ptrdiff_t(i0) * n + j0;
+    const T *d = dout + off0, *o = out + off0, *z = Z + off0, *mu = mean + j0;
+    const std::ptrdiff_t r1 = n, r2 = 2 * std::ptrdiff_t(n), r3 = 3 * std::ptrdiff_t(n);
+    int i = i0;
+    for (; i + 4 <= i1; i += 4, d += 4 * r1, o += 4 * r1, z += 4 * r1) {
+#pragma omp simd
+        for (int j = 0; j < w; ++j) {
+            const double c = double(mu[j]);
+            const double ga = double(d[j] * activation_grad<ACT>(o[j], alpha));
+            const double gb = double(d[j + r1] * activation_grad<ACT>(o[j + r1], alpha));
+            const double gc = double(d[j + r2] * activation_grad<ACT>(o[j + r2], alpha));
+            const double gd = double(d[j + r3] * activation_grad<ACT>(o[j + r3], alpha));
+            sb[j] += (ga + gb) + (gc + gd);
+            sg[j] += (ga * (double(z[j]) - c) + gb * (double(z[j + r1]) - c)) +
+                     (gc * (double(z[j + r2]) - c) + gd * (double(z[j + r3]) - c));
+        }
+    }
+    for (; i < i1; ++i, d += n, o += n, z += n) {
+#pragma omp simd
+        for (int j = 0; j < w; ++j) {
+            const double g = double(d[j] * activation_grad<ACT>(o[j], alpha));
+            sb[j] += g;
+            sg[j] += g * (double(z[j]) - double(mu[j]));
+        }
+    }
+}
+
+// out = g(gamma * (Z - mean) * invstd + beta) over rows [r0, r1).
+template <Activation ACT, class T>
+PYDL_NOINLINE void normalize_rows(T* out, const T* Z, const T* mean, const T* invstd,
+                                  const T* gamma, const T* beta, int n, int r0, int r1, T alpha) {
+    for (int i = r0; i < r1; ++i) {
+        const T* z = Z + std::ptrdiff_t(i) * n;
+        T* o = out + std::ptrdiff_t(i) * n;
+#pragma omp simd
+        for (int j = 0; j < n; ++j) {
+            const T x = (z[j] - mean[j]) * invstd[j];
+            o[j] = activate<ACT>(gamma[j] * x + beta[j], alpha);
+        }
+    }
+}
+
+// dZ = k * (m*g - bsum - xhat*gsum), g = dout * g'(out), xhat = (Z - mean)*invstd exactly as
+// the forward pass computed it; rows [r0, r1). dZ may alias dout.
+template <Activation ACT, class T>
+PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z, const T* mean,
+                                 const T* invstd, const T* k, const T* bsum, const T* gsum, int n,
+                                 int m, int r0, int r1, T alpha) {
+    const T mt = T(m);
+    for (int i = r0; i < r1; ++i) {
+        const std::ptrdiff_t off = std::ptrdiff_t(i) * n;
+        const T *d = dout + off, *o = out + off, *z = Z + off;
+        T* dz = dZ + off;
+#pragma omp simd
+        for (int j = 0; j < n; ++j) {
+            const T g = d[j] * activation_grad<ACT>(o[j], alpha);
+            const T xh = (z[j] - mean[j]) * invstd[j];
+            dz[j] = k[j] * (mt * g - bsum[j] - xh * gsum[j]);
+        }
+    }
+}
+
+}  // namespace
+
 // Training forward, per feature j over the batch:
 //   mu = mean_i Z[i,j], var = mean_i (Z[i,j]-mu)^2 (biased), invstd = 1/sqrt(var+eps)
-//   xhat = (Z-mu)*invstd, out = g(gamma*xhat + beta)
+//   xhat = (Z-mu)*invstd, out = g(gamma*xhat + beta)          (xhat is not stored)
 //   running_mean = momentum*running_mean + (1-momentum)*mu
 //   running_var  = momentum*running_var  + (1-momentum)*var*m/(m-1)   (unbiased; m=1: var)
-// out, xhat (m, n) [xhat may alias Z]; mean, invstd (n,) saved for backward;
+// out (m, n), not aliasing Z (backward reads Z); mean, invstd (n,) saved for backward;
 // running_mean/var (n,) updated in place, or both null to leave them untouched.
+// Two passes over Z: both moments at once (shifted by the first row so that a large mean
+// does not cancel the variance away; sums in double), then normalize.
 template <class T>
-void batchnorm_forward_train(T* out, T* xhat, T* mean, T* invstd, T* running_mean, T* running_var,
+void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* running_var,
                              const T* Z, const T* gamma, const T* beta, int m, int n, T momentum,
                              T eps, Activation act, T alpha) {
-    const int nblocks = (n + kColumnBlock - 1) / kColumnBlock;
-    const std::ptrdiff_t total = std::ptrdiff_t(m) * n;
+    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
     const double unbias = m > 1 ? double(m) / double(m - 1) : 1.0;
+    std::vector<double> sums(2 * std::size_t(n));
+    auto tile = [&](int i0, int i1, int j0, int w, double* acc) {
+        moments_tile(Z, n, i0, i1, j0, w, acc, acc + n);
+    };
+    auto finish = [&](const double* s) {
+        for (int j = 0; j < n; ++j) {
+            const double d1 = s[j] / m;
+            const double mu = double(Z[j]) + d1;
+            // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
+            const double v = s[n + j] / m - d1 * d1;
+            const double var = v < 0.0 ? 0.0 : v;
+            mean[j] = T(mu);
+            invstd[j] = T(1.0 / std::sqrt(var + double(eps)));
+            if (running_mean != nullptr) {
+                running_mean[j] = momentum * running_mean[j] + (T(1) - momentum) * T(mu);
+                running_var[j] = momentum * running_var[j] + (T(1) - momentum) * T(var * unbias);
+            }
+        }
+    };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
-                         for (int blk = int(lo); blk < int(hi); ++blk) {
-                             const int j0 = blk * kColumnBlock, w = std::min(n - j0, kColumnBlock);
-                             // One pass for both moments, shifted by the first row so that a large
-                             // mean does not cancel the variance away; sums in double.
-                             double s1[kColumnBlock] = {}, s2[kColumnBlock] = {};
-                             const T* z0 = Z + j0;
-                             for (int i = 0; i < m; ++i) {
-                                 const T* z = Z + std::ptrdiff_t(i) * n + j0;
-#pragma omp simd
-                                 for (int j = 0; j < w; ++j) {
-                                     const double d = double(z[j]) - double(z0[j]);
-                                     s1[j] += d;
-                                     s2[j] += d * d;
-                                 }
-                             }
-                             T scale[kColumnBlock], shift[kColumnBlock], mu_t[kColumnBlock],
-                                 inv_t[kColumnBlock];
-                             for (int j = 0; j < w; ++j) {
-                                 const double d1 = s1[j] / m;
-                                 const double mu = double(z0[j]) + d1;
-                                 // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is
-                                 // 0.0)
-                                 const double v = s2[j] / m - d1 * d1;
-                                 const double var = v < 0.0 ? 0.0 : v;
-                                 const double inv = 1.0 / std::sqrt(var + double(eps));
-                                 mu_t[j] = T(mu);
-                                 inv_t[j] = T(inv);
-                                 mean[j0 + j] = T(mu);
-                                 invstd[j0 + j] = T(inv);
-                                 scale[j] = gamma[j0 + j];
-                                 shift[j] = beta[j0 + j];
-                                 if (running_mean != nullptr) {
-                                     running_mean[j0 + j] = momentum * running_mean[j0 + j] +
-                                                            (T(1) - momentum) * T(mu);
-                                     running_var[j0 + j] = momentum * running_var[j0 + j] +
-                                                           (T(1) - momentum) * T(var * unbias);
-                                 }
-                             }
-                             for (int i = 0; i < m; ++i) {
-                                 const T* z = Z + std::ptrdiff_t(i) * n + j0;
-                                 T* xh = xhat + std::ptrdiff_t(i) * n + j0;
-                                 T* o = out + std::ptrdiff_t(i) * n + j0;
-#pragma omp simd
-                                 for (int j = 0; j < w; ++j) {
-                                     const T x = (z[j] - mu_t[j]) * inv_t[j];
-                                     xh[j] = x;
-                                     o[j] = activate<ACT>(scale[j] * x + shift[j], alpha);
-                                 }
-                             }
-                         }
-                     });
+        column_passes<2>(m, n, parallel, sums.data(), tile, finish, [&](int r0, int r1) {
+            normalize_rows<ACT>(out, Z, mean, invstd, gamma, beta, n, r0, r1, alpha);
+        });
     });
 }
 
@@ -87,89 +161,78 @@ template <class T>
 void batchnorm_forward_eval(T* out, const T* Z, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, int m, int n, T eps,
                             Activation act, T alpha) {
-    const int nblocks = (n + kColumnBlock - 1) / kColumnBlock;
+    std::vector<T> coef(2 * std::size_t(n));
+    T* const scale = coef.data();
+    T* const shift = scale + n;
+    for (int j = 0; j < n; ++j) {
+        scale[j] = gamma[j] * (T(1) / std::sqrt(running_var[j] + eps));
+        shift[j] = beta[j] - running_mean[j] * scale[j];
+    }
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n;
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
+        parallel_for(m, total >= kParallelMinElements,
                      [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
-                         for (int blk = int(lo); blk < int(hi); ++blk) {
-                             const int j0 = blk * kColumnBlock, w = std::min(n - j0, kColumnBlock);
-                             T scale[kColumnBlock], shift[kColumnBlock];
-                             for (int j = 0; j < w; ++j) {
-                                 const T inv = T(1) / std::sqrt(running_var[j0 + j] + eps);
-                                 scale[j] = gamma[j0 + j] * inv;
-                                 shift[j] = beta[j0 + j] - running_mean[j0 + j] * scale[j];
-                             }
-                             for (int i = 0; i < m; ++i) {
-                                 const T* z = Z + std::ptrdiff_t(i) * n + j0;
-                                 T* o = out + std::ptrdiff_t(i) * n + j0;
+                         const T a = alpha;
+                         for (std::ptrdiff_t i = lo; i < hi; ++i) {
+                             const T* z = Z + i * n;
+                             T* o = out + i * n;
 #pragma omp simd
-                                 for (int j = 0; j < w; ++j)
-                                     o[j] = activate<ACT>(scale[j] * z[j] + shift[j], alpha);
-                             }
+                             for (int j = 0; j < n; ++j)
+                                 o[j] = activate<ACT>(scale[j] * z[j] + shift[j], a);
                          }
                      });
     });
 }
 
-// Backward, closed form. With g = dout * g'(out) (the gradient w.r.t. gamma*xhat+beta):
+// Backward, closed form. With g = dout * g'(out) (the gradient w.r.t. gamma*xhat+beta) and
+// xhat = (Z - mean)*invstd recomputed from the forward pass's input and statistics:
 //   dbeta = sum_i g, dgamma = sum_i g*xhat
 //   dZ = gamma*invstd/m * (m*g - dbeta - xhat*dgamma)
-// dZ (m, n) may alias dout; dout is overwritten with g. dgamma, dbeta (n,).
+// dZ (m, n) may alias dout (then dout ends up holding dZ; otherwise it is only read).
+// dgamma, dbeta (n,). g is recomputed in the second pass rather than stored by the first.
 template <class T>
-void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, T* dout, const T* out, const T* xhat,
-                        const T* gamma, const T* invstd, int m, int n, Activation act, T alpha) {
-    const int nblocks = (n + kColumnBlock - 1) / kColumnBlock;
-    const std::ptrdiff_t total = std::ptrdiff_t(m) * n;
+void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out, const T* Z,
+                        const T* gamma, const T* mean, const T* invstd, int m, int n,
+                        Activation act, T alpha) {
+    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
+    std::vector<double> sums(2 * std::size_t(n));
+    std::vector<T> coef(3 * std::size_t(n));
+    T* const k = coef.data();
+    T* const bsum = k + n;
+    T* const gsum = bsum + n;
+    auto finish = [&](const double* s) {
+        for (int j = 0; j < n; ++j) {
+            const double sg = s[n + j] * double(invstd[j]);
+            dbeta[j] = T(s[j]);
+            dgamma[j] = T(sg);
+            k[j] = T(double(gamma[j]) * double(invstd[j]) / m);
+            bsum[j] = T(s[j]);
+            gsum[j] = T(sg);
+        }
+    };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                     [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
-                         for (int blk = int(lo); blk < int(hi); ++blk) {
-                             const int j0 = blk * kColumnBlock, w = std::min(n - j0, kColumnBlock);
-                             double sb[kColumnBlock] = {}, sg[kColumnBlock] = {};
-                             for (int i = 0; i < m; ++i) {
-                                 T* d = dout + std::ptrdiff_t(i) * n + j0;
-                                 const T* o = out + std::ptrdiff_t(i) * n + j0;
-                                 const T* xh = xhat + std::ptrdiff_t(i) * n + j0;
-#pragma omp simd
-                                 for (int j = 0; j < w; ++j) {
-                                     const T g = d[j] * activation_grad<ACT>(o[j], alpha);
-                                     d[j] = g;
-                                     sb[j] += g;
-                                     sg[j] += double(g) * double(xh[j]);
-                                 }
-                             }
-                             T k[kColumnBlock], bsum[kColumnBlock], gsum[kColumnBlock];
-                             for (int j = 0; j < w; ++j) {
-                                 dbeta[j0 + j] = T(sb[j]);
-                                 dgamma[j0 + j] = T(sg[j]);
-                                 k[j] = T(double(gamma[j0 + j]) * double(invstd[j0 + j]) / m);
-                                 bsum[j] = T(sb[j]);
-                                 gsum[j] = T(sg[j]);
-                             }
-                             const T mt = T(m);
-                             for (int i = 0; i < m; ++i) {
-                                 const T* d = dout + std::ptrdiff_t(i) * n + j0;
-                                 const T* xh = xhat + std::ptrdiff_t(i) * n + j0;
-                                 T* dz = dZ + std::ptrdiff_t(i) * n + j0;
-#pragma omp simd
-                                 for (int j = 0; j < w; ++j)
-                                     dz[j] = k[j] * (mt * d[j] - bsum[j] - xh[j] * gsum[j]);
-                             }
-                         }
-                     });
+        column_passes<2>(
+            m, n, parallel, sums.data(),
+            [&](int i0, int i1, int j0, int w, double* acc) {
+                backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc, acc + n);
+            },
+            finish,
+            [&](int r0, int r1) {
+                backward_rows<ACT>(dZ, dout, out, Z, mean, invstd, k, bsum, gsum, n, m, r0, r1,
+                                   alpha);
+            });
     });
 }
 
 #define PYDL_INSTANTIATE(T)                                                                        \
-    template void batchnorm_forward_train<T>(T*, T*, T*, T*, T*, T*, const T*, const T*, const T*, \
+    template void batchnorm_forward_train<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,     \
                                              int, int, T, T, Activation, T);                       \
     template void batchnorm_forward_eval<T>(T*, const T*, const T*, const T*, const T*, const T*,  \
                                             int, int, T, Activation, T);                           \
-    template void batchnorm_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*,    \
-                                        int, int, Activation, T);
+    template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,       \
+                                        const T*, const T*, int, int, Activation, T);
 PYDL_INSTANTIATE(float)
 PYDL_INSTANTIATE(double)
 #undef PYDL_INSTANTIATE

@@ -178,7 +178,7 @@ double weight_penalty(py::array W, double l2, double l1, int m) {
 
 // ---------------------------------------------------------------- batch norm
 
-void batchnorm_forward_train(py::array out, py::array xhat, py::array mean, py::array invstd,
+void batchnorm_forward_train(py::array out, py::array mean, py::array invstd,
                              py::object running_mean, py::object running_var, py::array Z,
                              py::array gamma, py::array beta, double momentum, double eps, int act,
                              double alpha) {
@@ -189,7 +189,6 @@ void batchnorm_forward_train(py::array out, py::array xhat, py::array mean, py::
     dispatch(Z, "Z", [&](auto t) {
         using T = decltype(t);
         T* pout = checked<T>(out, "out", {m, n}, true);
-        T* pxh = checked<T>(xhat, "xhat", {m, n}, true);
         T* pmu = checked<T>(mean, "mean", {n}, true);
         T* pinv = checked<T>(invstd, "invstd", {n}, true);
         T* prm = checked_opt<T>(running_mean, "running_mean", {n}, true);
@@ -198,7 +197,7 @@ void batchnorm_forward_train(py::array out, py::array xhat, py::array mean, py::
         const T* pg = checked<T>(gamma, "gamma", {n}, false);
         const T* pb = checked<T>(beta, "beta", {n}, false);
         py::gil_scoped_release nogil;
-        pydl::batchnorm_forward_train<T>(pout, pxh, pmu, pinv, prm, prv, pZ, pg, pb, m, n,
+        pydl::batchnorm_forward_train<T>(pout, pmu, pinv, prm, prv, pZ, pg, pb, m, n,
                                          T(momentum), T(eps), a, T(alpha));
     });
 }
@@ -222,22 +221,23 @@ void batchnorm_forward_eval(py::array out, py::array Z, py::array gamma, py::arr
 }
 
 void batchnorm_backward(py::array dZ, py::array dgamma, py::array dbeta, py::array dout,
-                        py::array out, py::array xhat, py::array gamma, py::array invstd, int act,
-                        double alpha) {
-    const int m = dim(xhat, "xhat", 2, 0), n = dim(xhat, "xhat", 2, 1);
+                        py::array out, py::array Z, py::array gamma, py::array mean,
+                        py::array invstd, int act, double alpha) {
+    const int m = dim(Z, "Z", 2, 0), n = dim(Z, "Z", 2, 1);
     const Activation a = activation_of(act);
-    dispatch(xhat, "xhat", [&](auto t) {
+    dispatch(Z, "Z", [&](auto t) {
         using T = decltype(t);
         T* pdZ = checked<T>(dZ, "dZ", {m, n}, true);
         T* pdg = checked<T>(dgamma, "dgamma", {n}, true);
         T* pdb = checked<T>(dbeta, "dbeta", {n}, true);
-        T* pdo = checked<T>(dout, "dout", {m, n}, true);
+        const T* pdo = checked<T>(dout, "dout", {m, n}, false);
         const T* po = checked<T>(out, "out", {m, n}, false);
-        const T* pxh = checked<T>(xhat, "xhat", {m, n}, false);
+        const T* pZ = checked<T>(Z, "Z", {m, n}, false);
         const T* pg = checked<T>(gamma, "gamma", {n}, false);
+        const T* pmu = checked<T>(mean, "mean", {n}, false);
         const T* pinv = checked<T>(invstd, "invstd", {n}, false);
         py::gil_scoped_release nogil;
-        pydl::batchnorm_backward<T>(pdZ, pdg, pdb, pdo, po, pxh, pg, pinv, m, n, a, T(alpha));
+        pydl::batchnorm_backward<T>(pdZ, pdg, pdb, pdo, po, pZ, pg, pmu, pinv, m, n, a, T(alpha));
     });
 }
 
@@ -410,13 +410,13 @@ PYBIND11_MODULE(_core, m) {
     m.def("activation_backward", &activation_backward, "dZ"_a, "dA"_a, "A"_a, "activation"_a,
           "alpha"_a);
     m.def("weight_penalty", &weight_penalty, "W"_a, "l2"_a, "l1"_a, "m"_a);
-    m.def("batchnorm_forward_train", &batchnorm_forward_train, "out"_a, "xhat"_a, "mean"_a,
-          "invstd"_a, "running_mean"_a, "running_var"_a, "Z"_a, "gamma"_a, "beta"_a, "momentum"_a,
+    m.def("batchnorm_forward_train", &batchnorm_forward_train, "out"_a, "mean"_a, "invstd"_a,
+          "running_mean"_a, "running_var"_a, "Z"_a, "gamma"_a, "beta"_a, "momentum"_a,
           "eps"_a, "activation"_a, "alpha"_a);
     m.def("batchnorm_forward_eval", &batchnorm_forward_eval, "out"_a, "Z"_a, "gamma"_a, "beta"_a,
           "running_mean"_a, "running_var"_a, "eps"_a, "activation"_a, "alpha"_a);
     m.def("batchnorm_backward", &batchnorm_backward, "dZ"_a, "dgamma"_a, "dbeta"_a, "dout"_a,
-          "out"_a, "xhat"_a, "gamma"_a, "invstd"_a, "activation"_a, "alpha"_a);
+          "out"_a, "Z"_a, "gamma"_a, "mean"_a, "invstd"_a, "activation"_a, "alpha"_a);
     m.def("softmax_cross_entropy", &softmax_cross_entropy, "dZ"_a, "Z"_a, "labels"_a, "Y"_a);
     m.def("softmax", &softmax, "P"_a, "Z"_a);
     m.def("sigmoid_cross_entropy", &sigmoid_cross_entropy, "dZ"_a, "Z"_a, "Y"_a);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #ifdef PYDL_HAVE_OPENMP
 #include <omp.h>
@@ -19,10 +20,6 @@ namespace pydl {
 // larger than the work.
 constexpr std::ptrdiff_t kParallelMinElements = 1 << 16;
 
-// Column block width for kernels that reduce over the batch (db, BatchNorm
-// statistics): each thread owns whole columns, so every sum is taken in row order
-// and the result does not depend on the number of threads.
-constexpr int kColumnBlock = 64;
 
 enum class Activation : int { identity = 0, relu = 1, leaky_relu = 2, tanh = 3, sigmoid = 4 };
 
@@ -150,6 +147,85 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 #endif
     (void)parallel;
     if (n > 0) body(std::ptrdiff_t(0), n);
+}
+
+// Sums over the batch (per-column reductions: db, BatchNorm statistics) that do not depend
+// on the number of threads, and an elementwise pass that uses them, in one parallel region.
+// Rows are cut into a fixed number of chunks (a function of m only); a tile is a row chunk
+// times at most kReduceBlock columns (4 KB of float per row, so each row segment is one
+// sequential stream for the prefetcher: whole columns at a 16 KB stride defeated it). Each
+// tile is reduced by one thread, in row order, into its own partial sums; the partials are
+// added in chunk order. A column's sum depends on (m, n) only: same bits for 1 or N threads.
+// (Column panels narrow enough for the second pass to find them in cache measured slower:
+// the shorter row segments and the extra barriers cost more than the reuse saved.)
+constexpr int kReduceBlock = 1024;
+constexpr int kReduceRowsPerChunk = 128;
+constexpr int kReduceMaxChunks = 16;
+
+inline void team_barrier() {
+#ifdef PYDL_HAVE_OPENMP
+#pragma omp barrier
+#endif
+}
+
+//   tile(i0, i1, j0, w, acc): add the K sums of rows [i0, i1), columns [j0, j0 + w) into
+//     acc[k * n + j - j0] (zero on entry);
+//   finish(sums): once, with the totals in sums[k * n + j] (K * n doubles);
+//   rows(i0, i1): then the elementwise pass over rows [i0, i1).
+template <int K, class Tile, class Finish, class Rows>
+inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile, Finish&& finish,
+                          Rows&& rows) {
+    int nchunks = (m + kReduceRowsPerChunk - 1) / kReduceRowsPerChunk;
+    nchunks = nchunks < 1 ? 1 : (nchunks > kReduceMaxChunks ? kReduceMaxChunks : nchunks);
+    const int chunk_rows = (m + nchunks - 1) / nchunks;
+    const int nblocks = (n + kReduceBlock - 1) / kReduceBlock;
+    const std::ptrdiff_t stride = std::ptrdiff_t(K) * n;  // one chunk's partials
+    std::vector<double> part(nchunks > 1 ? std::size_t(nchunks) * std::size_t(stride) : 0);
+    double* const base = nchunks > 1 ? part.data() : sums;
+    auto body = [&](int nt, int id) PYDL_NOINLINE {
+        const int ntiles = nchunks * nblocks;  // chunk-major: a thread reads contiguous rows
+        const int t0 = int(std::ptrdiff_t(ntiles) * id / nt);
+        const int t1 = int(std::ptrdiff_t(ntiles) * (id + 1) / nt);
+        for (int t = t0; t < t1; ++t) {
+            const int c = t / nblocks, j0 = (t % nblocks) * kReduceBlock;
+            const int i0 = c * chunk_rows, i1 = i0 + chunk_rows < m ? i0 + chunk_rows : m;
+            const int w = n - j0 < kReduceBlock ? n - j0 : kReduceBlock;
+            double* acc = base + c * stride + j0;
+            for (int k = 0; k < K; ++k)
+                for (int j = 0; j < w; ++j) acc[std::ptrdiff_t(k) * n + j] = 0.0;
+            if (i0 < i1) tile(i0, i1, j0, w, acc);
+        }
+        team_barrier();
+        if (id == 0) {
+            if (nchunks > 1)
+                for (std::ptrdiff_t k = 0; k < stride; ++k) {
+                    double s = 0.0;
+                    for (int c = 0; c < nchunks; ++c) s += part[std::size_t(c) * stride + k];
+                    sums[k] = s;
+                }
+            finish(static_cast<const double*>(sums));
+        }
+        team_barrier();
+        const int r0 = int(std::ptrdiff_t(m) * id / nt), r1 = int(std::ptrdiff_t(m) * (id + 1) / nt);
+        if (r0 < r1) rows(r0, r1);
+    };
+#ifdef PYDL_HAVE_OPENMP
+    if (parallel && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        body(omp_get_num_threads(), omp_get_thread_num());
+        return;
+    }
+#endif
+    (void)parallel;
+    body(1, 0);
+}
+
+// column_passes without the elementwise pass: out[k * n + j] = the K column sums.
+template <int K, class Tile>
+inline void column_reduce(int m, int n, bool parallel, double* out, Tile&& tile) {
+    const bool one_tile = m <= kReduceRowsPerChunk && n <= kReduceBlock;
+    column_passes<K>(
+        m, n, parallel && !one_tile, out, tile, [](const double*) {}, [](int, int) {});
 }
 
 inline int max_threads() {

@@ -3,6 +3,7 @@
 // W is (n_out, n_in).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "blas.hpp"
 #include "kernels.hpp"
@@ -38,6 +39,26 @@ void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_i
     });
 }
 
+namespace {
+
+// dZ = dA * g'(A) in place over rows [i0, i1) and columns [j0, j0 + w), acc[j] += dZ[i, j0 + j].
+template <Activation ACT, class T>
+PYDL_NOINLINE void bias_grad_tile(T* dZ, const T* A, int n, int i0, int i1, int j0, int w, T alpha,
+                                  double* __restrict acc) {
+    for (int i = i0; i < i1; ++i) {
+        T* dz = dZ + std::ptrdiff_t(i) * n + j0;
+        const T* a = A + std::ptrdiff_t(i) * n + j0;
+#pragma omp simd
+        for (int j = 0; j < w; ++j) {
+            const T g = dz[j] * activation_grad<ACT>(a[j], alpha);
+            if constexpr (ACT != Activation::identity) dz[j] = g;
+            acc[j] += double(g);
+        }
+    }
+}
+
+}  // namespace
+
 // dZ = dA * g'(A)          (in place: dZ holds dA on entry)       (m, n_out)
 // db = sum_i dZ[i, :]      (n_out,) or null
 // dW = dZ.T @ A_prev + (l2/m) W + (l1/(2m)) sign(W)              (n_out, n_in)
@@ -46,31 +67,18 @@ template <class T>
 void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev, const T* W, int m,
                     int n_in, int n_out, Activation act, T alpha, T l2, T l1) {
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
-    if (act != Activation::identity || db != nullptr) {
-        const int nblocks = (n_out + kColumnBlock - 1) / kColumnBlock;
+    if (db != nullptr) {
+        std::vector<double> sums(n_out);
         with_activation(act, [&](auto tag) {
             constexpr Activation ACT = decltype(tag)::value;
-            parallel_for(nblocks, total >= kParallelMinElements && nblocks > 1,
-                         [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
-                             for (int blk = int(lo); blk < int(hi); ++blk) {
-                                 const int j0 = blk * kColumnBlock,
-                                           w = std::min(n_out - j0, kColumnBlock);
-                                 T acc[kColumnBlock] = {};
-                                 for (int i = 0; i < m; ++i) {
-                                     T* dz = dZ + std::ptrdiff_t(i) * n_out + j0;
-                                     const T* a = A + std::ptrdiff_t(i) * n_out + j0;
-#pragma omp simd
-                                     for (int j = 0; j < w; ++j) {
-                                         const T g = dz[j] * activation_grad<ACT>(a[j], alpha);
-                                         dz[j] = g;
-                                         acc[j] += g;
-                                     }
-                                 }
-                                 if (db != nullptr)
-                                     for (int j = 0; j < w; ++j) db[j0 + j] = acc[j];
-                             }
-                         });
+            column_reduce<1>(m, n_out, total >= kParallelMinElements, sums.data(),
+                             [&](int i0, int i1, int j0, int w, double* acc) {
+                                 bias_grad_tile<ACT>(dZ, A, n_out, i0, i1, j0, w, alpha, acc);
+                             });
         });
+        for (int j = 0; j < n_out; ++j) db[j] = T(sums[j]);
+    } else if (act != Activation::identity) {
+        activation_backward(dZ, dZ, A, total, act, alpha);
     }
     T beta = T(0);
     if (l2 != T(0) || l1 != T(0)) {

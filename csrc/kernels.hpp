@@ -29,16 +29,17 @@ double weight_penalty(const T* W, std::ptrdiff_t count, double l2, double l1, in
 
 // ---- batchnorm.cpp ----
 template <class T>
-void batchnorm_forward_train(T* out, T* xhat, T* mean, T* invstd, T* running_mean,
-                             T* running_var, const T* Z, const T* gamma, const T* beta, int m,
-                             int n, T momentum, T eps, Activation act, T alpha);
+void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* running_var,
+                             const T* Z, const T* gamma, const T* beta, int m, int n, T momentum,
+                             T eps, Activation act, T alpha);
 template <class T>
 void batchnorm_forward_eval(T* out, const T* Z, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, int m, int n, T eps,
                             Activation act, T alpha);
 template <class T>
-void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, T* dout, const T* out, const T* xhat,
-                        const T* gamma, const T* invstd, int m, int n, Activation act, T alpha);
+void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out, const T* Z,
+                        const T* gamma, const T* mean, const T* invstd, int m, int n,
+                        Activation act, T alpha);
 
 // ---- losses.cpp ----  (each returns the cost; dZ may be null for cost only)
 // Returns the number of labels out of [0, C) (0 on success) through *bad_labels.

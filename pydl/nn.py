@@ -220,16 +220,16 @@ class BatchNorm(Layer):
         dt = self.gamma.dtype
         out = self._buf("out", m, n, dt)
         if training:
-            xhat = self._buf("xhat", m, n, dt)
             if "mean" not in self._bufs:
                 self._bufs["mean"] = np.empty(n, dt)
                 self._bufs["invstd"] = np.empty(n, dt)
             self._mean, self._invstd = self._bufs["mean"], self._bufs["invstd"]
             rm, rv = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
-            ops.batchnorm_forward_train(out, xhat, self._mean, self._invstd, rm, rv, A_prev,
+            ops.batchnorm_forward_train(out, self._mean, self._invstd, rm, rv, A_prev,
                                         self.gamma, self.beta, self.momentum, self.eps,
                                         self.activation, self.alpha)
-            self._xhat, self._out = xhat, out
+            # backward recomputes xhat from the input (which stays unchanged until then)
+            self._Z, self._out = A_prev, out
         else:
             ops.batchnorm_forward_eval(out, A_prev, self.gamma, self.beta, self.running_mean,
                                        self.running_var, self.eps, self.activation, self.alpha)
@@ -237,8 +237,8 @@ class BatchNorm(Layer):
 
     def backward(self, dA):
         """dZ = gamma*invstd/m (m*g - sum g - xhat*sum(g*xhat)), g = dA*g'(out); in place."""
-        ops.batchnorm_backward(dA, self.dgamma, self.dbeta, dA, self._out, self._xhat,
-                               self.gamma, self._invstd, self.activation, self.alpha)
+        ops.batchnorm_backward(dA, self.dgamma, self.dbeta, dA, self._out, self._Z, self.gamma,
+                               self._mean, self._invstd, self.activation, self.alpha)
         return dA
 
     def config(self):

@@ -169,7 +169,7 @@ def weight_penalty(W, l2=0.0, l1=0.0, m=1) -> float:
 # ------------------------------------------------------------------ batch norm
 
 
-def batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, Z, gamma, beta,
+def batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gamma, beta,
                             momentum=0.9, eps=1e-5, activation="identity", alpha=0.01):
     """Batch norm in training mode, per feature j over the batch, then g.
 
@@ -177,18 +177,20 @@ def batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, 
     xhat = (Z - mu) * invstd, out = g(gamma * xhat + beta).
     running_mean = momentum*running_mean + (1-momentum)*mu, running_var likewise with the
     unbiased variance var*m/(m-1); pass None for both to leave them untouched
-    (gradient checking). out, xhat (m, n) [xhat may be Z]; mean, invstd, running_* (n,).
+    (gradient checking). out, Z (m, n); mean, invstd, running_* (n,).
+    xhat is not stored: ``batchnorm_backward`` recomputes it from Z, mean and invstd, so Z
+    must stay unchanged until then (and out must not be Z).
     """
     momentum = _real("momentum", momentum, 0.0, 1.0)
     eps = _real("eps", eps, 0.0, lo_open=True)
     code, alpha = activation_code(activation), _alpha(activation, alpha)
     try:
-        _core.batchnorm_forward_train(out, xhat, mean, invstd, running_mean, running_var, Z,
-                                      gamma, beta, momentum, eps, code, alpha)
+        _core.batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gamma,
+                                      beta, momentum, eps, code, alpha)
     except TypeError:
-        _name_non_array(("running_mean", "running_var"), out=out, xhat=xhat, mean=mean,
-                        invstd=invstd, running_mean=running_mean, running_var=running_var, Z=Z,
-                        gamma=gamma, beta=beta)
+        _name_non_array(("running_mean", "running_var"), out=out, mean=mean, invstd=invstd,
+                        running_mean=running_mean, running_var=running_var, Z=Z, gamma=gamma,
+                        beta=beta)
         raise
     return out
 
@@ -208,19 +210,21 @@ def batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var, eps=1
     return out
 
 
-def batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd,
+def batchnorm_backward(dZ, dgamma, dbeta, dout, out, Z, gamma, mean, invstd,
                        activation="identity", alpha=0.01):
-    """Batch norm backward in closed form.
+    """Batch norm backward in closed form, from the forward pass's Z, out, mean and invstd.
 
-    g = dout * g'(out) (written into dout, in place); dbeta = sum_i g; dgamma = sum_i g*xhat;
-    dZ = gamma*invstd/m * (m*g - dbeta - xhat*dgamma), (m, n) (dZ may be dout).
+    g = dout * g'(out); xhat = (Z - mean) * invstd; dbeta = sum_i g; dgamma = sum_i g*xhat;
+    dZ = gamma*invstd/m * (m*g - dbeta - xhat*dgamma), (m, n). dZ may be dout (in place);
+    otherwise dout is only read.
     """
     code, alpha = activation_code(activation), _alpha(activation, alpha)
     try:
-        _core.batchnorm_backward(dZ, dgamma, dbeta, dout, out, xhat, gamma, invstd, code, alpha)
+        _core.batchnorm_backward(dZ, dgamma, dbeta, dout, out, Z, gamma, mean, invstd, code,
+                                 alpha)
     except TypeError:
-        _name_non_array(dZ=dZ, dgamma=dgamma, dbeta=dbeta, dout=dout, out=out, xhat=xhat,
-                        gamma=gamma, invstd=invstd)
+        _name_non_array(dZ=dZ, dgamma=dgamma, dbeta=dbeta, dout=dout, out=out, Z=Z,
+                        gamma=gamma, mean=mean, invstd=invstd)
         raise
     return dZ
 

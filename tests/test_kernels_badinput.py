@@ -48,13 +48,12 @@ SPECS = {
         make=lambda t: dict(W=_r(N_OUT, N_IN, dtype=t), l2=0.1, l1=0.1, m=M),
         out=set(), optional=set(), sizes={"W"}),
     "batchnorm_forward_train": dict(
-        make=lambda t: dict(out=_r(M, N_OUT, dtype=t), xhat=_r(M, N_OUT, dtype=t),
-                            mean=_r(N_OUT, dtype=t), invstd=_r(N_OUT, dtype=t),
+        make=lambda t: dict(out=_r(M, N_OUT, dtype=t), mean=_r(N_OUT, dtype=t), invstd=_r(N_OUT, dtype=t),
                             running_mean=_r(N_OUT, dtype=t), running_var=_r(N_OUT, dtype=t),
                             Z=_r(M, N_OUT, dtype=t), gamma=_r(N_OUT, dtype=t),
                             beta=_r(N_OUT, dtype=t), momentum=0.9, eps=1e-5,
                             activation="leaky_relu", alpha=0.1),
-        out={"out", "xhat", "mean", "invstd", "running_mean", "running_var"},
+        out={"out", "mean", "invstd", "running_mean", "running_var"},
         optional={"running_mean", "running_var"},  # only together (tested separately)
         sizes={"Z"}),
     "batchnorm_forward_eval": dict(
@@ -66,10 +65,10 @@ SPECS = {
     "batchnorm_backward": dict(
         make=lambda t: dict(dZ=_r(M, N_OUT, dtype=t), dgamma=_r(N_OUT, dtype=t),
                             dbeta=_r(N_OUT, dtype=t), dout=_r(M, N_OUT, dtype=t),
-                            out=_r(M, N_OUT, dtype=t), xhat=_r(M, N_OUT, dtype=t),
-                            gamma=_r(N_OUT, dtype=t), invstd=_r(N_OUT, dtype=t),
-                            activation="leaky_relu", alpha=0.1),
-        out={"dZ", "dgamma", "dbeta", "dout"}, optional=set(), sizes={"xhat"}),
+                            out=_r(M, N_OUT, dtype=t), Z=_r(M, N_OUT, dtype=t),
+                            gamma=_r(N_OUT, dtype=t), mean=_r(N_OUT, dtype=t),
+                            invstd=_r(N_OUT, dtype=t), activation="leaky_relu", alpha=0.1),
+        out={"dZ", "dgamma", "dbeta"}, optional=set(), sizes={"Z"}),
     "softmax_cross_entropy": dict(
         make=lambda t: dict(dZ=_r(M, C, dtype=t), Z=_r(M, C, dtype=t),
                             labels=np.arange(M, dtype=np.int64) % C),
@@ -399,4 +398,4 @@ def test_aliasing_allowed_where_documented():
     ops.dropout_forward(Z, Z, 0, 0, 0, 0.5)
     d = _r(M, N_OUT)
     ops.batchnorm_backward(d, np.empty(N_OUT), np.empty(N_OUT), d, _r(M, N_OUT), _r(M, N_OUT),
-                           _r(N_OUT), _r(N_OUT))
+                           _r(N_OUT), _r(N_OUT), _r(N_OUT))

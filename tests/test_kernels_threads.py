@@ -1,11 +1,12 @@
 """Thread-count independence of the kernels (pydl.ops.set_num_threads).
 
-pydl's own kernels split work so that each sum runs in a fixed order on one thread (whole
-column blocks for BatchNorm and db; elementwise kernels; dropout masks keyed by element
-index), so 1 and 2 threads give bitwise identical results. The GEMMs (dW, dA_prev, the
-dense forward) run in SciPy's OpenBLAS, which does not promise that across thread counts:
-those are compared with a tolerance. Arrays are large enough (> 2^16 elements, several
-64-column blocks, an uneven last block) that OpenMP really splits the work.
+pydl's own kernels split work so that each sum runs in a fixed order (per-column sums over
+row chunks and column blocks fixed by the shape, for BatchNorm and db; elementwise kernels;
+dropout masks keyed by element index), so 1 and 2 threads give bitwise identical results.
+The GEMMs (dW, dA_prev, the dense forward) run in SciPy's OpenBLAS, which does not promise
+that across thread counts: those are compared with a tolerance. Arrays are large enough
+(> 2^16 elements; several row chunks; a second shape with several column blocks and an
+uneven last one) that OpenMP really splits the work.
 """
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from conftest import assert_close
 from pydl import ops
 
-M, N = 1024, 515  # 9 column blocks of 64, the last one 3 wide; 527k elements
+M, N = 1024, 515  # 8 row chunks of 128; 527k elements
+M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 
@@ -46,18 +48,28 @@ def run_kernels(threads, dtype):
     ops.dense_forward(Afw, X, W, r(N), activation="sigmoid")
     out["blas_dense_forward"] = Afw
 
+    A2, dZ2, db2 = np.tanh(r(M2, N2)), r(M2, N2), np.empty(N2, dtype)
+    ops.dense_backward(None, np.empty((N2, 1), dtype), db2, dZ2, A2, r(M2, 1), r(N2, 1),
+                       activation="tanh")
+    out.update(dense_dZ_wide=dZ2, dense_db_wide=db2)
+    Z2, o2, mu2, inv2 = 3 * r(M2, N2) + 1, np.empty((M2, N2), dtype), np.empty(N2, dtype), np.empty(N2, dtype)
+    gamma2, dz2, dg2, dbeta2 = r(N2), np.empty((M2, N2), dtype), np.empty(N2, dtype), np.empty(N2, dtype)
+    ops.batchnorm_forward_train(o2, mu2, inv2, None, None, Z2, gamma2, r(N2), activation="relu")
+    ops.batchnorm_backward(dz2, dg2, dbeta2, r(M2, N2), o2, Z2, gamma2, mu2, inv2, activation="relu")
+    out.update(bn_wide_out=o2, bn_wide_mean=mu2, bn_wide_invstd=inv2, bn_wide_dZ=dz2,
+               bn_wide_dgamma=dg2, bn_wide_dbeta=dbeta2)
+
     Z = 3 * r(M, N) + 1
     for act in ("relu", "tanh"):
-        o, xh = np.empty((M, N), dtype), np.empty((M, N), dtype)
+        o = np.empty((M, N), dtype)
         mu, inv, rm, rv = np.empty(N, dtype), np.empty(N, dtype), r(N), np.abs(r(N))
         gamma, beta = r(N), r(N)
-        ops.batchnorm_forward_train(o, xh, mu, inv, rm, rv, Z, gamma, beta, activation=act)
+        ops.batchnorm_forward_train(o, mu, inv, rm, rv, Z, gamma, beta, activation=act)
         out.update({f"bn_{act}_{k}": v for k, v in
-                    dict(out=o, xhat=xh, mean=mu, invstd=inv, rmean=rm, rvar=rv).items()})
+                    dict(out=o, mean=mu, invstd=inv, rmean=rm, rvar=rv).items()})
         d, dz, dg, dbeta = r(M, N), np.empty((M, N), dtype), np.empty(N, dtype), np.empty(N, dtype)
-        ops.batchnorm_backward(dz, dg, dbeta, d, o, xh, gamma, inv, activation=act)
-        out.update({f"bn_{act}_dZ": dz, f"bn_{act}_dgamma": dg, f"bn_{act}_dbeta": dbeta,
-                    f"bn_{act}_g": d})
+        ops.batchnorm_backward(dz, dg, dbeta, d, o, Z, gamma, mu, inv, activation=act)
+        out.update({f"bn_{act}_dZ": dz, f"bn_{act}_dgamma": dg, f"bn_{act}_dbeta": dbeta})
         ev = np.empty((M, N), dtype)
         ops.batchnorm_forward_eval(ev, Z, gamma, beta, rm, np.abs(rv), activation=act)
         out[f"bn_{act}_eval"] = ev

@@ -81,7 +81,7 @@ def _bn_train_ref(a, h):
     mu, var = Z.mean(axis=0), Z.var(axis=0)
     inv = 1 / np.sqrt(var + h["eps"])
     xhat = (Z - mu) * inv
-    out = {"mean": mu, "invstd": inv, "xhat": xhat,
+    out = {"mean": mu, "invstd": inv,
            "out": g(a["gamma"] * xhat + a["beta"], h["activation"], h["alpha"])}
     if a["running_mean"] is not None:
         mom = h["momentum"]
@@ -98,9 +98,10 @@ def _bn_eval_ref(a, h):
 def _bn_bwd_ref(a, h):
     gr = a["dout"] * g_prime_of_a(a["out"], h["activation"], h["alpha"])
     m = gr.shape[0]
-    dbeta, dgamma = gr.sum(axis=0), (gr * a["xhat"]).sum(axis=0)
-    return {"dout": gr, "dbeta": dbeta, "dgamma": dgamma,
-            "dZ": a["gamma"] * a["invstd"] / m * (m * gr - dbeta - a["xhat"] * dgamma)}
+    xhat = (a["Z"] - a["mean"]) * a["invstd"]
+    dbeta, dgamma = gr.sum(axis=0), (gr * xhat).sum(axis=0)
+    return {"dbeta": dbeta, "dgamma": dgamma,
+            "dZ": a["gamma"] * a["invstd"] / m * (m * gr - dbeta - xhat * dgamma)}
 
 
 def _sce_ref(a, h):
@@ -185,7 +186,7 @@ OPS = {
         hypers=["l2", "l1", "m"],
         ref=lambda a, h: {"return": float((h["l2"] * (a["W"] ** 2).sum() + h["l1"] * np.abs(a["W"]).sum()) / (2 * h["m"]))}),
     "batchnorm_forward_train": dict(
-        arrays={"out": (MN, "out"), "xhat": (MN, "out"), "mean": (N, "out"), "invstd": (N, "out"),
+        arrays={"out": (MN, "out"), "mean": (N, "out"), "invstd": (N, "out"),
                 "running_mean": (N, "opt_inout"), "running_var": (N, "opt_inout_pos"), "Z": (MN, "in"),
                 "gamma": (N, "in"), "beta": (N, "in")},
         dims=lambda a: dict(m=a["Z"].shape[0], n=a["Z"].shape[1]), source={"Z": 2},
@@ -196,9 +197,10 @@ OPS = {
         dims=lambda a: dict(m=a["Z"].shape[0], n=a["Z"].shape[1]), source={"Z": 2},
         hypers=["eps", "activation", "alpha"], ref=_bn_eval_ref),
     "batchnorm_backward": dict(
-        arrays={"dZ": (MN, "out"), "dgamma": (N, "out"), "dbeta": (N, "out"), "dout": (MN, "inout"),
-                "out": (MN, "in"), "xhat": (MN, "in"), "gamma": (N, "in"), "invstd": (N, "in_pos")},
-        dims=lambda a: dict(m=a["xhat"].shape[0], n=a["xhat"].shape[1]), source={"xhat": 2},
+        arrays={"dZ": (MN, "out"), "dgamma": (N, "out"), "dbeta": (N, "out"), "dout": (MN, "in"),
+                "out": (MN, "in"), "Z": (MN, "in"), "gamma": (N, "in"), "mean": (N, "in"),
+                "invstd": (N, "in_pos")},
+        dims=lambda a: dict(m=a["Z"].shape[0], n=a["Z"].shape[1]), source={"Z": 2},
         hypers=["activation", "alpha"], ref=_bn_bwd_ref),
     "softmax_cross_entropy": dict(
         arrays={"dZ": (MN, "opt_out"), "Z": (MN, "in"), "labels": (lambda d: (d["m"],), "labels")},

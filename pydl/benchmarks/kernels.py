@@ -235,13 +235,16 @@ def measure(variants: dict[str, Callable[[], object]], repeats: int, warmup: int
 def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, warmup: int,
                     min_time: float, settle: float = 0.0, idle_wait: float = 0.0,
                     load: BackgroundLoad | None = None,
-                    max_background: float = 0.15) -> dict[str, list[float]]:
+                    max_background: float = 0.15, rewarm: float = 0.05) -> dict[str, list[float]]:
     """Seconds per call of each variant in each round, variants interleaved round-robin.
 
     Before each variant's turn in a round: ``settle`` seconds of sleep, so that the
     worker threads the previous variant woke (OpenBLAS's spin for a while after each
     call, OpenMP's likewise) have gone idle and do not steal cores from this one, then
-    one untimed call to wake this variant's own pools. ``load`` (if given) accumulates
+    untimed calls for ``rewarm`` seconds (at least one) to wake this variant's own pools:
+    on a VM whose idle vCPUs halt (the guest's haltpoll governor) thread wake-ups stay
+    slow for ~40 ms after a sleep, which would tax fast variants (many short calls, each
+    waking its team) more than slow ones. ``load`` (if given) accumulates
     the other processes' CPU share over the timed stretches only.
 
     With ``idle_wait`` > 0 (for shared machines), each round first waits up to that
@@ -270,7 +273,10 @@ def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, war
                 number = numbers[name]
                 if settle:
                     time.sleep(settle)
+                    t_end = time.perf_counter() + rewarm
                     fn()
+                    while time.perf_counter() < t_end:
+                        fn()
                 round_load.start()
                 t0 = time.perf_counter()
                 for _ in range(number):
@@ -470,7 +476,6 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
     beta = (0.1 * rng.standard_normal(n)).astype(dtype)
     dout = rng.standard_normal((m, n)).astype(dtype)
     out = np.empty((m, n), dtype)
-    xhat = np.empty((m, n), dtype)
     mean = np.empty(n, dtype)
     invstd = np.empty(n, dtype)
     rmean = np.zeros(n, dtype)
@@ -478,12 +483,10 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
     dZ = np.empty((m, n), dtype)
     dgamma = np.empty(n, dtype)
     dbeta = np.empty(n, dtype)
-    g = dout.copy()  # batchnorm_backward writes dout * g'(out) back; identity keeps it
 
     def pydl_bn():
-        ops.batchnorm_forward_train(out, xhat, mean, invstd, rmean, rvar, Z, gamma, beta,
-                                    momentum, eps)
-        ops.batchnorm_backward(dZ, dgamma, dbeta, g, out, xhat, gamma, invstd)
+        ops.batchnorm_forward_train(out, mean, invstd, rmean, rvar, Z, gamma, beta, momentum, eps)
+        ops.batchnorm_backward(dZ, dgamma, dbeta, dout, out, Z, gamma, mean, invstd)
 
     nrm, nrv = rmean.copy(), rvar.copy()
     xc = np.empty((m, n), dtype)
@@ -512,7 +515,15 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
         np.subtract(ndz, tmp, out=ndz)
         np.multiply(ndz, gamma * inv / m, out=ndz)
 
-    variants = {"pydl": pydl_bn, "numpy": numpy_bn}
+    # Streaming reference over arrays 4x the size of one (m, n) array (beyond the L3 cache
+    # of most machines), for the bandwidth this machine gives to a simple kernel.
+    sa = np.ones(4 * m * n, dtype)
+    sb = np.full(4 * m * n, 1e-7, dtype)
+
+    def stream_add():
+        np.add(sa, sb, out=sa)  # a += b
+
+    variants = {"pydl": pydl_bn, "numpy": numpy_bn, "ref:stream a += b (numpy)": stream_add}
     if torch is not None:
         F = torch.nn.functional
         tZ = torch.from_numpy(Z.copy()).requires_grad_()
@@ -537,7 +548,11 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
 
         variants["torch (F.batch_norm, autograd)"] = torch_autograd
         variants["torch (aten native_batch_norm[_backward])"] = torch_aten
-    return {"variants": variants, "size": f"{m} x {n} {np.dtype(dtype).name}, training"}
+    # The least traffic of a two-pass batch norm: forward reads Z twice and writes out,
+    # backward reads dout and Z twice and writes dZ: 9 (m, n) arrays.
+    isz = np.dtype(dtype).itemsize
+    return {"variants": variants, "size": f"{m} x {n} {np.dtype(dtype).name}, training",
+            "bytes": 9.0 * m * n * isz, "stream_bytes": 3.0 * sa.size * isz}
 
 
 def softmax_xent_case(m: int, C: int, torch=None, dtype=np.float32) -> dict:
@@ -662,8 +677,13 @@ def judge(key: str, case: dict, times: dict[str, float]) -> Row:
         ok = bw / sbw >= 0.85 and (vs_torch is None or vs_torch >= 1.0)
         goal = f">= torch fused and >= 0.85x stream add GB/s (got {bw / sbw:.2f}x)"
     elif key == "batchnorm":
+        ts = times["ref:stream a += b (numpy)"]
+        bw = case["bytes"] / p / 1e9
+        sbw = case["stream_bytes"] / ts / 1e9
+        derived = {"pydl GB/s (9 arrays moved)": bw, "stream a += b GB/s": sbw,
+                   "pydl / stream bandwidth": bw / sbw}
         ok = vs_torch is None or vs_torch >= 2.5
-        goal = ">= 2.5x torch"
+        goal = f">= 2.5x torch (bandwidth {bw / sbw:.2f}x stream add)"
     elif key == "softmax_xent":
         ok = vs_torch is None or vs_torch >= 2.0
         goal = ">= 2x torch"
