@@ -774,6 +774,28 @@ def _start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
+_PRELOAD = ("pydl", "pydl.tune")
+
+
+def _mp_context():
+    """The start method's context; with forkserver, pydl is imported in the server once.
+
+    Workers fork from the forkserver, which outlives each pool: with NumPy, SciPy and pydl
+    already imported there, a pool's workers are ready in ~30 ms instead of importing them
+    anew in every pool (~0.4 s, which an 8-trial search of 0.4 s trials felt as 10%).
+    Only effective before the forkserver first starts; modules the user preloads are kept.
+    """
+    method = _start_method()
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        from multiprocessing import forkserver
+
+        server = getattr(forkserver, "_forkserver", None)
+        current = list(getattr(server, "_preload_modules", None) or ["__main__"])
+        ctx.set_forkserver_preload(current + [m for m in _PRELOAD if m not in current])
+    return ctx
+
+
 @contextlib.contextmanager
 def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
                     threads_per_worker: int | None) -> Iterator[Any]:
@@ -793,7 +815,7 @@ def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
             f"Pickling failed with {type(exc).__name__}: {exc}"
         ) from None
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=n_jobs, mp_context=multiprocessing.get_context(_start_method()),
+        max_workers=n_jobs, mp_context=_mp_context(),
         initializer=_init_worker, initargs=(threads_per_worker,))
     try:
         yield pool, _PickledObjective(blob)
