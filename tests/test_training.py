@@ -2,7 +2,6 @@
 course-style low-level loop, the History it returns, batch sizes, bad inputs, and that
 it actually learns digits, moons and circles.
 """
-import time
 
 import numpy as np
 import pytest
@@ -252,7 +251,6 @@ def test_bad_inputs_raise_naming_the_argument(overrides, exc, pattern):
 
 # ------------------------------------------------------------------------------ learning
 def test_learns_digits_with_batchnorm_and_adam():
-    t0 = time.perf_counter()
     X, y = pydl.datasets.load_digits()
     Xtr, ytr, Xdv, ydv, Xte, yte = train_dev_test_split(X, y, seed=0)
     std = Standardizer().fit(Xtr)
@@ -261,21 +259,17 @@ def test_learns_digits_with_batchnorm_and_adam():
     h = model.fit(Xtr, ytr, optimizer=optim.Adam(lr=1e-3), epochs=25, batch_size=32,
                   validation_data=(Xdv, ydv), verbose=0)
     acc = model.evaluate(Xte, yte)["accuracy"]
-    elapsed = time.perf_counter() - t0
     assert acc >= 0.96, f"digits test accuracy {acc:.4f} < 0.96 (dev {h['dev_accuracy'][-5:]})"
-    assert elapsed < 10, f"digits training took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("make", ["make_moons", "make_circles"])
 def test_learns_moons_and_circles(make):
-    t0 = time.perf_counter()
     X, y = getattr(pydl.datasets, make)(n_samples=1000, noise=0.1 if make == "make_moons" else 0.05, seed=0)
     Xtr, ytr, Xdv, ydv, Xte, yte = train_dev_test_split(X, y, seed=1)
     model = pydl.mlp([2, 32, 32, 2], seed=0)
     model.fit(Xtr, ytr, optimizer=optim.Adam(lr=0.01), epochs=60, batch_size=32, verbose=0)
     acc = model.evaluate(Xte, yte)["accuracy"]
     assert acc >= 0.95, f"{make}: test accuracy {acc:.4f} < 0.95"
-    assert time.perf_counter() - t0 < 10
 
 
 def test_sigmoid_output_learns_moons():
