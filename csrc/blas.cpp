@@ -3,8 +3,11 @@
 
 #include <Python.h>
 
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace pydl {
 namespace {
@@ -59,11 +62,103 @@ void blas_init() {
     Py_DECREF(capi);
 }
 
+namespace {
+
+#if defined(__GNUC__)  // GCC and Clang: vector extensions
+// Up to this M*N*K the kernel below beats a BLAS call (measured through dense_forward /
+// dense_backward on a 2-core AVX-512 machine: 32x64->32 forward 2.2 vs 3.0 us, backward
+// 4.0 vs 5.9 us; even at 2^18, slower from 2^19 on).
+constexpr std::int64_t kSmallGemmMax = std::int64_t(1) << 17;
+// Small products, where a BLAS call costs more in setup and packing than in arithmetic
+// (a 32x64 @ 64x32 product: ~2.3 us through OpenBLAS). op(B) is packed into K x Np rows
+// padded with zeros to a multiple of NR; each MR x NR block of C accumulates in registers
+// over p in order. Rows of op(A) are read in place (the last block repeats row M-1 and
+// drops the copies). Single-threaded, so the result does not depend on the thread count.
+template <class T>
+void small_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
+                const T* B, int ldb, T beta, T* C, int ldc) {
+    // GCC/Clang vector extension: 64 bytes, i.e. one AVX-512 register (two AVX2 ones);
+    // VU is its unaligned alias for loads and stores. Accumulators are values, never
+    // addressed, so they stay in registers.
+    typedef T V __attribute__((vector_size(64)));
+    typedef T VU __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
+    constexpr int MR = 4, L = int(sizeof(V) / sizeof(T)), NR = 2 * L;
+    const int Np = (N + NR - 1) / NR * NR;
+    thread_local std::vector<T> packed;
+    if (packed.size() < std::size_t(K) * Np) packed.resize(std::size_t(K) * Np);
+    T* const Bp = packed.data();
+    if (trans_b) {  // Bp[p, j] = B[j, p]: read B in rows, 8 at a time
+        for (int j0 = 0; j0 < N; j0 += 8) {
+            const int jn = N - j0 < 8 ? N - j0 : 8;
+            for (int p = 0; p < K; ++p)
+                for (int j = 0; j < jn; ++j)
+                    Bp[std::ptrdiff_t(p) * Np + j0 + j] = B[std::ptrdiff_t(j0 + j) * ldb + p];
+        }
+    } else {
+        for (int p = 0; p < K; ++p)
+            std::memcpy(Bp + std::ptrdiff_t(p) * Np, B + std::ptrdiff_t(p) * ldb, sizeof(T) * N);
+    }
+    for (int p = 0; p < K; ++p)
+        for (int j = N; j < Np; ++j) Bp[std::ptrdiff_t(p) * Np + j] = T(0);
+    // a(r, p) = op(A)[i0 + r, p], rows past M clamped to M - 1
+    const std::ptrdiff_t sr = trans_a ? 1 : lda, sp = trans_a ? lda : 1;
+    for (int i0 = 0; i0 < M; i0 += MR) {
+        const T* a0 = A + std::ptrdiff_t(i0) * sr;
+        const T* a1 = A + std::ptrdiff_t(i0 + 1 < M ? i0 + 1 : M - 1) * sr;
+        const T* a2 = A + std::ptrdiff_t(i0 + 2 < M ? i0 + 2 : M - 1) * sr;
+        const T* a3 = A + std::ptrdiff_t(i0 + 3 < M ? i0 + 3 : M - 1) * sr;
+        for (int j0 = 0; j0 < Np; j0 += NR) {
+            V c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
+            const T* b = Bp + j0;
+            for (std::ptrdiff_t p = 0; p < K; ++p, b += Np) {
+                const V b0 = *reinterpret_cast<const VU*>(b);
+                const V b1 = *reinterpret_cast<const VU*>(b + L);
+                const T x0 = a0[p * sp], x1 = a1[p * sp], x2 = a2[p * sp], x3 = a3[p * sp];
+                c00 += x0 * b0;
+                c01 += x0 * b1;
+                c10 += x1 * b0;
+                c11 += x1 * b1;
+                c20 += x2 * b0;
+                c21 += x2 * b1;
+                c30 += x3 * b0;
+                c31 += x3 * b1;
+            }
+            const V acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+            const int w = N - j0 < NR ? N - j0 : NR;
+            for (int r = 0; r < MR && i0 + r < M; ++r) {
+                T out[NR];
+                *reinterpret_cast<VU*>(out) = alpha * acc[r][0];
+                *reinterpret_cast<VU*>(out + L) = alpha * acc[r][1];
+                T* c = C + std::ptrdiff_t(i0 + r) * ldc + j0;
+                if (beta == T(0))
+                    for (int jj = 0; jj < w; ++jj) c[jj] = out[jj];
+                else
+                    for (int jj = 0; jj < w; ++jj) c[jj] = out[jj] + beta * c[jj];
+            }
+        }
+    }
+}
+
+// ... and while packed op(B) stays within 2^16 elements (it is kept per thread for reuse).
+bool is_small(int M, int N, int K) {
+    return std::int64_t(M) * N * K <= kSmallGemmMax &&
+           std::int64_t(K) * ((std::int64_t(N) + 31) / 32 * 32) <= (std::int64_t(1) << 16);
+}
+#else
+template <class T>
+void small_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
+bool is_small(int, int, int) { return false; }
+#endif
+
+}  // namespace
+
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the same call
 // with the operands (and their transposes) swapped.
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                  int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+    if (is_small(M, N, K))
+        return small_gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     g_sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
@@ -71,6 +166,8 @@ void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, c
 template <>
 void gemm<double>(bool trans_a, bool trans_b, int M, int N, int K, double alpha, const double* A,
                   int lda, const double* B, int ldb, double beta, double* C, int ldc) {
+    if (is_small(M, N, K))
+        return small_gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     g_dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }

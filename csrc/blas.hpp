@@ -1,4 +1,4 @@
-// GEMM through the BLAS that SciPy ships, found at run time in
+// GEMM through the BLAS that SciPy ships (small products excepted), found at run time in
 // scipy.linalg.cython_blas.__pyx_capi__ (Fortran convention, column-major).
 // Nothing links against a BLAS at build time.
 #pragma once
@@ -12,6 +12,8 @@ void blas_init();
 // Row-major C (M, N) = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
 // A is (M, K) or (K, M) when trans_a, B is (K, N) or (N, K) when trans_b;
 // lda/ldb/ldc are row strides in elements. Never call from inside an OpenMP region.
+// Products with M*N*K <= 2^17 run in pydl's own single-threaded register-blocked kernel
+// instead (a BLAS call costs more than such a product: see blas.cpp).
 template <class T>
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
           const T* B, int ldb, T beta, T* C, int ldc);

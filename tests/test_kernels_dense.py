@@ -82,6 +82,48 @@ def test_dense_forward_matches_reference(m, n_in, n_out, act, use_bias, dtype, s
     assert_close(A, g_ref(Z, act, alpha), rtol, rtol * bound)
 
 
+# Products up to M*N*K = 2^17 skip BLAS for a register-blocked kernel (csrc/blas.cpp): 4-row
+# blocks (the last one repeats row M-1) times 32-float/16-double column blocks (op(B) packed
+# and zero-padded). Shapes on both sides of the threshold, with every edge of the blocking.
+SMALL_GEMM_SHAPES = [(1, 1, 1), (5, 7, 33), (3, 64, 17), (32, 64, 64), (32, 64, 65), (4, 2048, 16),
+                     (4, 2048, 17), (129, 33, 31)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n_in,n_out", SMALL_GEMM_SHAPES)
+def test_three_products_on_both_sides_of_the_small_gemm_threshold(m, n_in, n_out, dtype):
+    rng = np.random.default_rng([m, n_in, n_out])
+    X = rng.standard_normal((m, n_in)).astype(dtype)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    A = np.full((m, n_out), np.nan, dtype)
+    ops.dense_forward(A, X, W)  # A = X @ W.T: op(B) transposed
+    rtol = RTOL[dtype]
+    assert_close(A, f64(X) @ f64(W).T, rtol, rtol * (np.abs(f64(X)) @ np.abs(f64(W)).T))
+    dZ = rng.standard_normal((m, n_out)).astype(dtype)
+    dW, dX = np.full_like(W, np.nan), np.full_like(X, np.nan)
+    ops.dense_backward(dX, dW, None, dZ, A, X, W, l2=0.5)  # dW: op(A) transposed, beta = 1
+    dW_ref = f64(dZ).T @ f64(X) + 0.5 / m * f64(W)
+    assert_close(dW, dW_ref, rtol, rtol * (np.abs(f64(dZ)).T @ np.abs(f64(X)) + np.abs(f64(W))))
+    assert_close(dX, f64(dZ) @ f64(W), rtol, rtol * (np.abs(f64(dZ)) @ np.abs(f64(W))))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_gemm_padding_and_repeated_rows_leak_nothing(dtype):
+    # m = 5: the second 4-row block repeats row 4 three times; n_out = 33: columns 33..63
+    # of the packed W.T are zero padding. inf/NaN must reach exactly their own row/column.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5, 7)).astype(dtype)
+    W = rng.standard_normal((33, 7)).astype(dtype)
+    X[4, 2] = np.nan
+    W[32, 5] = np.inf
+    A = np.empty((5, 33), dtype)
+    ops.dense_forward(A, X, W)
+    bad = ~np.isfinite(A)
+    assert bad[4].all() and bad[:, 32].all()
+    assert np.isfinite(A[:4, :32]).all()
+    assert_close(A[:4, :32], f64(X[:4]) @ f64(W[:32]).T, RTOL[dtype], RTOL[dtype] * 10)
+
+
 # ------------------------------------------------------------------ backward
 
 
