@@ -103,7 +103,11 @@ def _torch_epoch(kind, X, y, batch):
 
 
 def _numpy_epoch(kind, X, y, batch):
-    """A plain NumPy MLP (ReLU hidden layers, softmax cross-entropy, Adam); small only."""
+    """A plain NumPy MLP (ReLU hidden layers, softmax cross-entropy, Adam); small only.
+
+    Like pydl's fit (and any loop that reports its loss), each step also computes the
+    mini-batch cost; it skips what fit adds beyond that (accuracy, the NaN guard).
+    """
     rng = np.random.default_rng(0)
     sizes = [X.shape[1], 32, 10]
     params = []
@@ -122,7 +126,9 @@ def _numpy_epoch(kind, X, y, batch):
         Z2 -= Z2.max(axis=1, keepdims=True)
         P = np.exp(Z2)
         P /= P.sum(axis=1, keepdims=True)
-        P[np.arange(len(yb)), yb] -= 1
+        rows = np.arange(len(yb))
+        cost = -np.log(P[rows, yb]).mean()
+        P[rows, yb] -= 1
         dZ2 = P / len(yb)
         grads = [None, None, dZ2.T @ A1, dZ2.sum(0)]
         dZ1 = (dZ2 @ W2) * (Z1 > 0)
@@ -135,6 +141,7 @@ def _numpy_epoch(kind, X, y, batch):
             ss *= 0.999
             ss += 0.001 * g * g
             p -= 1e-3 * (vv / c1) / (np.sqrt(ss / c2) + 1e-8)
+        return cost
 
     def run():
         perm = rng.permutation(m)
