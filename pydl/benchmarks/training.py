@@ -13,7 +13,8 @@ NumPy's OpenBLAS). PyTorch uses ``Adam(fused=True)``, its fastest CPU configurat
 - wide:   4096-4096-4096-10, batch 1024: training GFLOP/s against raw sgemm calls of the
   same shapes (SciPy's BLAS).
 
-Each figure is the median of several timed epochs after a warm-up epoch.
+Each figure is the median of several timed epochs after a warm-up epoch; for the small
+job (processes of ~2 s) the best of 3 processes per peer, run in turn.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import time
 import numpy as np
 
 __all__ = ["main", "run"]
+
+SMALL_ROUNDS = 3
 
 SIZES = {
     "full": {"medium_m": 60_000, "wide_m": 4096, "repeats": 5},
@@ -252,15 +255,23 @@ def run(size="full", threads=2, only=("small", "medium", "wide")):
     results = {}
     for kind in only:
         results[kind] = {}
-        for peer in peers:
-            if peer == "numpy" and kind != "small":
-                continue
-            p = subprocess.run([sys.executable, "-m", "pydl.benchmarks.training", "--child", kind, peer,
-                                size, str(threads)], capture_output=True, text=True)
-            if p.returncode != 0:
-                results[kind][peer] = {"error": p.stderr.strip().splitlines()[-1:]}
-                continue
-            results[kind][peer] = json.loads(p.stdout.strip().splitlines()[-1])
+        # The small job's processes last ~2 s, so one slow spell on a shared machine can
+        # skew a peer: run the peers in turn ROUNDS times and keep each peer's fastest.
+        for _ in range(SMALL_ROUNDS if kind == "small" else 1):
+            for peer in peers:
+                if peer == "numpy" and kind != "small":
+                    continue
+                if "error" in results[kind].get(peer, {}):
+                    continue
+                p = subprocess.run([sys.executable, "-m", "pydl.benchmarks.training", "--child", kind,
+                                    peer, size, str(threads)], capture_output=True, text=True)
+                if p.returncode != 0:
+                    results[kind][peer] = {"error": p.stderr.strip().splitlines()[-1:]}
+                    continue
+                got = json.loads(p.stdout.strip().splitlines()[-1])
+                best = results[kind].get(peer)
+                if best is None or got["seconds"] < best["seconds"]:
+                    results[kind][peer] = got
     return results
 
 
