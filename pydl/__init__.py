@@ -13,7 +13,17 @@ import os as _os
 # below; a value the user set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import _core  # noqa: E402,F401  (load the extension first)
+try:
+    from . import _core  # noqa: E402,F401  (load the extension first)
+except ImportError as _err:
+    _here = _os.path.dirname(__file__)
+    if not any(f.startswith("_core.") for f in _os.listdir(_here)):
+        raise ImportError(
+            f"pydl's compiled core (pydl._core) is not in {_here}: that is a source tree, not "
+            "an installed pydl (Python imports it first when it runs in the checkout). Run "
+            "from another directory after `pip install .`, or build in place with "
+            "`pip install -e .`") from _err
+    raise
 from . import (averages, callbacks, data, datasets, diagnose, ensemble, gradcheck, init, losses,
                nn, ops, optim, schedules)
 from .averages import ewa

@@ -151,7 +151,7 @@ def _report(model, splits, out):
             plt.close(fig)
             print(f"curves:     {png}")
         except ImportError:
-            print("curves:     (install matplotlib for the learning-curve PNG: pip install pydl[plot])")
+            print("curves:     (no PNG: matplotlib is not installed; pip install matplotlib)")
     ckpt = os.path.join(out, "checkpoints")
     if os.path.isdir(ckpt):
         print(f"checkpoints: {ckpt}")

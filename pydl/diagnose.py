@@ -51,8 +51,10 @@ class Diagnosis:
         lines = [
             f"train error {pct(self.train_error)}, dev error {pct(self.dev_error)}, "
             f"Bayes error {pct(self.bayes_error)} (threshold {pct(self.threshold)})",
-            f"  avoidable bias {pct(self.avoidable_bias):>8}  {level(self.high_bias)}",
-            f"  variance       {pct(self.variance):>8}  {level(self.high_variance)}",
+            f"  avoidable bias {pct(self.avoidable_bias):>8}  {level(self.high_bias)}"
+            + (" (train error below the Bayes estimate)" if self.avoidable_bias < 0 else ""),
+            f"  variance       {pct(self.variance):>8}  {level(self.high_variance)}"
+            + (" (dev error below train error: dev happens to be easier)" if self.variance < 0 else ""),
         ]
         if self.actions:
             lines.append("next: " + "; ".join(self.actions))

@@ -2,7 +2,7 @@
 
 matplotlib is imported inside each plotting function, never when this module
 is imported; without it the functions raise ``ImportError`` saying
-``pip install pydl[plot]``. :func:`confusion_counts` and :func:`decision_grid`
+``pip install matplotlib`` (the ``[plot]`` extra). :func:`confusion_counts` and :func:`decision_grid`
 are plain NumPy and always work.
 
 Every plotting function takes ``ax=None`` (draw on new axes of a new figure,
@@ -35,7 +35,7 @@ __all__ = [
     "confusion_counts",
 ]
 
-_INSTALL_HINT = "pydl.plot needs matplotlib, which is not installed: pip install pydl[plot]"
+_INSTALL_HINT = "pydl.plot needs matplotlib, which is not installed: pip install matplotlib (or the [plot] extra of pydl)"
 
 
 # --------------------------------------------------------------------------- helpers

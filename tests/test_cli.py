@@ -131,3 +131,19 @@ def test_python_dash_m_pydl_help(tmp_path):
     assert r.returncode == 0
     for cmd in ("train", "tune", "gradcheck", "bench"):
         assert cmd in r.stdout
+
+
+def test_importing_from_a_source_tree_without_the_core_says_so(tmp_path):
+    """`import pydl` inside an uninstalled checkout finds pydl/ but no compiled _core."""
+    src = os.path.dirname(pydl.__file__)
+    pkg = tmp_path / "pydl"
+    pkg.mkdir()
+    for name in os.listdir(src):
+        if name.endswith(".py"):
+            (pkg / name).write_bytes(open(os.path.join(src, name), "rb").read())
+    # -S: no site-packages, so neither an installed pydl nor an editable install's import
+    # hook can stand in for the copy in the working directory
+    p = subprocess.run([sys.executable, "-S", "-c", "import pydl"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert p.returncode != 0
+    assert "is not in" in p.stderr and "source tree" in p.stderr and "pip install" in p.stderr

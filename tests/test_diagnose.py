@@ -101,3 +101,12 @@ def test_error_rate_reference():
 def test_error_rate_bad_input(t, p, exc, match):
     with pytest.raises(exc, match=match):
         error_rate(t, p)
+
+
+def test_report_explains_negative_bias_and_variance():
+    d = bias_variance(0.03, 0.0247, bayes_error=0.04)
+    text = str(d)
+    assert d.variance < 0 and d.avoidable_bias < 0
+    assert "dev error below train error" in text
+    assert "train error below the Bayes estimate" in text
+    assert "dev error below" not in str(bias_variance(0.01, 0.11))

@@ -64,9 +64,9 @@ def test_module_imports_without_matplotlib(tmp_path):
 
 def test_missing_matplotlib_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install pydl\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         plot.learning_curves(_fake_history())
-    with pytest.raises(ImportError, match=r"pip install pydl\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         plot.confusion_matrix([0, 1], [0, 1])
 
 
