@@ -19,10 +19,10 @@ template <class T>
 PYDL_NOINLINE void moments_tile(const T* __restrict Z, int n, int i0, int i1, int j0, int w,
                                 double* __restrict s1, double* __restrict s2) {
     const T* __restrict z0 = Z + j0;  // shift: the first row of the batch
-    const T* zr = Z + std::ptrdiff_t(i0) * n + j0;
     int i = i0;
-    for (; i + 4 <= i1; i += 4, zr += 4 * std::ptrdiff_t(n)) {
-        const T *a = zr, *b = zr + n, *c = zr + 2 * std::ptrdiff_t(n), *d = zr + 3 * std::ptrdiff_t(n);
+    for (; i1 - i >= 4; i += 4) {
+        const T* a = Z + std::ptrdiff_t(i) * n + j0;
+        const T *b = a + n, *c = b + n, *d = c + n;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
             const double s = double(z0[j]);
@@ -32,7 +32,8 @@ PYDL_NOINLINE void moments_tile(const T* __restrict Z, int n, int i0, int i1, in
             s2[j] += (da * da + db * db) + (dc * dc + dd * dd);
         }
     }
-    for (; i < i1; ++i, zr += n) {
+    for (; i < i1; ++i) {
+        const T* zr = Z + std::ptrdiff_t(i) * n + j0;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
             const double dz = double(zr[j]) - double(z0[j]);
@@ -49,11 +50,12 @@ template <Activation ACT, class T>
 PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, const T* mean, int n,
                                       int i0, int i1, int j0, int w, T alpha,
                                       double* __restrict sb, double* __restrict sg) {
-    const std::ptrdiff_t off0 = std::ptrdiff_t(i0) * n + j0;
-    const T *d = dout + off0, *o = out + off0, *z = Z + off0, *mu = mean + j0;
+    const T* mu = mean + j0;
     const std::ptrdiff_t r1 = n, r2 = 2 * std::ptrdiff_t(n), r3 = 3 * std::ptrdiff_t(n);
     int i = i0;
-    for (; i + 4 <= i1; i += 4, d += 4 * r1, o += 4 * r1, z += 4 * r1) {
+    for (; i1 - i >= 4; i += 4) {
+        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
+        const T *d = dout + off, *o = out + off, *z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
             const double c = double(mu[j]);
@@ -66,7 +68,9 @@ PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, c
                      (gc * (double(z[j + r2]) - c) + gd * (double(z[j + r3]) - c));
         }
     }
-    for (; i < i1; ++i, d += n, o += n, z += n) {
+    for (; i < i1; ++i) {
+        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
+        const T *d = dout + off, *o = out + off, *z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
             const double g = double(d[j] * activation_grad<ACT>(o[j], alpha));
@@ -137,7 +141,7 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
             const double d1 = s[j] / m;
             const double mu = double(Z[j]) + d1;
             // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
-            const double v = s[n + j] / m - d1 * d1;
+            const double v = s[std::ptrdiff_t(n) + j] / m - d1 * d1;
             const double var = v < 0.0 ? 0.0 : v;
             mean[j] = T(mu);
             invstd[j] = T(1.0 / std::sqrt(var + double(eps)));
@@ -203,7 +207,7 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
     T* const gsum = bsum + n;
     auto finish = [&](const double* s) {
         for (int j = 0; j < n; ++j) {
-            const double sg = s[n + j] * double(invstd[j]);
+            const double sg = s[std::ptrdiff_t(n) + j] * double(invstd[j]);
             dbeta[j] = T(s[j]);
             dgamma[j] = T(sg);
             k[j] = T(double(gamma[j]) * double(invstd[j]) / m);

@@ -64,42 +64,52 @@ void blas_init() {
 
 namespace {
 
-#if defined(__GNUC__)  // GCC and Clang: vector extensions
-// Up to this M*N*K the kernel below beats a BLAS call (measured through dense_forward /
+// Small products, where a BLAS call costs more in setup and packing than in arithmetic
+// (a 32x64 @ 64x32 product: ~2.3 us through OpenBLAS), run in the kernel below when the
+// build targets AVX or AVX-512 (GCC/Clang vector extensions of one register's width; with
+// narrower registers the 8 accumulators no longer fit and BLAS is faster).
+#if defined(__GNUC__) && (defined(__AVX512F__) || defined(__AVX__))
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+// Up to this M*N*K the kernel beats a BLAS call (measured through dense_forward /
 // dense_backward on a 2-core AVX-512 machine: 32x64->32 forward 2.2 vs 3.0 us, backward
 // 4.0 vs 5.9 us; even at 2^18, slower from 2^19 on).
 constexpr std::int64_t kSmallGemmMax = std::int64_t(1) << 17;
-// Small products, where a BLAS call costs more in setup and packing than in arithmetic
-// (a 32x64 @ 64x32 product: ~2.3 us through OpenBLAS). op(B) is packed into K x Np rows
-// padded with zeros to a multiple of NR; each MR x NR block of C accumulates in registers
-// over p in order. Rows of op(A) are read in place (the last block repeats row M-1 and
-// drops the copies). Single-threaded, so the result does not depend on the thread count.
+#else
+constexpr int kVecBytes = 32;
+constexpr std::int64_t kSmallGemmMax = std::int64_t(1) << 16;  // half the width, half the size
+#endif
+
+// C = alpha op(A) op(B) + beta C (C not read when beta == 0). op(B) is packed into K x Np
+// rows padded with zeros to a multiple of NR; each MR x NR block of C accumulates in
+// registers over p in order. Rows of op(A) are read in place (the last block repeats row
+// M-1 and drops the copies). Single-threaded, so the result does not depend on the thread
+// count.
 template <class T>
 void small_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
                 const T* B, int ldb, T beta, T* C, int ldc) {
-    // GCC/Clang vector extension: 64 bytes, i.e. one AVX-512 register (two AVX2 ones);
-    // VU is its unaligned alias for loads and stores. Accumulators are values, never
-    // addressed, so they stay in registers.
-    typedef T V __attribute__((vector_size(64)));
-    typedef T VU __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
+    // V: one vector register of T; VU: its unaligned alias for loads and stores. The
+    // accumulators are values, never addressed, so they stay in registers.
+    typedef T V __attribute__((vector_size(kVecBytes)));
+    typedef T VU __attribute__((vector_size(kVecBytes), aligned(sizeof(T)), may_alias));
     constexpr int MR = 4, L = int(sizeof(V) / sizeof(T)), NR = 2 * L;
-    const int Np = (N + NR - 1) / NR * NR;
+    const std::ptrdiff_t Np = (std::ptrdiff_t(N) + NR - 1) / NR * NR;
     thread_local std::vector<T> packed;
-    if (packed.size() < std::size_t(K) * Np) packed.resize(std::size_t(K) * Np);
+    if (packed.size() < std::size_t(K) * std::size_t(Np)) packed.resize(std::size_t(K) * Np);
     T* const Bp = packed.data();
     if (trans_b) {  // Bp[p, j] = B[j, p]: read B in rows, 8 at a time
         for (int j0 = 0; j0 < N; j0 += 8) {
             const int jn = N - j0 < 8 ? N - j0 : 8;
             for (int p = 0; p < K; ++p)
                 for (int j = 0; j < jn; ++j)
-                    Bp[std::ptrdiff_t(p) * Np + j0 + j] = B[std::ptrdiff_t(j0 + j) * ldb + p];
+                    Bp[p * Np + j0 + j] = B[std::ptrdiff_t(j0 + j) * ldb + p];
         }
     } else {
         for (int p = 0; p < K; ++p)
-            std::memcpy(Bp + std::ptrdiff_t(p) * Np, B + std::ptrdiff_t(p) * ldb, sizeof(T) * N);
+            std::memcpy(Bp + p * Np, B + std::ptrdiff_t(p) * ldb, sizeof(T) * N);
     }
     for (int p = 0; p < K; ++p)
-        for (int j = N; j < Np; ++j) Bp[std::ptrdiff_t(p) * Np + j] = T(0);
+        for (std::ptrdiff_t j = N; j < Np; ++j) Bp[p * Np + j] = T(0);
     // a(r, p) = op(A)[i0 + r, p], rows past M clamped to M - 1
     const std::ptrdiff_t sr = trans_a ? 1 : lda, sp = trans_a ? lda : 1;
     for (int i0 = 0; i0 < M; i0 += MR) {
@@ -107,10 +117,10 @@ void small_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const 
         const T* a1 = A + std::ptrdiff_t(i0 + 1 < M ? i0 + 1 : M - 1) * sr;
         const T* a2 = A + std::ptrdiff_t(i0 + 2 < M ? i0 + 2 : M - 1) * sr;
         const T* a3 = A + std::ptrdiff_t(i0 + 3 < M ? i0 + 3 : M - 1) * sr;
-        for (int j0 = 0; j0 < Np; j0 += NR) {
+        for (std::ptrdiff_t j0 = 0; j0 < Np; j0 += NR) {
             V c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
-            const T* b = Bp + j0;
-            for (std::ptrdiff_t p = 0; p < K; ++p, b += Np) {
+            for (std::ptrdiff_t p = 0; p < K; ++p) {
+                const T* b = Bp + p * Np + j0;
                 const V b0 = *reinterpret_cast<const VU*>(b);
                 const V b1 = *reinterpret_cast<const VU*>(b + L);
                 const T x0 = a0[p * sp], x1 = a1[p * sp], x2 = a2[p * sp], x3 = a3[p * sp];
@@ -124,7 +134,7 @@ void small_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const 
                 c31 += x3 * b1;
             }
             const V acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-            const int w = N - j0 < NR ? N - j0 : NR;
+            const int w = int(N - j0 < NR ? N - j0 : NR);
             for (int r = 0; r < MR && i0 + r < M; ++r) {
                 T out[NR];
                 *reinterpret_cast<VU*>(out) = alpha * acc[r][0];

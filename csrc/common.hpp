@@ -175,27 +175,30 @@ inline void team_barrier() {
 template <int K, class Tile, class Finish, class Rows>
 inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile, Finish&& finish,
                           Rows&& rows) {
-    int nchunks = (m + kReduceRowsPerChunk - 1) / kReduceRowsPerChunk;
+    // (64-bit index arithmetic throughout: m and n may each be up to INT_MAX)
+    std::ptrdiff_t nchunks = (std::ptrdiff_t(m) + kReduceRowsPerChunk - 1) / kReduceRowsPerChunk;
     nchunks = nchunks < 1 ? 1 : (nchunks > kReduceMaxChunks ? kReduceMaxChunks : nchunks);
-    const int chunk_rows = (m + nchunks - 1) / nchunks;
-    const int nblocks = (n + kReduceBlock - 1) / kReduceBlock;
+    const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
+    const std::ptrdiff_t nblocks = (std::ptrdiff_t(n) + kReduceBlock - 1) / kReduceBlock;
     const std::ptrdiff_t stride = std::ptrdiff_t(K) * n;  // one chunk's partials
     std::vector<double> part(nchunks > 1 ? std::size_t(nchunks) * std::size_t(stride) : 0);
     double* const base = nchunks > 1 ? part.data() : sums;
     auto body = [&](int nt, int id) PYDL_NOINLINE {
-        const int ntiles = nchunks * nblocks;  // chunk-major: a thread reads contiguous rows
-        const int t0 = int(std::ptrdiff_t(ntiles) * id / nt);
-        const int t1 = int(std::ptrdiff_t(ntiles) * (id + 1) / nt);
-        for (int t = t0; t < t1; ++t) {
-            const int c = t / nblocks, j0 = (t % nblocks) * kReduceBlock;
-            const int i0 = c * chunk_rows, i1 = i0 + chunk_rows < m ? i0 + chunk_rows : m;
-            const int w = n - j0 < kReduceBlock ? n - j0 : kReduceBlock;
+        const std::ptrdiff_t ntiles = nchunks * nblocks;  // chunk-major: contiguous rows
+        const std::ptrdiff_t t0 = ntiles * id / nt, t1 = ntiles * (id + 1) / nt;
+        for (std::ptrdiff_t t = t0; t < t1; ++t) {
+            const std::ptrdiff_t c = t / nblocks, j0 = (t % nblocks) * kReduceBlock;
+            const std::ptrdiff_t i0 = c * chunk_rows;
+            const std::ptrdiff_t i1 = i0 + chunk_rows < m ? i0 + chunk_rows : m;
+            const int w = int(n - j0 < kReduceBlock ? n - j0 : kReduceBlock);
             double* acc = base + c * stride + j0;
             for (int k = 0; k < K; ++k)
                 for (int j = 0; j < w; ++j) acc[std::ptrdiff_t(k) * n + j] = 0.0;
-            if (i0 < i1) tile(i0, i1, j0, w, acc);
+            if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc);
         }
-        team_barrier();
+        // Barriers only inside a team: the serial path may run inside a caller's own
+        // parallel region, where an orphaned barrier would wait for that whole team.
+        if (nt > 1) team_barrier();
         if (id == 0) {
             if (nchunks > 1)
                 for (std::ptrdiff_t k = 0; k < stride; ++k) {
@@ -205,7 +208,7 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
                 }
             finish(static_cast<const double*>(sums));
         }
-        team_barrier();
+        if (nt > 1) team_barrier();
         const int r0 = int(std::ptrdiff_t(m) * id / nt), r1 = int(std::ptrdiff_t(m) * (id + 1) / nt);
         if (r0 < r1) rows(r0, r1);
     };

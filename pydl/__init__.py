@@ -16,8 +16,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 try:
     from . import _core  # noqa: E402,F401  (load the extension first)
 except ImportError as _err:
+    import importlib.util as _util
+
     _here = _os.path.dirname(__file__)
-    if not any(f.startswith("_core.") for f in _os.listdir(_here)):
+    if _util.find_spec(f"{__name__}._core") is None:  # not a broken core: no core at all
         raise ImportError(
             f"pydl's compiled core (pydl._core) is not in {_here}: that is a source tree, not "
             "an installed pydl (Python imports it first when it runs in the checkout). Run "

@@ -41,7 +41,11 @@ def _nonneg(name: str, value) -> float:
 
 
 class Layer:
-    """Base class. Subclasses with parameters list them in ``param_shapes()``."""
+    """Base class. Subclasses with parameters list them in ``param_shapes()``.
+
+    ``forward(A_prev, training)`` may keep a reference to ``A_prev`` (Dense and BatchNorm
+    do): leave it unchanged until the matching ``backward``.
+    """
 
     #: widths; None for layers that keep the width of their input
     n_in: int | None = None

@@ -184,6 +184,8 @@ def batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gam
     momentum = _real("momentum", momentum, 0.0, 1.0)
     eps = _real("eps", eps, 0.0, lo_open=True)
     code, alpha = activation_code(activation), _alpha(activation, alpha)
+    if isinstance(out, np.ndarray) and isinstance(Z, np.ndarray) and np.may_share_memory(out, Z):
+        raise ValueError("out must not overlap Z: batchnorm_backward reads Z again")
     try:
         _core.batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gamma,
                                       beta, momentum, eps, code, alpha)

@@ -784,6 +784,8 @@ def _mp_context():
     already imported there, a pool's workers are ready in ~30 ms instead of importing them
     anew in every pool (~0.4 s, which an 8-trial search of 0.4 s trials felt as 10%).
     Only effective before the forkserver first starts; modules the user preloads are kept.
+    Note that this sets the preload list of the process-wide forkserver (a later
+    ProcessPoolExecutor of the user's on "forkserver" gets pydl preloaded too: harmless).
     """
     method = _start_method()
     ctx = multiprocessing.get_context(method)
@@ -791,7 +793,8 @@ def _mp_context():
         from multiprocessing import forkserver
 
         server = getattr(forkserver, "_forkserver", None)
-        current = list(getattr(server, "_preload_modules", None) or ["__main__"])
+        current = getattr(server, "_preload_modules", None)
+        current = ["__main__"] if current is None else list(current)
         ctx.set_forkserver_preload(current + [m for m in _PRELOAD if m not in current])
     return ctx
 

@@ -147,3 +147,15 @@ def test_importing_from_a_source_tree_without_the_core_says_so(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode != 0
     assert "is not in" in p.stderr and "source tree" in p.stderr and "pip install" in p.stderr
+
+
+def test_training_table_handles_failed_and_absent_peers():
+    from pydl.benchmarks.training import table
+
+    failed = {"error": ["RuntimeError: boom"]}
+    text = table({"small": {"pydl": failed, "numpy": {"samples_per_s": 4e5, "seconds": 1.0}},
+                  "medium": {"pydl": failed, "torch": {"samples_per_s": 2e4, "peak_mb": 18.0}},
+                  "wide": {"pydl": {"gflops": 190.0, "raw_sgemm_gflops": 200.0}}})
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["small"].rstrip(" |").endswith("no") and rows["medium"].rstrip(" |").endswith("no")
+    assert "torch absent: judged without it" in rows["wide"] and rows["wide"].rstrip(" |").endswith("yes")

@@ -236,6 +236,25 @@ def test_batchnorm_backward_matches_reference(m, n, act, in_place, dtype, seed):
         assert np.array_equal(d, dout)  # dout is only read unless it is dZ
 
 
+def test_backward_takes_read_only_inputs_and_forward_refuses_out_overlapping_z():
+    rng = np.random.default_rng(5)
+    m, n = 40, 70
+    Z, gamma, beta = make_inputs(rng, m, n, np.float64)
+    out, mean, invstd = np.empty((m, n)), np.empty(n), np.empty(n)
+    ops.batchnorm_forward_train(out, mean, invstd, None, None, Z, gamma, beta, activation="relu")
+    dout = rng.standard_normal((m, n))
+    for a in (dout, out, Z, gamma, mean, invstd):
+        a.setflags(write=False)
+    dZ, dgamma, dbeta = np.empty((m, n)), np.empty(n), np.empty(n)
+    ops.batchnorm_backward(dZ, dgamma, dbeta, dout, out, Z, gamma, mean, invstd, activation="relu")
+    assert np.isfinite(dZ).all()
+    Z2 = Z.copy()
+    for bad_out in (Z2, Z2.reshape(m, n)):  # the array itself, a view of it
+        with pytest.raises(ValueError, match="out must not overlap Z"):
+            ops.batchnorm_forward_train(bad_out, mean.copy(), invstd.copy(), None, None, Z2, gamma,
+                                        beta)
+
+
 # ------------------------------------------------------------------ gradient checks
 
 

@@ -21,8 +21,8 @@ ACTS = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"]
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
 
-# Sizes: tiny, odd, around the 64-column blocks, and large enough to cross the
-# 2^16-element OpenMP threshold.
+# Sizes: tiny, odd, around the small-GEMM blocking (4 rows x 32 columns), and large enough
+# to cross the 2^16-element OpenMP threshold.
 dims = st.one_of(st.integers(1, 9), st.sampled_from([1, 16, 31, 63, 64, 65, 127, 129, 257, 513]))
 seeds = st.integers(0, 2**32 - 1)
 # PYDL_TEST_EXAMPLES=500 pytest ... for a deeper search than the default quick run.
@@ -135,6 +135,8 @@ def test_small_gemm_padding_and_repeated_rows_leak_nothing(dtype):
          reg="both", dtype=np.float32, seed=3)
 @example(m=1, n_in=1, n_out=1, act="leaky_relu", with_db=False, with_dA_prev=False,
          reg="l1", dtype=np.float64, seed=4)
+@example(m=300, n_in=5, n_out=2100, act="relu", with_db=True, with_dA_prev=True,
+         reg="none", dtype=np.float32, seed=5)  # db over 3 row chunks x 3 column blocks
 def test_dense_backward_matches_reference(m, n_in, n_out, act, with_db, with_dA_prev, reg, dtype,
                                           seed):
     rng = np.random.default_rng(seed)

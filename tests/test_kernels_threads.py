@@ -68,7 +68,9 @@ def run_kernels(threads, dtype):
         out.update({f"bn_{act}_{k}": v for k, v in
                     dict(out=o, mean=mu, invstd=inv, rmean=rm, rvar=rv).items()})
         d, dz, dg, dbeta = r(M, N), np.empty((M, N), dtype), np.empty(N, dtype), np.empty(N, dtype)
+        d0 = d.copy()
         ops.batchnorm_backward(dz, dg, dbeta, d, o, Z, gamma, mu, inv, activation=act)
+        assert np.array_equal(d, d0), "dout must only be read when it is not dZ"
         out.update({f"bn_{act}_dZ": dz, f"bn_{act}_dgamma": dg, f"bn_{act}_dbeta": dbeta})
         ev = np.empty((M, N), dtype)
         ops.batchnorm_forward_eval(ev, Z, gamma, beta, rm, np.abs(rv), activation=act)

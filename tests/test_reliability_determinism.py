@@ -8,7 +8,7 @@
   hidden global state), and the kernels release the GIL.
 
 Sizes are chosen so that the OpenMP kernels really split the work (batch 256 x 512 hidden
-units = 2^17 elements, 8 BatchNorm column blocks). The kernel-level thread tests are in
+units = 2^17 elements: BatchNorm sums over 2 row chunks). The kernel-level thread tests are in
 test_kernels_threads.py.
 """
 import sys
