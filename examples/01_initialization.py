@@ -22,7 +22,6 @@ cost curves) to ``--out``.
 
     python examples/01_initialization.py [--quick] [--out DIR] [--threads N]
 """
-import argparse
 import os
 import time
 
@@ -32,11 +31,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _common import format_table, parse_args  # noqa: E402  (examples/, next to this file)
 import pydl  # noqa: E402
 import pydl.plot  # noqa: E402,F401  (not imported by `import pydl`)
 from pydl import nn, optim  # noqa: E402
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
 # (label, init, scale, hidden activation, how W starts); init "constant" = every weight 0.5
 RUNS = [
@@ -46,35 +45,6 @@ RUNS = [
     ("he", "he", 1.0, nn.ReLU, "N(0,1)*sqrt(2/n_in)"),
     ("all 0.5 (tanh)", "constant", 0.5, nn.Tanh, "W = 0.5"),
 ]
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few epochs on tiny data (smoke run)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="directory for the PNG (default: examples/output)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="pydl threads (default 1: these networks are tiny, extra threads only add overhead)")
-    return p.parse_args(argv)
-
-
-def format_table(headers, rows):
-    """Plain-text table: numeric columns right-aligned, text columns left-aligned."""
-    def is_number(text):
-        try:
-            float(text)
-            return True
-        except ValueError:
-            return text == "-"
-
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[j]) for r in cells) for j in range(len(headers))]
-    numeric = [all(is_number(r[j]) for r in cells[1:]) for j in range(len(headers))]
-
-    def line(r):
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(r, widths, numeric)).rstrip()
-
-    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
 def build(init, scale, activation, seed=0):
@@ -104,7 +74,7 @@ def rows_identical(W):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__)
     pydl.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()

@@ -21,7 +21,6 @@ decade table and the best trial of each search, and saves ``06_search.png``
 
     python examples/06_search.py [--quick] [--out DIR] [--threads N]
 """
-import argparse
 import functools
 import os
 import time
@@ -32,41 +31,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _common import format_table, parse_args  # noqa: E402  (examples/, next to this file)
 import pydl  # noqa: E402
 import pydl.tune as tune  # noqa: E402  (not imported by `import pydl`)
 from pydl import optim  # noqa: E402
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 DECADES = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few tiny trials (smoke run)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="directory for the PNG (default: examples/output)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="pydl threads (default 1: these networks are small, extra threads only add overhead)")
-    return p.parse_args(argv)
-
-
-def format_table(headers, rows):
-    """Plain-text table: numeric columns right-aligned, text columns left-aligned."""
-    def is_number(text):
-        try:
-            float(text)
-            return True
-        except ValueError:
-            return text == "-"
-
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[j]) for r in cells) for j in range(len(headers))]
-    numeric = [all(is_number(r[j]) for r in cells[1:]) for j in range(len(headers))]
-
-    def line(r):
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(r, widths, numeric)).rstrip()
-
-    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
 def objective(params, data, epochs):
@@ -86,7 +56,7 @@ def decade_counts(values):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, "a few tiny trials (smoke run)")
     pydl.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()

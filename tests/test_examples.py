@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ EXPECTED_ROWS = {
 
 
 def load_example(stem):
+    if str(EXAMPLES) not in sys.path:  # as `python examples/X.py` has it: for _common.py
+        sys.path.insert(0, str(EXAMPLES))
     path = EXAMPLES / f"{stem}.py"
     spec = importlib.util.spec_from_file_location(f"pydl_example_{stem}", path)
     module = importlib.util.module_from_spec(spec)
