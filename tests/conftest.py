@@ -1,5 +1,6 @@
-"""Shared test helpers (keep this file tiny)."""
+"""Shared test helpers: tolerances and the float64 reference pieces several suites use."""
 import numpy as np
+from scipy.special import expit
 
 
 def assert_close(actual, expected, rtol, atol=0.0):
@@ -25,3 +26,56 @@ def assert_close(actual, expected, rtol, atol=0.0):
             f"actual {a[idx]!r}, expected {e[idx]!r}, |diff| {diff[idx]:.3e} > tol {tol[idx]:.3e} "
             f"(rtol={rtol}, max |diff| {np.nanmax(diff) if diff.size else 0:.3e})"
         )
+
+
+def f64(x):
+    """A float64 copy (kernels work in place)."""
+    return np.array(x, dtype=np.float64)
+
+
+def g_ref(z, act, alpha):
+    """The activation g(z) in float64 NumPy."""
+    if act == "identity":
+        return z.copy()
+    if act == "relu":
+        return np.maximum(z, 0.0)
+    if act == "leaky_relu":
+        return np.where(z > 0, z, alpha * z)
+    if act == "tanh":
+        return np.tanh(z)
+    return expit(z)
+
+
+def gprime_of_a(a, act, alpha):
+    """g'(z) written in terms of a = g(z), as the kernels take it (Z is not stored)."""
+    a = np.asarray(a, dtype=np.float64)
+    if act == "identity":
+        return np.ones_like(a)
+    if act == "relu":
+        return (a > 0).astype(np.float64)
+    if act == "leaky_relu":
+        return np.where(a > 0, 1.0, alpha)
+    if act == "tanh":
+        return 1.0 - a**2
+    return a * (1.0 - a)
+
+
+def rel_diff(a, b):
+    """||a - b|| / (||a|| + ||b||), 0 when both are 0: the gradient-check difference."""
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return 0.0 if na + nb == 0 else np.linalg.norm(a - b) / (na + nb)
+
+
+def numerical_grad(J, x, eps=1e-6):
+    """Two-sided differences of the scalar J() w.r.t. every element of x (modified in place)."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + eps
+        jp = J()
+        flat[k] = old - eps
+        jm = J()
+        flat[k] = old
+        gflat[k] = (jp - jm) / (2 * eps)
+    return grad

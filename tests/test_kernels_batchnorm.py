@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from scipy.special import expit
 
-from conftest import assert_close
+from conftest import assert_close, f64, g_ref, gprime_of_a, numerical_grad, rel_diff
 from pydl import ops
 
 ACTS = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"]
@@ -24,36 +23,6 @@ DTYPES = [np.float64, np.float32]
 dims = st.one_of(st.integers(1, 9), st.sampled_from([1, 2, 31, 63, 64, 65, 129, 257, 513]))
 seeds = st.integers(0, 2**32 - 1)
 SETTINGS = settings(max_examples=int(os.environ.get("PYDL_TEST_EXAMPLES", 30)), deadline=None)
-
-
-def g_ref(z, act, alpha):
-    if act == "identity":
-        return z.copy()
-    if act == "relu":
-        return np.maximum(z, 0.0)
-    if act == "leaky_relu":
-        return np.where(z > 0, z, alpha * z)
-    if act == "tanh":
-        return np.tanh(z)
-    return expit(z)
-
-
-def gprime_of_a(a, act, alpha):
-    """g'(z) written in terms of a = g(z), as the kernels take it (Z is not stored)."""
-    a = np.asarray(a, dtype=np.float64)
-    if act == "identity":
-        return np.ones_like(a)
-    if act == "relu":
-        return (a > 0).astype(np.float64)
-    if act == "leaky_relu":
-        return np.where(a > 0, 1.0, alpha)
-    if act == "tanh":
-        return 1.0 - a**2
-    return a * (1.0 - a)
-
-
-def f64(x):
-    return np.array(x, dtype=np.float64)  # always a copy: kernels work in place
 
 
 def make_inputs(rng, m, n, dtype):
@@ -256,25 +225,6 @@ def test_backward_takes_read_only_inputs_and_forward_refuses_out_overlapping_z()
 
 
 # ------------------------------------------------------------------ gradient checks
-
-
-def rel_diff(a, b):
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return 0.0 if na + nb == 0 else np.linalg.norm(a - b) / (na + nb)
-
-
-def numerical_grad(J, x, eps=1e-6):
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for k in range(flat.size):
-        old = flat[k]
-        flat[k] = old + eps
-        jp = J()
-        flat[k] = old - eps
-        jm = J()
-        flat[k] = old
-        gflat[k] = (jp - jm) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("act", ACTS)

@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, logsumexp
 
-from conftest import assert_close
+from conftest import assert_close, f64, numerical_grad, rel_diff
 from pydl import ops
 
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -23,10 +23,6 @@ dims = st.one_of(st.integers(1, 9), st.sampled_from([1, 2, 31, 63, 64, 65, 129, 
 seeds = st.integers(0, 2**32 - 1)
 scales = st.sampled_from([1.0, 10.0, 1e4])
 SETTINGS = settings(max_examples=int(os.environ.get("PYDL_TEST_EXAMPLES", 30)), deadline=None)
-
-
-def f64(x):
-    return np.array(x, dtype=np.float64)  # always a copy: kernels work in place
 
 
 def softmax_ref(Z):
@@ -183,25 +179,6 @@ def test_nan_logits_give_nan_cost(dtype):
 
 
 # ------------------------------------------------------------------ gradient checks
-
-
-def rel_diff(a, b):
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return 0.0 if na + nb == 0 else np.linalg.norm(a - b) / (na + nb)
-
-
-def numerical_grad(J, x, eps=1e-6):
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for k in range(flat.size):
-        old = flat[k]
-        flat[k] = old + eps
-        jp = J()
-        flat[k] = old - eps
-        jm = J()
-        flat[k] = old
-        gflat[k] = (jp - jm) / (2 * eps)
-    return grad
 
 
 LOSSES = ["softmax_labels", "softmax_one_hot", "softmax_soft", "sigmoid", "sigmoid_soft", "mse"]

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import g_ref, gprime_of_a
 from pydl import ops
 
 N_EXAMPLES = 1200 if os.environ.get("CI") else 200
@@ -28,30 +29,6 @@ ACTS = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"]
 
 
 # ------------------------------------------------------------------ references (float64)
-def g(z, act, alpha):
-    if act == "relu":
-        return np.maximum(z, 0)
-    if act == "leaky_relu":
-        return np.where(z > 0, z, alpha * z)
-    if act == "tanh":
-        return np.tanh(z)
-    if act == "sigmoid":
-        return 1 / (1 + np.exp(-z))
-    return z
-
-
-def g_prime_of_a(a, act, alpha):
-    if act == "relu":
-        return (a > 0).astype(np.float64)
-    if act == "leaky_relu":
-        return np.where(a > 0, 1.0, alpha)
-    if act == "tanh":
-        return 1 - a * a
-    if act == "sigmoid":
-        return a * (1 - a)
-    return np.ones_like(a)
-
-
 def softmax64(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -61,11 +38,11 @@ def softmax64(z):
 # hyperparameters, and a reference returning {output name: expected} (+ "return").
 # Roles: in, out (written), inout (read and written), opt_* (None allowed), labels.
 def _dense_fwd_ref(a, h):
-    return {"A": g(a["A_prev"] @ a["W"].T + (0 if a["b"] is None else a["b"]), h["activation"], h["alpha"])}
+    return {"A": g_ref(a["A_prev"] @ a["W"].T + (0 if a["b"] is None else a["b"]), h["activation"], h["alpha"])}
 
 
 def _dense_bwd_ref(a, h):
-    dZ = a["dZ"] * g_prime_of_a(a["A"], h["activation"], h["alpha"])
+    dZ = a["dZ"] * gprime_of_a(a["A"], h["activation"], h["alpha"])
     m = a["A_prev"].shape[0]
     out = {"dZ": dZ, "dW": dZ.T @ a["A_prev"] + h["l2"] / m * a["W"] + h["l1"] / (2 * m) * np.sign(a["W"])}
     if a["db"] is not None:
@@ -82,7 +59,7 @@ def _bn_train_ref(a, h):
     inv = 1 / np.sqrt(var + h["eps"])
     xhat = (Z - mu) * inv
     out = {"mean": mu, "invstd": inv,
-           "out": g(a["gamma"] * xhat + a["beta"], h["activation"], h["alpha"])}
+           "out": g_ref(a["gamma"] * xhat + a["beta"], h["activation"], h["alpha"])}
     if a["running_mean"] is not None:
         mom = h["momentum"]
         out["running_mean"] = mom * a["running_mean"] + (1 - mom) * mu
@@ -92,11 +69,11 @@ def _bn_train_ref(a, h):
 
 def _bn_eval_ref(a, h):
     xhat = (a["Z"] - a["running_mean"]) / np.sqrt(a["running_var"] + h["eps"])
-    return {"out": g(a["gamma"] * xhat + a["beta"], h["activation"], h["alpha"])}
+    return {"out": g_ref(a["gamma"] * xhat + a["beta"], h["activation"], h["alpha"])}
 
 
 def _bn_bwd_ref(a, h):
-    gr = a["dout"] * g_prime_of_a(a["out"], h["activation"], h["alpha"])
+    gr = a["dout"] * gprime_of_a(a["out"], h["activation"], h["alpha"])
     m = gr.shape[0]
     xhat = (a["Z"] - a["mean"]) * a["invstd"]
     dbeta, dgamma = gr.sum(axis=0), (gr * xhat).sum(axis=0)
@@ -176,11 +153,11 @@ OPS = {
     "activation_forward": dict(
         arrays={"A": (lambda d: d["shape"], "out"), "Z": (lambda d: d["shape"], "in")},
         dims=lambda a: dict(shape=a["Z"].shape), source={"Z": None}, hypers=["activation", "alpha"],
-        ref=lambda a, h: {"A": g(a["Z"], h["activation"], h["alpha"])}),
+        ref=lambda a, h: {"A": g_ref(a["Z"], h["activation"], h["alpha"])}),
     "activation_backward": dict(
         arrays={"dZ": (lambda d: d["shape"], "out"), "dA": (lambda d: d["shape"], "in"), "A": (lambda d: d["shape"], "in")},
         dims=lambda a: dict(shape=a["A"].shape), source={"A": None}, hypers=["activation", "alpha"],
-        ref=lambda a, h: {"dZ": a["dA"] * g_prime_of_a(a["A"], h["activation"], h["alpha"])}),
+        ref=lambda a, h: {"dZ": a["dA"] * gprime_of_a(a["A"], h["activation"], h["alpha"])}),
     "weight_penalty": dict(
         arrays={"W": (lambda d: d["shape"], "in")}, dims=lambda a: dict(shape=a["W"].shape), source={"W": None},
         hypers=["l2", "l1", "m"],
