@@ -95,12 +95,12 @@ PYDL_NOINLINE void normalize_rows(T* out, const T* Z, const T* mean, const T* in
     }
 }
 
-// dZ = k * (m*g - bsum - xhat*gsum), g = dout * g'(out), xhat = (Z - mean)*invstd exactly as
-// the forward pass computed it; rows [r0, r1). dZ may alias dout.
+// dZ = k * (m*g - dbeta - xhat*dgamma), g = dout * g'(out), xhat = (Z - mean)*invstd
+// exactly as the forward pass computed it; rows [r0, r1). dZ may alias dout.
 template <Activation ACT, class T>
 PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z, const T* mean,
-                                 const T* invstd, const T* k, const T* bsum, const T* gsum, int n,
-                                 int m, int r0, int r1, T alpha) {
+                                 const T* invstd, const T* k, const T* dbeta, const T* dgamma,
+                                 int n, int m, int r0, int r1, T alpha) {
     const T mt = T(m);
     for (int i = r0; i < r1; ++i) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n;
@@ -110,7 +110,7 @@ PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z,
         for (int j = 0; j < n; ++j) {
             const T g = d[j] * activation_grad<ACT>(o[j], alpha);
             const T xh = (z[j] - mean[j]) * invstd[j];
-            dz[j] = k[j] * (mt * g - bsum[j] - xh * gsum[j]);
+            dz[j] = k[j] * (mt * g - dbeta[j] - xh * dgamma[j]);
         }
     }
 }
@@ -201,18 +201,12 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
                         Activation act, T alpha) {
     const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
     std::vector<double> sums(2 * std::size_t(n));
-    std::vector<T> coef(3 * std::size_t(n));
-    T* const k = coef.data();
-    T* const bsum = k + n;
-    T* const gsum = bsum + n;
+    std::vector<T> k(n);  // gamma * invstd / m; the row pass also reads dbeta and dgamma
     auto finish = [&](const double* s) {
         for (int j = 0; j < n; ++j) {
-            const double sg = s[std::ptrdiff_t(n) + j] * double(invstd[j]);
             dbeta[j] = T(s[j]);
-            dgamma[j] = T(sg);
+            dgamma[j] = T(s[std::ptrdiff_t(n) + j] * double(invstd[j]));
             k[j] = T(double(gamma[j]) * double(invstd[j]) / m);
-            bsum[j] = T(s[j]);
-            gsum[j] = T(sg);
         }
     };
     with_activation(act, [&](auto tag) {
@@ -224,8 +218,8 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
             },
             finish,
             [&](int r0, int r1) {
-                backward_rows<ACT>(dZ, dout, out, Z, mean, invstd, k, bsum, gsum, n, m, r0, r1,
-                                   alpha);
+                backward_rows<ACT>(dZ, dout, out, Z, mean, invstd, k.data(), dbeta, dgamma, n, m,
+                                   r0, r1, alpha);
             });
     });
 }
