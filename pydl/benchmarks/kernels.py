@@ -300,6 +300,20 @@ def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, war
 
 
 # ----------------------------------------------------------------------------- cases
+
+STREAM = "ref:stream a += b (numpy)"
+
+
+def _stream_add(n: int, dtype) -> tuple[Callable[[], object], float]:
+    """A streaming reference, a += b over n elements, and the bytes it moves (12 per
+    float32 element: read a and b, write a): the bandwidth a simple kernel gets here."""
+    a = np.ones(n, dtype)
+    b = np.full(n, 1e-7, dtype)
+
+    def stream_add():
+        np.add(a, b, out=a)
+
+    return stream_add, 3.0 * n * np.dtype(dtype).itemsize
 # Each case builder allocates everything up front and returns {variant: callable}.
 # Variant names start with "pydl", "numpy", "torch" or "ref:" (a reference that is
 # not a peer, e.g. raw sgemm or a streaming add).
@@ -444,13 +458,8 @@ def adam_case(n: int, torch=None, dtype=np.float32) -> dict:
         np.multiply(tmp2, lr / (1 - b1**t), out=tmp2)
         np.subtract(thn, tmp2, out=thn)
 
-    sa = np.ones(n, dtype)
-    sb = np.full(n, 1e-7, dtype)
-
-    def stream_add():
-        np.add(sa, sb, out=sa)  # a += b
-
-    variants = {"pydl": pydl_adam, "numpy": numpy_adam, "ref:stream a += b (numpy)": stream_add}
+    stream_add, stream_bytes = _stream_add(n, dtype)
+    variants = {"pydl": pydl_adam, "numpy": numpy_adam, STREAM: stream_add}
     if torch is not None:
         for label, kw in (("fused=True", {"fused": True}), ("foreach=True", {"foreach": True})):
             p = torch.nn.Parameter(torch.from_numpy(theta.copy()))
@@ -461,7 +470,7 @@ def adam_case(n: int, torch=None, dtype=np.float32) -> dict:
             except (RuntimeError, TypeError, ValueError):
                 continue  # this torch has no such implementation on CPU
             variants[f"torch (Adam {label})"] = opt.step
-    return {"variants": variants, "bytes": 28.0 * n, "stream_bytes": 12.0 * n,
+    return {"variants": variants, "bytes": 28.0 * n, "stream_bytes": stream_bytes,
             "size": f"{n:,} params {np.dtype(dtype).name}"}
 
 
@@ -515,15 +524,9 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
         np.subtract(ndz, tmp, out=ndz)
         np.multiply(ndz, gamma * inv / m, out=ndz)
 
-    # Streaming reference over arrays 4x the size of one (m, n) array (beyond the L3 cache
-    # of most machines), for the bandwidth this machine gives to a simple kernel.
-    sa = np.ones(4 * m * n, dtype)
-    sb = np.full(4 * m * n, 1e-7, dtype)
-
-    def stream_add():
-        np.add(sa, sb, out=sa)  # a += b
-
-    variants = {"pydl": pydl_bn, "numpy": numpy_bn, "ref:stream a += b (numpy)": stream_add}
+    # over arrays 4x the size of one (m, n) array: beyond the L3 cache of most machines
+    stream_add, stream_bytes = _stream_add(4 * m * n, dtype)
+    variants = {"pydl": pydl_bn, "numpy": numpy_bn, STREAM: stream_add}
     if torch is not None:
         F = torch.nn.functional
         tZ = torch.from_numpy(Z.copy()).requires_grad_()
@@ -553,7 +556,7 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
     # counting the reads for ownership of the two written ones).
     isz = np.dtype(dtype).itemsize
     return {"variants": variants, "size": f"{m} x {n} {np.dtype(dtype).name}, training",
-            "bytes": 8.0 * m * n * isz, "stream_bytes": 3.0 * sa.size * isz}
+            "bytes": 8.0 * m * n * isz, "stream_bytes": stream_bytes}
 
 
 def softmax_xent_case(m: int, C: int, torch=None, dtype=np.float32) -> dict:
@@ -653,6 +656,11 @@ def _fastest(times: dict[str, float], prefix: str) -> tuple[str | None, float | 
     return k, cands[k]
 
 
+def _bandwidths(case: dict, times: dict[str, float], p: float) -> tuple[float, float]:
+    """GB/s of pydl (case["bytes"] per call) and of the streaming reference."""
+    return case["bytes"] / p / 1e9, case["stream_bytes"] / times[STREAM] / 1e9
+
+
 def judge(key: str, case: dict, times: dict[str, float]) -> Row:
     """Applies the goal of benchmark `key` to its measured times."""
     tv, tt = _fastest(times, "torch")
@@ -670,17 +678,13 @@ def judge(key: str, case: dict, times: dict[str, float]) -> Row:
         ok = ratio >= 0.9 and (vs_torch is None or vs_torch > 1.0)
         goal = f">= 0.9x raw sgemm GFLOP/s (got {ratio:.2f}x) and > torch"
     elif key == "adam":
-        ts = times["ref:stream a += b (numpy)"]
-        bw = case["bytes"] / p / 1e9
-        sbw = case["stream_bytes"] / ts / 1e9
+        bw, sbw = _bandwidths(case, times, p)
         derived = {"pydl GB/s (28 B/param)": bw, "stream a += b GB/s (12 B/elem)": sbw,
                    "pydl / stream bandwidth": bw / sbw}
         ok = bw / sbw >= 0.85 and (vs_torch is None or vs_torch >= 1.0)
         goal = f">= torch fused and >= 0.85x stream add GB/s (got {bw / sbw:.2f}x)"
     elif key == "batchnorm":
-        ts = times["ref:stream a += b (numpy)"]
-        bw = case["bytes"] / p / 1e9
-        sbw = case["stream_bytes"] / ts / 1e9
+        bw, sbw = _bandwidths(case, times, p)
         derived = {"pydl GB/s (8 arrays moved)": bw, "stream a += b GB/s": sbw,
                    "pydl / stream bandwidth": bw / sbw}
         ok = vs_torch is None or vs_torch >= 2.5
