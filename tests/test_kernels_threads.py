@@ -1,8 +1,9 @@
 """Thread-count independence of the kernels (pydl.ops.set_num_threads).
 
 pydl's own kernels split work so that each sum runs in a fixed order (per-column sums over
-row chunks and column blocks fixed by the shape, for BatchNorm and db; elementwise kernels;
-dropout masks keyed by element index), so 1 and 2 threads give bitwise identical results.
+row chunks and column blocks fixed by the shape for db and narrow BatchNorm, over whole
+columns in column panels for wide BatchNorm; elementwise kernels; dropout masks keyed by
+element index), so 1 and 2 threads give bitwise identical results.
 The GEMMs (dW, dA_prev, the dense forward) run in SciPy's OpenBLAS, which does not promise
 that across thread counts: those are compared with a tolerance. Arrays are large enough
 (> 2^16 elements; several row chunks; a second shape with several column blocks and an
@@ -17,6 +18,7 @@ from pydl import ops
 
 M, N = 1024, 515  # 8 row chunks of 128; 527k elements
 M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
+M3, N3 = 2100, 100  # BatchNorm with too few columns for panels: 16 row chunks
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 
@@ -58,6 +60,13 @@ def run_kernels(threads, dtype):
     ops.batchnorm_backward(dz2, dg2, dbeta2, r(M2, N2), o2, Z2, gamma2, mu2, inv2, activation="relu")
     out.update(bn_wide_out=o2, bn_wide_mean=mu2, bn_wide_invstd=inv2, bn_wide_dZ=dz2,
                bn_wide_dgamma=dg2, bn_wide_dbeta=dbeta2)
+
+    Z3, o3, mu3, inv3 = 3 * r(M3, N3) + 1, np.empty((M3, N3), dtype), np.empty(N3, dtype), np.empty(N3, dtype)
+    gamma3, dz3, dg3, dbeta3 = r(N3), np.empty((M3, N3), dtype), np.empty(N3, dtype), np.empty(N3, dtype)
+    ops.batchnorm_forward_train(o3, mu3, inv3, None, None, Z3, gamma3, r(N3), activation="tanh")
+    ops.batchnorm_backward(dz3, dg3, dbeta3, r(M3, N3), o3, Z3, gamma3, mu3, inv3, activation="tanh")
+    out.update(bn_narrow_out=o3, bn_narrow_mean=mu3, bn_narrow_invstd=inv3, bn_narrow_dZ=dz3,
+               bn_narrow_dgamma=dg3, bn_narrow_dbeta=dbeta3)
 
     Z = 3 * r(M, N) + 1
     for act in ("relu", "tanh"):
