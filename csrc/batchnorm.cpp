@@ -125,11 +125,11 @@ PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z,
 }
 
 // The two passes of a training kernel: panels for many features, row chunks for few.
-template <class Tile, class Finish, class Rows>
-void two_passes(int m, int n, bool parallel, double* sums, Tile&& tile, Finish&& finish,
-                Rows&& rows) {
+template <class T, class Tile, class Finish, class Rows>
+void two_passes(int m, int n, bool parallel, double* sums, const T* out, Tile&& tile,
+                Finish&& finish, Rows&& rows) {
     if (use_panels(n))
-        panel_passes<2>(m, n, parallel, tile, finish, rows);
+        panel_passes<2>(m, n, parallel, out, sizeof(T), tile, finish, rows);
     else
         column_passes<2>(m, n, parallel, sums, tile, finish, rows);
 }
@@ -188,9 +188,9 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
             };
         };
         if (stream)
-            two_passes(m, n, parallel, sums.data(), tile, finish, rows(std::true_type{}));
+            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(out), tile, finish, rows(std::true_type{}));
         else
-            two_passes(m, n, parallel, sums.data(), tile, finish, rows(std::false_type{}));
+            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(out), tile, finish, rows(std::false_type{}));
     });
 }
 
@@ -268,9 +268,9 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
             };
         };
         if (stream)
-            two_passes(m, n, parallel, sums.data(), tile, finish, rows(std::true_type{}));
+            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(dZ), tile, finish, rows(std::true_type{}));
         else
-            two_passes(m, n, parallel, sums.data(), tile, finish, rows(std::false_type{}));
+            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(dZ), tile, finish, rows(std::false_type{}));
     });
 }
 

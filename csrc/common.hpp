@@ -243,13 +243,14 @@ inline void column_reduce(int m, int n, bool parallel, double* out, Tile&& tile)
 }
 
 // The same contract as column_passes, for batches with many columns: the columns are cut
-// into panels (widths fixed by n, 8 panels of 128..512 columns where n allows) and each
-// panel is done by one thread from start to end: its sums over all m rows, finish, then
-// its elementwise pass, which finds the rows of the panel it has just read still in cache
-// instead of streaming the whole batch in again. No barrier, no partial sums; each
+// into panels of n/8 columns, rounded up to 16 and kept within 64..128 (a function of n
+// only; narrow, so that a panel of a large batch still fits in L2), and each panel is done
+// by one thread from start to end: its sums over all m rows, finish, then its elementwise
+// pass, which finds the rows of the panel it has just read still in cache instead of
+// streaming the whole batch in again. No barrier, no partial sums; each
 // column is summed in row order by one thread, so the bits do not depend on the thread
 // count. (With few columns there is too little to split: use column_passes.)
-constexpr int kPanelMin = 128, kPanelMax = 512, kPanelsWanted = 8;
+constexpr int kPanelMin = 64, kPanelMax = 128, kPanelsWanted = 8;
 
 inline bool use_panels(int n) { return n >= 2 * kPanelMin; }
 
@@ -259,17 +260,32 @@ inline int panel_width(int n) {
     return w < kPanelMin ? kPanelMin : (w > kPanelMax ? kPanelMax : w);
 }
 
+// `align` (the output array) moves the panel boundaries after the first panel to 64-byte
+// boundaries of its rows when every row starts at the same offset within a cache line, so
+// that vector loads and stores of the other panels do not straddle cache lines (which
+// columns a panel holds changes no sum: each column is summed on its own).
 template <int K, class Tile, class Finish, class Rows>
-inline void panel_passes(int m, int n, bool parallel, Tile&& tile, Finish&& finish, Rows&& rows) {
+inline void panel_passes(int m, int n, bool parallel, const void* align, std::size_t itemsize,
+                         Tile&& tile, Finish&& finish, Rows&& rows) {
     const int w = panel_width(n);
-    const std::ptrdiff_t npanels = (std::ptrdiff_t(n) + w - 1) / w;
+    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
+    int head = 0;  // columns before the first 64-byte boundary
+    if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
+        head = int(((64 - addr % 64) % 64) / itemsize);
+    // panel p covers [start(p), start(p + 1)): start(0) = 0, start(p) = head + p * w
+    const std::ptrdiff_t first = std::min<std::ptrdiff_t>(n, std::ptrdiff_t(head) + w);
+    const std::ptrdiff_t npanels = 1 + (n - first + w - 1) / w;
+    auto start = [&](std::ptrdiff_t p) {
+        return p == 0 ? std::ptrdiff_t(0) : std::min<std::ptrdiff_t>(n, head + p * w);
+    };
     parallel_for(npanels, parallel, [&](std::ptrdiff_t p0, std::ptrdiff_t p1) PYDL_NOINLINE {
-        double acc[K * kPanelMax];
+        constexpr int kStride = kPanelMax + 64;  // the first panel has up to 63 more columns
+        double acc[K * kStride];
         for (std::ptrdiff_t p = p0; p < p1; ++p) {
-            const int j0 = int(p * w), wp = n - j0 < w ? n - j0 : w;
-            for (int k = 0; k < K * kPanelMax; ++k) acc[k] = 0.0;
-            tile(0, m, j0, wp, acc, std::ptrdiff_t(kPanelMax));
-            finish(j0, wp, static_cast<const double*>(acc), std::ptrdiff_t(kPanelMax));
+            const int j0 = int(start(p)), wp = int(start(p + 1) - j0);
+            for (int k = 0; k < K * kStride; ++k) acc[k] = 0.0;
+            tile(0, m, j0, wp, acc, std::ptrdiff_t(kStride));
+            finish(j0, wp, static_cast<const double*>(acc), std::ptrdiff_t(kStride));
             rows(0, m, j0, wp);
         }
     });

@@ -241,7 +241,7 @@ def stream_threshold():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n", [(700, 515), (300, 2100), (2100, 100), (37, 300), (5, 17)])
+@pytest.mark.parametrize("m, n", [(700, 515), (300, 2100), (2100, 100), (37, 320), (64, 2048), (5, 17)])
 def test_streamed_outputs_have_the_same_bits(m, n, dtype, stream_threshold):
     """Outputs written around the caches (non-temporal stores) equal the cached ones bitwise,
     for every activation, 1 and 2 threads, panels (n >= 256) and row chunks, arrays starting
