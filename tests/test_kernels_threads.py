@@ -54,19 +54,13 @@ def run_kernels(threads, dtype):
     ops.dense_backward(None, np.empty((N2, 1), dtype), db2, dZ2, A2, r(M2, 1), r(N2, 1),
                        activation="tanh")
     out.update(dense_dZ_wide=dZ2, dense_db_wide=db2)
-    Z2, o2, mu2, inv2 = 3 * r(M2, N2) + 1, np.empty((M2, N2), dtype), np.empty(N2, dtype), np.empty(N2, dtype)
-    gamma2, dz2, dg2, dbeta2 = r(N2), np.empty((M2, N2), dtype), np.empty(N2, dtype), np.empty(N2, dtype)
-    ops.batchnorm_forward_train(o2, mu2, inv2, None, None, Z2, gamma2, r(N2), activation="relu")
-    ops.batchnorm_backward(dz2, dg2, dbeta2, r(M2, N2), o2, Z2, gamma2, mu2, inv2, activation="relu")
-    out.update(bn_wide_out=o2, bn_wide_mean=mu2, bn_wide_invstd=inv2, bn_wide_dZ=dz2,
-               bn_wide_dgamma=dg2, bn_wide_dbeta=dbeta2)
-
-    Z3, o3, mu3, inv3 = 3 * r(M3, N3) + 1, np.empty((M3, N3), dtype), np.empty(N3, dtype), np.empty(N3, dtype)
-    gamma3, dz3, dg3, dbeta3 = r(N3), np.empty((M3, N3), dtype), np.empty(N3, dtype), np.empty(N3, dtype)
-    ops.batchnorm_forward_train(o3, mu3, inv3, None, None, Z3, gamma3, r(N3), activation="tanh")
-    ops.batchnorm_backward(dz3, dg3, dbeta3, r(M3, N3), o3, Z3, gamma3, mu3, inv3, activation="tanh")
-    out.update(bn_narrow_out=o3, bn_narrow_mean=mu3, bn_narrow_invstd=inv3, bn_narrow_dZ=dz3,
-               bn_narrow_dgamma=dg3, bn_narrow_dbeta=dbeta3)
+    for name, (rows, cols), act in (("bn_wide", (M2, N2), "relu"), ("bn_narrow", (M3, N3), "tanh")):
+        Zb, ob, mub, invb = 3 * r(rows, cols) + 1, np.empty((rows, cols), dtype), np.empty(cols, dtype), np.empty(cols, dtype)
+        gb, dzb, dgb, dbb = r(cols), np.empty((rows, cols), dtype), np.empty(cols, dtype), np.empty(cols, dtype)
+        ops.batchnorm_forward_train(ob, mub, invb, None, None, Zb, gb, r(cols), activation=act)
+        ops.batchnorm_backward(dzb, dgb, dbb, r(rows, cols), ob, Zb, gb, mub, invb, activation=act)
+        out.update({f"{name}_{k}": v for k, v in
+                    dict(out=ob, mean=mub, invstd=invb, dZ=dzb, dgamma=dgb, dbeta=dbb).items()})
 
     Z = 3 * r(M, N) + 1
     for act in ("relu", "tanh"):
