@@ -1,11 +1,8 @@
 // Batch normalization on Z, before the activation, fused with the activation.
 // m = batch size, n = features. Row-major (m, n) activations, (n,) per-feature vectors.
-// Training forward and backward are two passes each: per-feature sums in row order, with
-// results that do not depend on the thread count, then an elementwise pass. Batches with
-// many features go through panel_passes (each thread takes column panels from start to
-// end, so the second pass reads the panel from cache), few features through column_passes
-// (row chunks, partial sums). Memory-bound: xhat is never stored, and outputs too large for
-// the last-level cache are written with non-temporal stores (common.hpp).
+// Training forward and backward are two passes each through column_passes (common.hpp):
+// per-feature sums streamed in row order with results that do not depend on the thread
+// count, then an elementwise pass over rows. Memory-bound: xhat is never stored.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -83,55 +80,39 @@ PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, c
     }
 }
 
-// out = g(scale * Z + shift) over rows [r0, r1), columns [j0, j0 + w), with the per-feature
-// scale = gamma * invstd and shift = beta - mean * scale (two vectors to read per element
-// instead of four: the pass runs at the speed of its loads).
-template <Activation ACT, bool STREAM, class T>
-PYDL_NOINLINE void normalize_rows(T* out, const T* Z, const T* scale, const T* shift, int n,
-                                  int r0, int r1, int j0, int w, T alpha) {
+// out = g(gamma * (Z - mean) * invstd + beta) over rows [r0, r1).
+template <Activation ACT, class T>
+PYDL_NOINLINE void normalize_rows(T* out, const T* Z, const T* mean, const T* invstd,
+                                  const T* gamma, const T* beta, int n, int r0, int r1, T alpha) {
     for (int i = r0; i < r1; ++i) {
-        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        write_row<STREAM>(out + off, w, [&](T* o, int c0, int len) {
-            const T *z = Z + off + c0, *a = scale + j0 + c0, *b = shift + j0 + c0;
+        const T* z = Z + std::ptrdiff_t(i) * n;
+        T* o = out + std::ptrdiff_t(i) * n;
 #pragma omp simd
-            for (int j = 0; j < len; ++j) o[j] = activate<ACT>(a[j] * z[j] + b[j], alpha);
-        });
+        for (int j = 0; j < n; ++j) {
+            const T x = (z[j] - mean[j]) * invstd[j];
+            o[j] = activate<ACT>(gamma[j] * x + beta[j], alpha);
+        }
     }
-    if (STREAM) stream_fence();
 }
 
-// dZ = a * g - c - b * (Z - mean) over rows [r0, r1), columns [j0, j0 + w), with
-// g = dout * g'(out) and the per-feature a = gamma*invstd, b = a*invstd*dgamma/m,
-// c = a*dbeta/m (the closed form below, multiplied out). dZ may alias dout (each row
-// segment is computed before it is written).
-template <Activation ACT, bool STREAM, class T>
+// dZ = k * (m*g - dbeta - xhat*dgamma), g = dout * g'(out), xhat = (Z - mean)*invstd
+// exactly as the forward pass computed it; rows [r0, r1). dZ may alias dout.
+template <Activation ACT, class T>
 PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z, const T* mean,
-                                 const T* coef_a, const T* coef_b, const T* coef_c, int n, int r0,
-                                 int r1, int j0, int w, T alpha) {
+                                 const T* invstd, const T* k, const T* dbeta, const T* dgamma,
+                                 int n, int m, int r0, int r1, T alpha) {
+    const T mt = T(m);
     for (int i = r0; i < r1; ++i) {
-        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        write_row<STREAM>(dZ + off, w, [&](T* dz, int c0, int len) {
-            const T *d = dout + off + c0, *o = out + off + c0, *z = Z + off + c0;
-            const T *mu = mean + j0 + c0, *a = coef_a + j0 + c0, *b = coef_b + j0 + c0;
-            const T* c = coef_c + j0 + c0;
+        const std::ptrdiff_t off = std::ptrdiff_t(i) * n;
+        const T *d = dout + off, *o = out + off, *z = Z + off;
+        T* dz = dZ + off;
 #pragma omp simd
-            for (int j = 0; j < len; ++j) {
-                const T g = d[j] * activation_grad<ACT>(o[j], alpha);
-                dz[j] = a[j] * g - c[j] - b[j] * (z[j] - mu[j]);
-            }
-        });
+        for (int j = 0; j < n; ++j) {
+            const T g = d[j] * activation_grad<ACT>(o[j], alpha);
+            const T xh = (z[j] - mean[j]) * invstd[j];
+            dz[j] = k[j] * (mt * g - dbeta[j] - xh * dgamma[j]);
+        }
     }
-    if (STREAM) stream_fence();
-}
-
-// The two passes of a training kernel: panels for many features, row chunks for few.
-template <class T, class Tile, class Finish, class Rows>
-void two_passes(int m, int n, bool parallel, double* sums, const T* out, Tile&& tile,
-                Finish&& finish, Rows&& rows) {
-    if (use_panels(n))
-        panel_passes<2>(m, n, parallel, out, sizeof(T), tile, finish, rows);
-    else
-        column_passes<2>(m, n, parallel, sums, tile, finish, rows);
 }
 
 }  // namespace
@@ -149,30 +130,21 @@ template <class T>
 void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* running_var,
                              const T* Z, const T* gamma, const T* beta, int m, int n, T momentum,
                              T eps, Activation act, T alpha) {
-    const std::ptrdiff_t total = std::ptrdiff_t(m) * n;
-    const bool parallel = total >= kParallelMinElements;
-    const bool stream = stream_output(2.0 * double(total) * sizeof(T));  // Z, out
+    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
     const double unbias = m > 1 ? double(m) / double(m - 1) : 1.0;
-    std::vector<double> sums(use_panels(n) ? 0 : 2 * std::size_t(n));
-    std::vector<T> coef(2 * std::size_t(n));  // scale, shift
-    T* const scale = coef.data();
-    T* const shift = scale + n;
-    auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
-        moments_tile(Z, n, i0, i1, j0, w, acc, acc + stride);
+    std::vector<double> sums(2 * std::size_t(n));
+    auto tile = [&](int i0, int i1, int j0, int w, double* acc) {
+        moments_tile(Z, n, i0, i1, j0, w, acc, acc + n);
     };
-    auto finish = [&](int j0, int w, const double* s, std::ptrdiff_t stride) {
-        for (int c = 0; c < w; ++c) {
-            const int j = j0 + c;
-            const double d1 = s[c] / m;
+    auto finish = [&](const double* s) {
+        for (int j = 0; j < n; ++j) {
+            const double d1 = s[j] / m;
             const double mu = double(Z[j]) + d1;
             // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
-            const double v = s[stride + c] / m - d1 * d1;
+            const double v = s[std::ptrdiff_t(n) + j] / m - d1 * d1;
             const double var = v < 0.0 ? 0.0 : v;
             mean[j] = T(mu);
             invstd[j] = T(1.0 / std::sqrt(var + double(eps)));
-            const double a = double(gamma[j]) * double(invstd[j]);
-            scale[j] = T(a);
-            shift[j] = T(double(beta[j]) - double(mean[j]) * a);
             if (running_mean != nullptr) {
                 running_mean[j] = momentum * running_mean[j] + (T(1) - momentum) * T(mu);
                 running_var[j] = momentum * running_var[j] + (T(1) - momentum) * T(var * unbias);
@@ -181,16 +153,9 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
     };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        auto rows = [&](auto st) {
-            return [&, st](int r0, int r1, int j0, int w) {
-                normalize_rows<ACT, decltype(st)::value>(out, Z, scale, shift, n, r0, r1, j0, w,
-                                                         alpha);
-            };
-        };
-        if (stream)
-            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(out), tile, finish, rows(std::true_type{}));
-        else
-            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(out), tile, finish, rows(std::false_type{}));
+        column_passes<2>(m, n, parallel, sums.data(), tile, finish, [&](int r0, int r1) {
+            normalize_rows<ACT>(out, Z, mean, invstd, gamma, beta, n, r0, r1, alpha);
+        });
     });
 }
 
@@ -234,43 +199,28 @@ template <class T>
 void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out, const T* Z,
                         const T* gamma, const T* mean, const T* invstd, int m, int n,
                         Activation act, T alpha) {
-    const std::ptrdiff_t total = std::ptrdiff_t(m) * n;
-    const bool parallel = total >= kParallelMinElements;
-    // dout, Z, dZ, and out when the activation needs it
-    const int arrays = act == Activation::identity ? 3 : 4;
-    const bool stream = stream_output(double(arrays) * double(total) * sizeof(T));
-    std::vector<double> sums(use_panels(n) ? 0 : 2 * std::size_t(n));
-    std::vector<T> coef(3 * std::size_t(n));  // a, b, c of backward_rows
-    T* const ca = coef.data();
-    T* const cb = ca + n;
-    T* const cc = cb + n;
-    auto finish = [&](int j0, int w, const double* s, std::ptrdiff_t stride) {
-        for (int c = 0; c < w; ++c) {
-            const int j = j0 + c;
-            dbeta[j] = T(s[c]);
-            dgamma[j] = T(s[stride + c] * double(invstd[j]));
-            const double a = double(gamma[j]) * double(invstd[j]);
-            ca[j] = T(a);
-            cb[j] = T(a * double(invstd[j]) * s[stride + c] * double(invstd[j]) / m);
-            cc[j] = T(a * s[c] / m);
+    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
+    std::vector<double> sums(2 * std::size_t(n));
+    std::vector<T> k(n);  // gamma * invstd / m; the row pass also reads dbeta and dgamma
+    auto finish = [&](const double* s) {
+        for (int j = 0; j < n; ++j) {
+            dbeta[j] = T(s[j]);
+            dgamma[j] = T(s[std::ptrdiff_t(n) + j] * double(invstd[j]));
+            k[j] = T(double(gamma[j]) * double(invstd[j]) / m);
         }
     };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
-            backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc,
-                                    acc + stride);
-        };
-        auto rows = [&](auto st) {
-            return [&, st](int r0, int r1, int j0, int w) {
-                backward_rows<ACT, decltype(st)::value>(dZ, dout, out, Z, mean, ca, cb, cc, n,
-                                                        r0, r1, j0, w, alpha);
-            };
-        };
-        if (stream)
-            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(dZ), tile, finish, rows(std::true_type{}));
-        else
-            two_passes(m, n, parallel, sums.data(), static_cast<const T*>(dZ), tile, finish, rows(std::false_type{}));
+        column_passes<2>(
+            m, n, parallel, sums.data(),
+            [&](int i0, int i1, int j0, int w, double* acc) {
+                backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc, acc + n);
+            },
+            finish,
+            [&](int r0, int r1) {
+                backward_rows<ACT>(dZ, dout, out, Z, mean, invstd, k.data(), dbeta, dgamma, n, m,
+                                   r0, r1, alpha);
+            });
     });
 }
 

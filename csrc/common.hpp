@@ -2,24 +2,15 @@
 // m = batch size, n_in = input features, n_out = output features, n = features of a
 // layer, C = classes. Every matrix is row-major (C order); weights are (n_out, n_in).
 #pragma once
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
-#include <string>
 #include <type_traits>
 #include <vector>
 
 #ifdef PYDL_HAVE_OPENMP
 #include <omp.h>
-#endif
-#if defined(__SSE2__)
-#include <immintrin.h>
 #endif
 
 namespace pydl {
@@ -165,8 +156,8 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 // sequential stream for the prefetcher: whole columns at a 16 KB stride defeated it). Each
 // tile is reduced by one thread, in row order, into its own partial sums; the partials are
 // added in chunk order. A column's sum depends on (m, n) only: same bits for 1 or N threads.
-// (For BatchNorm on batches with many columns, panel_passes below keeps the data of the
-// second pass in cache.)
+// (Column panels narrow enough for the second pass to find them in cache measured slower:
+// the shorter row segments and the extra barriers cost more than the reuse saved.)
 constexpr int kReduceBlock = 1024;
 constexpr int kReduceRowsPerChunk = 128;
 constexpr int kReduceMaxChunks = 16;
@@ -177,11 +168,10 @@ inline void team_barrier() {
 #endif
 }
 
-//   tile(i0, i1, j0, w, acc, stride): add the K sums of rows [i0, i1), columns [j0, j0 + w)
-//     into acc[k * stride + j - j0] (zero on entry);
-//   finish(j0, w, sums, stride): columns [j0, j0 + w) are complete, their sums in
-//     sums[k * stride + j - j0] (here once, for all n columns: j0 = 0, stride = n);
-//   rows(r0, r1, j0, w): then the elementwise pass over rows [r0, r1), columns [j0, j0 + w).
+//   tile(i0, i1, j0, w, acc): add the K sums of rows [i0, i1), columns [j0, j0 + w) into
+//     acc[k * n + j - j0] (zero on entry);
+//   finish(sums): once, with the totals in sums[k * n + j] (K * n doubles);
+//   rows(i0, i1): then the elementwise pass over rows [i0, i1).
 template <int K, class Tile, class Finish, class Rows>
 inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile, Finish&& finish,
                           Rows&& rows) {
@@ -204,7 +194,7 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
             double* acc = base + c * stride + j0;
             for (int k = 0; k < K; ++k)
                 for (int j = 0; j < w; ++j) acc[std::ptrdiff_t(k) * n + j] = 0.0;
-            if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc, std::ptrdiff_t(n));
+            if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc);
         }
         // Barriers only inside a team: the serial path may run inside a caller's own
         // parallel region, where an orphaned barrier would wait for that whole team.
@@ -216,11 +206,11 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
                     for (int c = 0; c < nchunks; ++c) s += part[std::size_t(c) * stride + k];
                     sums[k] = s;
                 }
-            finish(0, n, static_cast<const double*>(sums), std::ptrdiff_t(n));
+            finish(static_cast<const double*>(sums));
         }
         if (nt > 1) team_barrier();
         const int r0 = int(std::ptrdiff_t(m) * id / nt), r1 = int(std::ptrdiff_t(m) * (id + 1) / nt);
-        if (r0 < r1) rows(r0, r1, 0, n);
+        if (r0 < r1) rows(r0, r1);
     };
 #ifdef PYDL_HAVE_OPENMP
     if (parallel && omp_get_max_threads() > 1) {
@@ -238,162 +228,7 @@ template <int K, class Tile>
 inline void column_reduce(int m, int n, bool parallel, double* out, Tile&& tile) {
     const bool one_tile = m <= kReduceRowsPerChunk && n <= kReduceBlock;
     column_passes<K>(
-        m, n, parallel && !one_tile, out, tile, [](int, int, const double*, std::ptrdiff_t) {},
-        [](int, int, int, int) {});
-}
-
-// The same contract as column_passes, for batches with many columns: the columns are cut
-// into panels of n/8 columns, rounded up to 16 and kept within 64..128 (a function of n
-// only; narrow, so that a panel of a large batch still fits in L2), and each panel is done
-// by one thread from start to end: its sums over all m rows, finish, then its elementwise
-// pass, which finds the rows of the panel it has just read still in cache instead of
-// streaming the whole batch in again. No barrier, no partial sums; each
-// column is summed in row order by one thread, so the bits do not depend on the thread
-// count. (With few columns there is too little to split: use column_passes.)
-constexpr int kPanelMin = 64, kPanelMax = 128, kPanelsWanted = 8;
-
-inline bool use_panels(int n) { return n >= 2 * kPanelMin; }
-
-inline int panel_width(int n) {
-    int w = int((std::ptrdiff_t(n) + kPanelsWanted - 1) / kPanelsWanted);
-    w = (w + 15) & ~15;
-    return w < kPanelMin ? kPanelMin : (w > kPanelMax ? kPanelMax : w);
-}
-
-// `align` (the output array) moves the panel boundaries after the first panel to 64-byte
-// boundaries of its rows when every row starts at the same offset within a cache line, so
-// that vector loads and stores of the other panels do not straddle cache lines (which
-// columns a panel holds changes no sum: each column is summed on its own).
-template <int K, class Tile, class Finish, class Rows>
-inline void panel_passes(int m, int n, bool parallel, const void* align, std::size_t itemsize,
-                         Tile&& tile, Finish&& finish, Rows&& rows) {
-    const int w = panel_width(n);
-    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
-    int head = 0;  // columns before the first 64-byte boundary
-    if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
-        head = int(((64 - addr % 64) % 64) / itemsize);
-    // panel p covers [start(p), start(p + 1)): start(0) = 0, start(p) = head + p * w
-    const std::ptrdiff_t first = std::min<std::ptrdiff_t>(n, std::ptrdiff_t(head) + w);
-    const std::ptrdiff_t npanels = 1 + (n - first + w - 1) / w;
-    auto start = [&](std::ptrdiff_t p) {
-        return p == 0 ? std::ptrdiff_t(0) : std::min<std::ptrdiff_t>(n, head + p * w);
-    };
-    parallel_for(npanels, parallel, [&](std::ptrdiff_t p0, std::ptrdiff_t p1) PYDL_NOINLINE {
-        constexpr int kStride = kPanelMax + 64;  // the first panel has up to 63 more columns
-        double acc[K * kStride];
-        for (std::ptrdiff_t p = p0; p < p1; ++p) {
-            const int j0 = int(start(p)), wp = int(start(p + 1) - j0);
-            for (int k = 0; k < K * kStride; ++k) acc[k] = 0.0;
-            tile(0, m, j0, wp, acc, std::ptrdiff_t(kStride));
-            finish(j0, wp, static_cast<const double*>(acc), std::ptrdiff_t(kStride));
-            rows(0, m, j0, wp);
-        }
-    });
-}
-
-// ---- Streaming (non-temporal) stores.
-// An output that, with the kernel's inputs, is too large to stay in the last-level cache is
-// written around the caches: no read for ownership of its lines, and it does not evict the
-// inputs that the kernel's second pass (or the next call) reads again. The threshold is 3/4
-// of the last-level cache, where glibc's memcpy also switches to non-temporal stores.
-#if defined(__SSE2__)
-constexpr bool kCanStream = true;
-#else
-constexpr bool kCanStream = false;
-#endif
-
-// Size in bytes of the largest cache of CPU 0: Linux's sysfs (what lscpu reports), else
-// sysconf, else 32 MB. (glibc's sysconf can report a whole host's L3 inside a VM.)
-inline std::size_t last_level_cache_bytes() {
-    std::size_t best = 0;
-    for (int index = 0; index < 8; ++index) {
-        const std::string path =
-            "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size";
-        std::FILE* f = std::fopen(path.c_str(), "r");
-        if (f == nullptr) continue;
-        unsigned long long v = 0;
-        char unit = 0;
-        const int got = std::fscanf(f, "%llu%c", &v, &unit);
-        std::fclose(f);
-        if (got < 1) continue;
-        if (got == 2 && (unit == 'K' || unit == 'k')) v <<= 10;
-        if (got == 2 && (unit == 'M' || unit == 'm')) v <<= 20;
-        if (v > best) best = std::size_t(v);
-    }
-    if (best == 0) {
-        long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-        if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        best = llc > 0 ? std::size_t(llc) : std::size_t(32) << 20;
-    }
-    return best;
-}
-
-inline std::atomic<std::size_t>& stream_min_bytes() {
-    static std::atomic<std::size_t> bytes{last_level_cache_bytes() / 4 * 3};
-    return bytes;
-}
-
-// Whether a kernel that touches `footprint` bytes should write its output with
-// non-temporal stores.
-inline bool stream_output(double footprint) {
-    return kCanStream && footprint >= double(stream_min_bytes().load(std::memory_order_relaxed));
-}
-
-// dst[0, w) = src[0, w), the 64-byte-aligned middle with non-temporal stores.
-template <class T>
-inline void stream_copy(T* dst, const T* src, int w) {
-    int j = 0;
-#if defined(__SSE2__)
-    while (j < w && (reinterpret_cast<std::uintptr_t>(dst + j) & 63) != 0) {
-        dst[j] = src[j];
-        ++j;
-    }
-    {
-        for (; j + int(64 / sizeof(T)) <= w; j += int(64 / sizeof(T))) {
-            if constexpr (std::is_same_v<T, float>) {
-#if defined(__AVX512F__)
-                _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
-#else
-                for (int q = 0; q < 16; q += 4) _mm_stream_ps(dst + j + q, _mm_loadu_ps(src + j + q));
-#endif
-            } else {
-#if defined(__AVX512F__)
-                _mm512_stream_pd(dst + j, _mm512_loadu_pd(src + j));
-#else
-                for (int q = 0; q < 8; q += 2) _mm_stream_pd(dst + j + q, _mm_loadu_pd(src + j + q));
-#endif
-            }
-        }
-    }
-#endif
-    for (; j < w; ++j) dst[j] = src[j];
-}
-
-// Orders a thread's non-temporal stores before whatever it does next (e.g. the end of a
-// parallel region after which other threads read the output).
-inline void stream_fence() {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
-}
-
-// Writes dst[0, w) through fill(o, c0, len), which must set o[0, len) to the values of
-// columns [c0, c0 + len): straight into dst, or when STREAM through a buffer in L1 that is
-// then copied out with non-temporal stores.
-constexpr int kStreamChunk = 256;
-
-template <bool STREAM, class T, class Fill>
-inline void write_row(T* dst, int w, Fill&& fill) {
-    if constexpr (STREAM) {
-        alignas(64) T buf[kStreamChunk];
-        for (int c0 = 0; c0 < w; c0 += kStreamChunk) {
-            const int len = w - c0 < kStreamChunk ? w - c0 : kStreamChunk;
-            fill(buf, c0, len);
-            stream_copy(dst + c0, static_cast<const T*>(buf), len);
-        }
-    } else {
-        fill(dst, 0, w);
-    }
+        m, n, parallel && !one_tile, out, tile, [](const double*) {}, [](int, int) {});
 }
 
 inline int max_threads() {

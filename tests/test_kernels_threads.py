@@ -1,9 +1,8 @@
 """Thread-count independence of the kernels (pydl.ops.set_num_threads).
 
 pydl's own kernels split work so that each sum runs in a fixed order (per-column sums over
-row chunks and column blocks fixed by the shape for db and narrow BatchNorm, over whole
-columns in column panels for wide BatchNorm; elementwise kernels; dropout masks keyed by
-element index), so 1 and 2 threads give bitwise identical results.
+row chunks and column blocks fixed by the shape, for BatchNorm and db; elementwise kernels;
+dropout masks keyed by element index), so 1 and 2 threads give bitwise identical results.
 The GEMMs (dW, dA_prev, the dense forward) run in SciPy's OpenBLAS, which does not promise
 that across thread counts: those are compared with a tolerance. Arrays are large enough
 (> 2^16 elements; several row chunks; a second shape with several column blocks and an
@@ -18,7 +17,7 @@ from pydl import ops
 
 M, N = 1024, 515  # 8 row chunks of 128; 527k elements
 M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
-M3, N3 = 2100, 100  # BatchNorm with too few columns for panels: 16 row chunks
+M3, N3 = 2100, 100  # BatchNorm with many rows and few columns: 16 row chunks
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 
