@@ -79,6 +79,15 @@ inline float exp_vec(float x0) {
 
 inline double exp_vec(double x) { return std::exp(x); }
 
+// max_j z[j] over j < n (n >= 1), vectorized.
+template <class T>
+inline T row_max(const T* z, int n) {
+    T zmax = z[0];
+#pragma omp simd reduction(max : zmax)
+    for (int j = 1; j < n; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+    return zmax;
+}
+
 // out[j] = exp_vec(z[j] - shift) for j < n; returns their sum, accumulated in 16
 // independent lanes so that both loops vectorize without reassociating a reduction.
 template <class T>
@@ -156,8 +165,9 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 // sequential stream for the prefetcher: whole columns at a 16 KB stride defeated it). Each
 // tile is reduced by one thread, in row order, into its own partial sums; the partials are
 // added in chunk order. A column's sum depends on (m, n) only: same bits for 1 or N threads.
-// (Column panels narrow enough for the second pass to find them in cache measured slower:
-// the shorter row segments and the extra barriers cost more than the reuse saved.)
+// (Column panels that one thread takes through both passes, so that the second pass finds
+// them in cache, plus non-temporal stores for the output, measured 1.00-1.03x this in one
+// process: bench/ab_builds.py.)
 constexpr int kReduceBlock = 1024;
 constexpr int kReduceRowsPerChunk = 128;
 constexpr int kReduceMaxChunks = 16;
@@ -171,7 +181,11 @@ inline void team_barrier() {
 //   tile(i0, i1, j0, w, acc): add the K sums of rows [i0, i1), columns [j0, j0 + w) into
 //     acc[k * n + j - j0] (zero on entry);
 //   finish(sums): once, with the totals in sums[k * n + j] (K * n doubles);
-//   rows(i0, i1): then the elementwise pass over rows [i0, i1).
+//   rows(i0, i1): then the elementwise pass over rows [i0, i1), or NoRows{} for none.
+struct NoRows {
+    void operator()(int, int) const {}
+};
+
 template <int K, class Tile, class Finish, class Rows>
 inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile, Finish&& finish,
                           Rows&& rows) {
@@ -183,6 +197,7 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
     const std::ptrdiff_t stride = std::ptrdiff_t(K) * n;  // one chunk's partials
     std::vector<double> part(nchunks > 1 ? std::size_t(nchunks) * std::size_t(stride) : 0);
     double* const base = nchunks > 1 ? part.data() : sums;
+    constexpr bool has_rows = !std::is_same_v<std::decay_t<Rows>, NoRows>;
     auto body = [&](int nt, int id) PYDL_NOINLINE {
         const std::ptrdiff_t ntiles = nchunks * nblocks;  // chunk-major: contiguous rows
         const std::ptrdiff_t t0 = ntiles * id / nt, t1 = ntiles * (id + 1) / nt;
@@ -208,9 +223,12 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
                 }
             finish(static_cast<const double*>(sums));
         }
-        if (nt > 1) team_barrier();
-        const int r0 = int(std::ptrdiff_t(m) * id / nt), r1 = int(std::ptrdiff_t(m) * (id + 1) / nt);
-        if (r0 < r1) rows(r0, r1);
+        if constexpr (has_rows) {
+            if (nt > 1) team_barrier();
+            const int r0 = int(std::ptrdiff_t(m) * id / nt);
+            const int r1 = int(std::ptrdiff_t(m) * (id + 1) / nt);
+            if (r0 < r1) rows(r0, r1);
+        }
     };
 #ifdef PYDL_HAVE_OPENMP
     if (parallel && omp_get_max_threads() > 1) {
@@ -228,7 +246,7 @@ template <int K, class Tile>
 inline void column_reduce(int m, int n, bool parallel, double* out, Tile&& tile) {
     const bool one_tile = m <= kReduceRowsPerChunk && n <= kReduceBlock;
     column_passes<K>(
-        m, n, parallel && !one_tile, out, tile, [](const double*) {}, [](int, int) {});
+        m, n, parallel && !one_tile, out, tile, [](const double*) {}, NoRows{});
 }
 
 inline int max_threads() {

@@ -61,9 +61,7 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
                         continue;
                     }
                 }
-                T zmax = z[0];
-#pragma omp simd reduction(max : zmax)
-                for (int j = 1; j < C; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+                const T zmax = row_max(z, C);
                 // without dZ, the exponentials go to the first row of scratch space on
                 // the stack in chunks
                 double sum = 0.0;
@@ -114,9 +112,7 @@ void softmax(T* P, const T* Z, int m, int C) {
                      for (int i = int(lo); i < int(hi); ++i) {
                          const T* z = Z + std::ptrdiff_t(i) * C;
                          T* p = P + std::ptrdiff_t(i) * C;
-                         T zmax = z[0];
-#pragma omp simd reduction(max : zmax)
-                         for (int j = 1; j < C; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+                         const T zmax = row_max(z, C);
                          const double sum = exp_shifted_sum(p, z, C, zmax);
                          const T inv = T(1.0 / sum);
 #pragma omp simd
