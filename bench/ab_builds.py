@@ -66,11 +66,10 @@ def main(argv=None) -> None:
             samples = kernels.measure_samples(variants, args.rounds, warmup=2, min_time=0.05,
                                               settle=args.settle)
             a, b = samples["A"], samples["B"]
-            ratio = statistics.median(x / y for x, y in zip(a, b))
+            ratios = [x / y for x, y in zip(a, b)]
             print(f"{kernels.TITLES[key]}: A {statistics.median(a) * 1e3:.3f} ms, "
-                  f"B {statistics.median(b) * 1e3:.3f} ms, per-round A/B median {ratio:.3f} "
-                  f"(min {min(x / y for x, y in zip(a, b)):.3f}, "
-                  f"max {max(x / y for x, y in zip(a, b)):.3f})")
+                  f"B {statistics.median(b) * 1e3:.3f} ms, per-round A/B median "
+                  f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
     finally:
         ops._core = installed
 

@@ -36,20 +36,14 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import pydl._core
+from pydl.benchmarks import kernels as compare
 
-from pydl.benchmarks import kernels as compare  # noqa: E402
-
-
-def _omp(n: int) -> None:
-    import pydl._core
-
-    pydl._core.set_num_threads(n)
+# pydl's OpenMP team alone (pydl.ops.set_num_threads also sets the BLAS pool)
+_omp = pydl._core.set_num_threads
 
 
 def _stats(samples: list[float]) -> tuple[float, float]:

@@ -419,14 +419,15 @@ class Sequential:
                 f"dtype={self.dtype.name}, n_params={self.n_params})")
 
 
-def _all_finite(X: np.ndarray) -> bool:
-    """True when X has no NaN/inf, without a temporary as large as X: a float64 sum is
-    finite exactly then (barring overflow of the sum, which falls back to chunks)."""
+def _all_finite(a: np.ndarray) -> bool:
+    """True when the contiguous array a has no NaN/inf, without a temporary as large as a:
+    its sum (in a's own dtype) is finite exactly then, unless the sum overflows, which is
+    then checked exactly in chunks."""
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(X, axis=None, dtype=np.float64)):
+        if math.isfinite(float(a.sum())):
             return True
-    rows = max(1, (1 << 20) // max(1, X.shape[1]))
-    return all(np.isfinite(X[i:i + rows]).all() for i in range(0, X.shape[0], rows))
+    flat, step = a.reshape(-1), 1 << 20
+    return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:

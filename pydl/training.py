@@ -7,6 +7,7 @@ from numbers import Integral
 import numpy as np
 
 from .callbacks import Callback, History, ProgressBar
+from .model import _all_finite
 
 __all__ = ["fit", "TrainingDiverged"]
 
@@ -141,11 +142,8 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         b = opt_backup[k] = np.empty_like(v)
                     np.copyto(b, v)
                 optimizer.step(model)
-                # a finite cost can still give an update that overflows theta: the sum is
-                # finite iff every entry is (barring overflow of the sum, checked exactly)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    finite = math.isfinite(float(theta.sum()))
-                if not finite and not np.isfinite(theta).all():
+                # a finite cost can still give an update that overflows theta
+                if not _all_finite(theta):
                     np.copyto(theta, backup)
                     for a, b in zip(state, state_backup):
                         np.copyto(a, b)

@@ -78,17 +78,9 @@ def import_torch(enabled: bool = True):
 def set_threads(n: int, torch=None) -> None:
     """The same thread count for pydl (OpenMP + SciPy BLAS), NumPy's BLAS and torch."""
     import pydl.ops
-    from threadpoolctl import threadpool_limits
-
-    pydl.ops.set_num_threads(n)
-    # pydl limits the BLAS libraries loaded so far; make sure NumPy's is one of them.
-    global _limiter
-    _limiter = threadpool_limits(limits=n, user_api="blas")
+    pydl.ops.set_num_threads(n)  # also limits every BLAS loaded so far, NumPy's included
     if torch is not None:
         torch.set_num_threads(n)
-
-
-_limiter = None
 
 
 def environment(threads: int, torch=None) -> dict:
@@ -167,6 +159,12 @@ class BackgroundLoad:
         self._other += max(0.0, (b1 - b0) - (o1 - o0))
         self._start = None
 
+    def add(self, other: "BackgroundLoad") -> None:
+        """Counts other's timed stretches in this one too."""
+        self._wall += other._wall
+        self._other += other._other
+        self._ok = self._ok and other._ok
+
     @property
     def fraction(self) -> float | None:
         if not self._ok or self._wall <= 0:
@@ -225,13 +223,6 @@ def _calibrate(fn: Callable[[], object], min_time: float) -> int:
         number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.1))
 
 
-def measure(variants: dict[str, Callable[[], object]], repeats: int, warmup: int,
-            min_time: float, settle: float = 0.0, idle_wait: float = 0.0) -> dict[str, float]:
-    """Median seconds per call of each variant, variants interleaved round-robin."""
-    return {k: statistics.median(v) for k, v in
-            measure_samples(variants, repeats, warmup, min_time, settle, idle_wait).items()}
-
-
 def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, warmup: int,
                     min_time: float, settle: float = 0.0, idle_wait: float = 0.0,
                     load: BackgroundLoad | None = None,
@@ -287,9 +278,7 @@ def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, war
             if noisy and retries > 0:
                 retries -= 1
                 continue
-            load._wall += round_load._wall
-            load._other += round_load._other
-            load._ok = load._ok and round_load._ok
+            load.add(round_load)
             for name, t in got.items():
                 samples[name].append(t)
             done += 1
