@@ -24,9 +24,14 @@ from pydl import ops
 from pydl.benchmarks import kernels
 
 
-def load_core(path: str):
-    """A build of pydl._core from its file (each path is loaded as a separate module)."""
-    spec = importlib.util.spec_from_file_location("pydl._core", path)
+def load_core(path: str, tag: str):
+    """A build of pydl._core from its file, as a module of its own.
+
+    CPython keeps one module per name for extensions like this one (single-phase init):
+    loading a second file as "pydl._core" hands back the first. Each build therefore gets a
+    name of its own (the file's init function, PyInit__core, only needs the last part).
+    """
+    spec = importlib.util.spec_from_file_location(f"pydl_ab_{tag}._core", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -53,7 +58,9 @@ def main(argv=None) -> None:
                    help="seconds of sleep before each turn, as compare.py's --settle")
     args = p.parse_args(argv)
     installed = ops._core
-    cores = {"A": load_core(args.a), "B": load_core(args.b)}
+    cores = {"A": load_core(args.a, "a"), "B": load_core(args.b, "b")}
+    if cores["A"] is cores["B"] or cores["A"] is installed or cores["B"] is installed:
+        raise SystemExit("ab_builds: the builds did not load as separate modules")
     pydl.set_num_threads(args.threads)
     for core in cores.values():
         core.set_num_threads(args.threads)
