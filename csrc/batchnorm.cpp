@@ -1,8 +1,10 @@
 // Batch normalization on Z, before the activation, fused with the activation.
 // m = batch size, n = features. Row-major (m, n) activations, (n,) per-feature vectors.
-// Training forward and backward are two passes each through column_passes (common.hpp):
-// per-feature sums streamed in row order with results that do not depend on the thread
-// count, then an elementwise pass over rows. Memory-bound: xhat is never stored.
+// Training forward and backward are two passes each (common.hpp): per-feature sums whose
+// bits do not depend on the thread count, then an elementwise pass over the rows. Large
+// batches go one column panel at a time (panel_passes), so that the second pass reads the
+// panel from cache, and write an output larger than the cache with non-temporal stores.
+// Memory-bound: xhat is never stored.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -13,64 +15,87 @@ namespace pydl {
 
 namespace {
 
-// Rows are taken four at a time so that the double accumulators are loaded and stored once
-// per four rows; the grouping depends only on the tile, never on the thread count.
+// Rows are summed kGroup at a time in T, and each group's sums added to the double
+// accumulators: in float this halves the work of the pass (no conversion of every element
+// to double; the accumulators are loaded and stored once per group) at an error of a few
+// float ulps per group of 8; in double it changes nothing. The grouping depends only on the
+// tile, never on the thread count.
+constexpr int kGroup = 8;
+
+// s1[j] += sum_i (Z[i,j] - Z[0,j]), s2[j] += sum_i (Z[i,j] - Z[0,j])^2 over rows [i0, i1),
+// columns [j0, j0 + w); s1 = acc, s2 = acc + stride. Shifted by the first row of the batch so
+// that a large mean does not cancel the variance away.
 template <class T>
-PYDL_NOINLINE void moments_tile(const T* __restrict Z, int n, int i0, int i1, int j0, int w,
-                                double* __restrict s1, double* __restrict s2) {
-    const T* __restrict z0 = Z + j0;  // shift: the first row of the batch
+PYDL_NOINLINE void moments_tile(const T* Z, int n, int i0, int i1, int j0, int w,
+                                double* __restrict acc, std::ptrdiff_t stride) {
+    const T* __restrict z0 = Z + j0;
+    double* __restrict s1 = acc;
+    double* __restrict s2 = acc + stride;
+    const std::ptrdiff_t ld = n;
     int i = i0;
-    for (; i1 - i >= 4; i += 4) {
-        const T* a = Z + std::ptrdiff_t(i) * n + j0;
-        const T *b = a + n, *c = b + n, *d = c + n;
+    for (; i1 - i >= kGroup; i += kGroup) {
+        const T* __restrict a = Z + std::ptrdiff_t(i) * n + j0;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const double s = double(z0[j]);
-            const double da = double(a[j]) - s, db = double(b[j]) - s;
-            const double dc = double(c[j]) - s, dd = double(d[j]) - s;
-            s1[j] += (da + db) + (dc + dd);
-            s2[j] += (da * da + db * db) + (dc * dc + dd * dd);
+            const T s = z0[j];
+            T d = a[j] - s;
+            T p = d, q = d * d;
+#pragma GCC unroll 8
+            for (int r = 1; r < kGroup; ++r) {
+                d = a[j + r * ld] - s;
+                p += d;
+                q += d * d;
+            }
+            s1[j] += double(p);
+            s2[j] += double(q);
         }
     }
     for (; i < i1; ++i) {
-        const T* zr = Z + std::ptrdiff_t(i) * n + j0;
+        const T* __restrict zr = Z + std::ptrdiff_t(i) * n + j0;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const double dz = double(zr[j]) - double(z0[j]);
-            s1[j] += dz;
-            s2[j] += dz * dz;
+            const double d = double(zr[j]) - double(z0[j]);
+            s1[j] += d;
+            s2[j] += d * d;
         }
     }
 }
 
-// sb += g, sg += g * (Z - mu) with g = dout * g'(out), over rows [i0, i1) and columns
-// [j0, j0 + w); dgamma = invstd * sg. xhat is not stored by the forward pass: reading Z
-// again costs what reading a stored xhat would, and saves writing one (m, n) array.
+// sb[j] += sum_i g, sg[j] += sum_i g * (Z - mean) with g = dout * g'(out), over rows
+// [i0, i1), columns [j0, j0 + w); sb = acc, sg = acc + stride; dgamma = invstd * sg. xhat
+// is not stored by the forward pass: reading Z again costs what reading a stored xhat
+// would, and saves writing one (m, n) array.
 template <Activation ACT, class T>
-PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, const T* mean, int n,
-                                      int i0, int i1, int j0, int w, T alpha,
-                                      double* __restrict sb, double* __restrict sg) {
-    const T* mu = mean + j0;
-    const std::ptrdiff_t r1 = n, r2 = 2 * std::ptrdiff_t(n), r3 = 3 * std::ptrdiff_t(n);
+PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, const T* mean,
+                                      int n, int i0, int i1, int j0, int w, T alpha,
+                                      double* __restrict acc, std::ptrdiff_t stride) {
+    const T* __restrict mu = mean + j0;
+    double* __restrict sb = acc;
+    double* __restrict sg = acc + stride;
+    const std::ptrdiff_t ld = n;
     int i = i0;
-    for (; i1 - i >= 4; i += 4) {
+    for (; i1 - i >= kGroup; i += kGroup) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        const T *d = dout + off, *o = out + off, *z = Z + off;
+        const T *__restrict d = dout + off, *__restrict o = out + off, *__restrict z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const double c = double(mu[j]);
-            const double ga = double(d[j] * activation_grad<ACT>(o[j], alpha));
-            const double gb = double(d[j + r1] * activation_grad<ACT>(o[j + r1], alpha));
-            const double gc = double(d[j + r2] * activation_grad<ACT>(o[j + r2], alpha));
-            const double gd = double(d[j + r3] * activation_grad<ACT>(o[j + r3], alpha));
-            sb[j] += (ga + gb) + (gc + gd);
-            sg[j] += (ga * (double(z[j]) - c) + gb * (double(z[j + r1]) - c)) +
-                     (gc * (double(z[j + r2]) - c) + gd * (double(z[j + r3]) - c));
+            const T c = mu[j];
+            T g = d[j] * activation_grad<ACT>(o[j], alpha);
+            T b = g, q = g * (z[j] - c);
+#pragma GCC unroll 8
+            for (int r = 1; r < kGroup; ++r) {
+                const std::ptrdiff_t k = j + r * ld;
+                g = d[k] * activation_grad<ACT>(o[k], alpha);
+                b += g;
+                q += g * (z[k] - c);
+            }
+            sb[j] += double(b);
+            sg[j] += double(q);
         }
     }
     for (; i < i1; ++i) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        const T *d = dout + off, *o = out + off, *z = Z + off;
+        const T *__restrict d = dout + off, *__restrict o = out + off, *__restrict z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
             const double g = double(d[j] * activation_grad<ACT>(o[j], alpha));
@@ -80,38 +105,69 @@ PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, c
     }
 }
 
-// out = g(gamma * (Z - mean) * invstd + beta) over rows [r0, r1).
-template <Activation ACT, class T>
+// out = g(gamma * (Z - mean) * invstd + beta) over rows [r0, r1) (last row first: the rows
+// the sums read last are the ones still in cache), columns [j0, j0 + w); prefetches the
+// next w_next columns of Z.
+template <bool STREAM, Activation ACT, class T>
 PYDL_NOINLINE void normalize_rows(T* out, const T* Z, const T* mean, const T* invstd,
-                                  const T* gamma, const T* beta, int n, int r0, int r1, T alpha) {
-    for (int i = r0; i < r1; ++i) {
-        const T* z = Z + std::ptrdiff_t(i) * n;
-        T* o = out + std::ptrdiff_t(i) * n;
+                                  const T* gamma, const T* beta, int n, int r0, int r1, int j0,
+                                  int w, int w_next, T alpha) {
+    for (int i = r1 - 1; i >= r0; --i) {
+        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
+        const T* z = Z + off;
+        prefetch_span(z + w, w_next);
+        write_row<STREAM>(out + off, w, [&](T* __restrict o, int c0, int len) {
+            const T *__restrict zc = z + c0, *__restrict mu = mean + j0 + c0;
+            const T *__restrict is = invstd + j0 + c0, *__restrict ga = gamma + j0 + c0;
+            const T* __restrict be = beta + j0 + c0;
 #pragma omp simd
-        for (int j = 0; j < n; ++j) {
-            const T x = (z[j] - mean[j]) * invstd[j];
-            o[j] = activate<ACT>(gamma[j] * x + beta[j], alpha);
-        }
+            for (int j = 0; j < len; ++j) {
+                const T x = (zc[j] - mu[j]) * is[j];
+                o[j] = activate<ACT>(ga[j] * x + be[j], alpha);
+            }
+        });
     }
 }
 
 // dZ = k * (m*g - dbeta - xhat*dgamma), g = dout * g'(out), xhat = (Z - mean)*invstd
-// exactly as the forward pass computed it; rows [r0, r1). dZ may alias dout.
-template <Activation ACT, class T>
+// exactly as the forward pass computed it; rows [r0, r1) (last first), columns
+// [j0, j0 + w); prefetches the next w_next columns of dout and Z (and out for an
+// activation). dZ may alias dout (each element is read before it is written).
+template <bool STREAM, Activation ACT, class T>
 PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z, const T* mean,
                                  const T* invstd, const T* k, const T* dbeta, const T* dgamma,
-                                 int n, int m, int r0, int r1, T alpha) {
+                                 int n, int m, int r0, int r1, int j0, int w, int w_next,
+                                 T alpha) {
     const T mt = T(m);
-    for (int i = r0; i < r1; ++i) {
-        const std::ptrdiff_t off = std::ptrdiff_t(i) * n;
+    for (int i = r1 - 1; i >= r0; --i) {
+        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
         const T *d = dout + off, *o = out + off, *z = Z + off;
-        T* dz = dZ + off;
+        prefetch_span(d + w, w_next);
+        prefetch_span(z + w, w_next);
+        if constexpr (ACT != Activation::identity) prefetch_span(o + w, w_next);
+        write_row<STREAM>(dZ + off, w, [&](T* dz, int c0, int len) {
+            const int q = j0 + c0;
 #pragma omp simd
-        for (int j = 0; j < n; ++j) {
-            const T g = d[j] * activation_grad<ACT>(o[j], alpha);
-            const T xh = (z[j] - mean[j]) * invstd[j];
-            dz[j] = k[j] * (mt * g - dbeta[j] - xh * dgamma[j]);
-        }
+            for (int j = 0; j < len; ++j) {
+                const T g = d[c0 + j] * activation_grad<ACT>(o[c0 + j], alpha);
+                const T xh = (z[c0 + j] - mean[q + j]) * invstd[q + j];
+                dz[j] = k[q + j] * (mt * g - dbeta[q + j] - xh * dgamma[q + j]);
+            }
+        });
+    }
+}
+
+// The two passes of a training kernel: panels for a large batch on several threads, else
+// all columns at once (the same sums, bit for bit: see common.hpp).
+template <class Tile, class Finish, class Rows>
+void two_passes(int m, int n, const void* out, std::size_t itemsize, Tile&& tile,
+                Finish&& finish, Rows&& rows) {
+    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
+    if (parallel && use_panels(m, n, itemsize, max_threads())) {
+        panel_passes<2>(m, n, out, itemsize, tile, finish, rows);
+    } else {
+        std::vector<double> sums(2 * std::size_t(n));
+        column_passes<2>(m, n, parallel, sums.data(), tile, finish, rows);
     }
 }
 
@@ -130,18 +186,17 @@ template <class T>
 void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* running_var,
                              const T* Z, const T* gamma, const T* beta, int m, int n, T momentum,
                              T eps, Activation act, T alpha) {
-    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
     const double unbias = m > 1 ? double(m) / double(m - 1) : 1.0;
-    std::vector<double> sums(2 * std::size_t(n));
-    auto tile = [&](int i0, int i1, int j0, int w, double* acc) {
-        moments_tile(Z, n, i0, i1, j0, w, acc, acc + n);
+    const bool stream = stream_output(2.0 * double(m) * n * sizeof(T));
+    auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
+        moments_tile(Z, n, i0, i1, j0, w, acc, stride);
     };
-    auto finish = [&](const double* s) {
-        for (int j = 0; j < n; ++j) {
-            const double d1 = s[j] / m;
+    auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
+        for (int j = j0; j < j1; ++j) {
+            const double d1 = s[j - j0] / m;
             const double mu = double(Z[j]) + d1;
             // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
-            const double v = s[std::ptrdiff_t(n) + j] / m - d1 * d1;
+            const double v = s[stride + j - j0] / m - d1 * d1;
             const double var = v < 0.0 ? 0.0 : v;
             mean[j] = T(mu);
             invstd[j] = T(1.0 / std::sqrt(var + double(eps)));
@@ -153,9 +208,19 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
     };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        column_passes<2>(m, n, parallel, sums.data(), tile, finish, [&](int r0, int r1) {
-            normalize_rows<ACT>(out, Z, mean, invstd, gamma, beta, n, r0, r1, alpha);
-        });
+        auto run = [&](auto stream_tag) {
+            constexpr bool STREAM = decltype(stream_tag)::value;
+            two_passes(m, n, out, sizeof(T), tile, finish,
+                       [&](int r0, int r1, int j0, int w, int w_next) {
+                normalize_rows<STREAM, ACT>(out, Z, mean, invstd, gamma, beta, n, r0, r1, j0, w,
+                                            w_next, alpha);
+                if constexpr (STREAM) stream_fence();
+            });
+        };
+        if (stream)
+            run(std::true_type{});
+        else
+            run(std::false_type{});
     });
 }
 
@@ -199,28 +264,34 @@ template <class T>
 void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out, const T* Z,
                         const T* gamma, const T* mean, const T* invstd, int m, int n,
                         Activation act, T alpha) {
-    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
-    std::vector<double> sums(2 * std::size_t(n));
     std::vector<T> k(n);  // gamma * invstd / m; the row pass also reads dbeta and dgamma
-    auto finish = [&](const double* s) {
-        for (int j = 0; j < n; ++j) {
-            dbeta[j] = T(s[j]);
-            dgamma[j] = T(s[std::ptrdiff_t(n) + j] * double(invstd[j]));
+    const int arrays = act == Activation::identity ? 3 : 4;  // dout, Z, dZ (+ out)
+    const bool stream = stream_output(double(arrays) * double(m) * n * sizeof(T));
+    auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
+        for (int j = j0; j < j1; ++j) {
+            dbeta[j] = T(s[j - j0]);
+            dgamma[j] = T(s[stride + j - j0] * double(invstd[j]));
             k[j] = T(double(gamma[j]) * double(invstd[j]) / m);
         }
     };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        column_passes<2>(
-            m, n, parallel, sums.data(),
-            [&](int i0, int i1, int j0, int w, double* acc) {
-                backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc, acc + n);
-            },
-            finish,
-            [&](int r0, int r1) {
-                backward_rows<ACT>(dZ, dout, out, Z, mean, invstd, k.data(), dbeta, dgamma, n, m,
-                                   r0, r1, alpha);
+        auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
+            backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc, stride);
+        };
+        auto run = [&](auto stream_tag) {
+            constexpr bool STREAM = decltype(stream_tag)::value;
+            two_passes(m, n, dZ, sizeof(T), tile, finish,
+                       [&](int r0, int r1, int j0, int w, int w_next) {
+                backward_rows<STREAM, ACT>(dZ, dout, out, Z, mean, invstd, k.data(), dbeta,
+                                           dgamma, n, m, r0, r1, j0, w, w_next, alpha);
+                if constexpr (STREAM) stream_fence();
             });
+        };
+        if (stream)
+            run(std::true_type{});
+        else
+            run(std::false_type{});
     });
 }
 

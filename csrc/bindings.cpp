@@ -434,6 +434,8 @@ PYBIND11_MODULE(_core, m) {
           "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a);
     m.def("set_num_threads", &pydl::set_omp_threads, "n"_a);
     m.def("get_num_threads", &pydl::get_omp_threads);
+    m.def("set_stream_threshold", &pydl::set_stream_threshold, "nbytes"_a);
+    m.def("get_stream_threshold", &pydl::get_stream_threshold);
 #ifdef PYDL_HAVE_OPENMP
     m.attr("has_openmp") = true;
 #else

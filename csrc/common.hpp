@@ -2,12 +2,23 @@
 // m = batch size, n_in = input features, n_out = output features, n = features of a
 // layer, C = classes. Every matrix is row-major (C order); weights are (n_out, n_in).
 #pragma once
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
+
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #ifdef PYDL_HAVE_OPENMP
 #include <omp.h>
@@ -158,46 +169,184 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
     if (n > 0) body(std::ptrdiff_t(0), n);
 }
 
-// Sums over the batch (per-column reductions: db, BatchNorm statistics) that do not depend
-// on the number of threads, and an elementwise pass that uses them, in one parallel region.
-// Rows are cut into a fixed number of chunks (a function of m only); a tile is a row chunk
-// times at most kReduceBlock columns (4 KB of float per row, so each row segment is one
-// sequential stream for the prefetcher: whole columns at a 16 KB stride defeated it). Each
-// tile is reduced by one thread, in row order, into its own partial sums; the partials are
-// added in chunk order. A column's sum depends on (m, n) only: same bits for 1 or N threads.
-// (Column panels that one thread takes through both passes, so that the second pass finds
-// them in cache, plus non-temporal stores for the output, measured 1.00-1.03x this in one
-// process: bench/ab_builds.py.)
+// A barrier for the threads of one parallel region that spins briefly before yielding.
+// An OpenMP barrier under OMP_WAIT_POLICY=PASSIVE (pydl's default, so that idle OpenMP
+// threads leave the cores to the BLAS pool) puts the early thread to sleep in the kernel
+// and costs a wake-up of 10-50 us; the passes below meet at barriers many times per call,
+// when both threads arrive within microseconds. After ~50 us of spinning it yields, so an
+// oversubscribed machine does not burn a core on it.
+class SpinBarrier {
+public:
+    void wait(int nt) {
+        const unsigned gen = gen_.load(std::memory_order_acquire);
+        if (count_.fetch_add(1, std::memory_order_acq_rel) == nt - 1) {
+            count_.store(0, std::memory_order_relaxed);
+            gen_.fetch_add(1, std::memory_order_acq_rel);
+            return;
+        }
+        for (int spin = 0; gen_.load(std::memory_order_acquire) == gen; ++spin) {
+            if (spin < 2000)
+                cpu_relax();
+            else
+                std::this_thread::yield();
+        }
+    }
+
+private:
+    static void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+    }
+    std::atomic<int> count_{0};
+    std::atomic<unsigned> gen_{0};
+};
+
+// ---- Streaming (non-temporal) stores.
+// An output that, with the kernel's inputs, is too large to stay in the last-level cache is
+// written around the caches: no read for ownership of its lines, and it does not evict the
+// inputs that the kernel's second pass reads again. The threshold is 3/4 of the last-level
+// cache, where glibc's memcpy also switches to non-temporal stores.
+
+// Size in bytes of the largest cache of CPU 0: Linux's sysfs (what lscpu reports), else
+// sysconf, else 32 MB. (glibc's sysconf can report a whole host's L3 inside a VM.)
+inline std::size_t last_level_cache_bytes() {
+    std::size_t best = 0;
+    for (int index = 0; index < 8; ++index) {
+        const std::string path =
+            "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size";
+        std::FILE* f = std::fopen(path.c_str(), "r");
+        if (f == nullptr) continue;
+        unsigned long long v = 0;
+        char unit = 0;
+        const int got = std::fscanf(f, "%llu%c", &v, &unit);
+        std::fclose(f);
+        if (got < 1) continue;
+        if (got == 2 && (unit == 'K' || unit == 'k')) v <<= 10;
+        if (got == 2 && (unit == 'M' || unit == 'm')) v <<= 20;
+        if (v > best) best = std::size_t(v);
+    }
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    if (best == 0) {
+        long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+        if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (llc > 0) best = std::size_t(llc);
+    }
+#endif
+    return best > 0 ? best : std::size_t(32) << 20;
+}
+
+inline std::atomic<std::size_t>& stream_min_bytes() {
+    static std::atomic<std::size_t> bytes{last_level_cache_bytes() / 4 * 3};
+    return bytes;
+}
+
+// Whether a kernel that touches `footprint` bytes should write its output with
+// non-temporal stores.
+inline bool stream_output(double footprint) {
+#if defined(__SSE2__)
+    return footprint >= double(stream_min_bytes().load(std::memory_order_relaxed));
+#else
+    (void)footprint;
+    return false;
+#endif
+}
+
+// dst[0, w) = src[0, w), the whole 64-byte lines of dst with non-temporal stores.
+template <class T>
+inline void stream_copy(T* __restrict dst, const T* __restrict src, int w) {
+    int j = 0;
+#if defined(__SSE2__)
+    constexpr int kLine = int(64 / sizeof(T));
+    for (; j < w && (reinterpret_cast<std::uintptr_t>(dst + j) & 63) != 0; ++j) dst[j] = src[j];
+    for (; j + kLine <= w; j += kLine) {
+        if constexpr (std::is_same_v<T, float>) {
+#if defined(__AVX512F__)
+            _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
+#else
+            for (int q = 0; q < 16; q += 4) _mm_stream_ps(dst + j + q, _mm_loadu_ps(src + j + q));
+#endif
+        } else {
+#if defined(__AVX512F__)
+            _mm512_stream_pd(dst + j, _mm512_loadu_pd(src + j));
+#else
+            for (int q = 0; q < 8; q += 2) _mm_stream_pd(dst + j + q, _mm_loadu_pd(src + j + q));
+#endif
+        }
+    }
+#endif
+    for (; j < w; ++j) dst[j] = src[j];
+}
+
+// Orders this thread's non-temporal stores before what it does next (a barrier, the end of
+// the parallel region), after which other threads may read the output.
+inline void stream_fence() {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+// Writes dst[0, w) through fill(o, c0, len), which sets o[0, len) to the values of columns
+// [c0, c0 + len): straight into dst, or when STREAM into a buffer in L1 that is then
+// copied out with non-temporal stores.
+template <bool STREAM, class T, class Fill>
+inline void write_row(T* dst, int w, Fill&& fill) {
+    if constexpr (STREAM) {
+        constexpr int kChunk = 256;
+        alignas(64) T buf[kChunk];
+        for (int c0 = 0; c0 < w; c0 += kChunk) {
+            const int len = w - c0 < kChunk ? w - c0 : kChunk;
+            fill(buf, c0, len);
+            stream_copy(dst + c0, static_cast<const T*>(buf), len);
+        }
+    } else {
+        fill(dst, 0, w);
+    }
+}
+
+// ---- Column sums over the batch and an elementwise pass that uses them.
+// Per-column reductions (db, BatchNorm statistics) whose bits do not depend on the number of
+// threads: rows are cut into a fixed number of chunks (a function of m only); a tile is a
+// chunk's rows times some columns, reduced by one thread in row order into the chunk's
+// partial sums, and the partials are added in chunk order. Each column is summed on its own
+// (vector lanes are columns), so which columns share a tile changes no bit.
+//
+//   tile(i0, i1, j0, w, acc, stride): add the K sums of rows [i0, i1), columns [j0, j0 + w)
+//     into acc[k * stride + j - j0] (zero on entry);
+//   finish(j0, j1, s, stride): columns [j0, j1) are complete; the k-th sum of column j is
+//     s[k * stride + j - j0];
+//   rows(r0, r1, j0, w, 0): then the elementwise pass over rows [r0, r1), columns
+//     [j0, j0 + w), or NoRows{} for none.
 constexpr int kReduceBlock = 1024;
 constexpr int kReduceRowsPerChunk = 128;
 constexpr int kReduceMaxChunks = 16;
 
-inline void team_barrier() {
-#ifdef PYDL_HAVE_OPENMP
-#pragma omp barrier
-#endif
-}
-
-//   tile(i0, i1, j0, w, acc): add the K sums of rows [i0, i1), columns [j0, j0 + w) into
-//     acc[k * n + j - j0] (zero on entry);
-//   finish(sums): once, with the totals in sums[k * n + j] (K * n doubles);
-//   rows(i0, i1): then the elementwise pass over rows [i0, i1), or NoRows{} for none.
 struct NoRows {
-    void operator()(int, int) const {}
+    void operator()(int, int, int, int, int) const {}
 };
 
+inline int reduce_chunks(int m) {
+    const std::ptrdiff_t c = (std::ptrdiff_t(m) + kReduceRowsPerChunk - 1) / kReduceRowsPerChunk;
+    return int(c < 1 ? 1 : (c > kReduceMaxChunks ? kReduceMaxChunks : c));
+}
+
+// All columns at once: tiles of one chunk times kReduceBlock columns (4 KB of float per
+// row, one sequential stream for the prefetcher) shared out among the threads, the totals
+// and finish on thread 0, then the rows split evenly.
 template <int K, class Tile, class Finish, class Rows>
 inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile, Finish&& finish,
                           Rows&& rows) {
     // (64-bit index arithmetic throughout: m and n may each be up to INT_MAX)
-    std::ptrdiff_t nchunks = (std::ptrdiff_t(m) + kReduceRowsPerChunk - 1) / kReduceRowsPerChunk;
-    nchunks = nchunks < 1 ? 1 : (nchunks > kReduceMaxChunks ? kReduceMaxChunks : nchunks);
+    const std::ptrdiff_t nchunks = reduce_chunks(m);
     const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
     const std::ptrdiff_t nblocks = (std::ptrdiff_t(n) + kReduceBlock - 1) / kReduceBlock;
     const std::ptrdiff_t stride = std::ptrdiff_t(K) * n;  // one chunk's partials
     std::vector<double> part(nchunks > 1 ? std::size_t(nchunks) * std::size_t(stride) : 0);
     double* const base = nchunks > 1 ? part.data() : sums;
     constexpr bool has_rows = !std::is_same_v<std::decay_t<Rows>, NoRows>;
+    SpinBarrier barrier;
     auto body = [&](int nt, int id) PYDL_NOINLINE {
         const std::ptrdiff_t ntiles = nchunks * nblocks;  // chunk-major: contiguous rows
         const std::ptrdiff_t t0 = ntiles * id / nt, t1 = ntiles * (id + 1) / nt;
@@ -209,25 +358,25 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
             double* acc = base + c * stride + j0;
             for (int k = 0; k < K; ++k)
                 for (int j = 0; j < w; ++j) acc[std::ptrdiff_t(k) * n + j] = 0.0;
-            if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc);
+            if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc, std::ptrdiff_t(n));
         }
         // Barriers only inside a team: the serial path may run inside a caller's own
-        // parallel region, where an orphaned barrier would wait for that whole team.
-        if (nt > 1) team_barrier();
+        // parallel region.
+        if (nt > 1) barrier.wait(nt);
         if (id == 0) {
             if (nchunks > 1)
                 for (std::ptrdiff_t k = 0; k < stride; ++k) {
                     double s = 0.0;
-                    for (int c = 0; c < nchunks; ++c) s += part[std::size_t(c) * stride + k];
+                    for (std::ptrdiff_t c = 0; c < nchunks; ++c) s += part[std::size_t(c * stride + k)];
                     sums[k] = s;
                 }
-            finish(static_cast<const double*>(sums));
+            finish(0, n, static_cast<const double*>(sums), std::ptrdiff_t(n));
         }
         if constexpr (has_rows) {
-            if (nt > 1) team_barrier();
+            if (nt > 1) barrier.wait(nt);
             const int r0 = int(std::ptrdiff_t(m) * id / nt);
             const int r1 = int(std::ptrdiff_t(m) * (id + 1) / nt);
-            if (r0 < r1) rows(r0, r1);
+            if (r0 < r1) rows(r0, r1, 0, n, 0);
         }
     };
 #ifdef PYDL_HAVE_OPENMP
@@ -241,12 +390,94 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
     body(1, 0);
 }
 
+// The same contract, for batches with many rows (at least one chunk per thread), one column
+// panel at a time: the threads sum the panel's chunks, finish its columns (split among
+// them), then each passes over the rows of its own chunks, last row first, finding the
+// panel it has just read still in its L2 cache instead of streaming the batch in again;
+// meanwhile it asks for its rows of the next panel (rows gets that panel's width), so that
+// memory keeps streaming while the second pass runs. A panel is 512 bytes of each row
+// (128 floats; a thread's share of a 1024-row panel of two arrays then fills a quarter of a
+// 1 MB L2, the next panel another quarter), its boundaries on the 64-byte boundaries of the
+// rows of `align` (the output) when all its rows start at the same offset in a cache line.
+//   rows(r0, r1, j0, w, w_next): as above; w_next columns from j0 + w are the next panel's.
+constexpr int kPanelBytes = 512;
+
+inline bool use_panels(int m, int n, std::size_t itemsize, int nt) {
+    return nt > 1 && reduce_chunks(m) >= nt && std::size_t(n) * itemsize >= 4 * kPanelBytes;
+}
+
+// Brings p[0, len) towards the cache ahead of its use.
+template <class T>
+inline void prefetch_span(const T* p, int len) {
+    for (int j = 0; j < len; j += int(64 / sizeof(T))) __builtin_prefetch(p + j);
+}
+
+template <int K, class Tile, class Finish, class Rows>
+inline void panel_passes(int m, int n, const void* align, std::size_t itemsize, Tile&& tile,
+                         Finish&& finish, Rows&& rows) {
+    const int nchunks = reduce_chunks(m);
+    const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
+    const int width = int(kPanelBytes / itemsize);
+    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
+    int head = 0;  // columns before the first 64-byte boundary
+    if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
+        head = int(((64 - addr % 64) % 64) / itemsize);
+    const std::ptrdiff_t stride = width + int(64 / itemsize);  // the first panel has head more
+    std::vector<double> part(std::size_t(nchunks + 1) * K * stride);  // + the totals
+    double* const total = part.data() + std::size_t(nchunks) * K * stride;
+    auto panel_end = [&](std::ptrdiff_t j0) {
+        return std::min<std::ptrdiff_t>(n, (j0 == 0 ? head : j0) + width);
+    };
+    SpinBarrier barrier;
+#ifdef PYDL_HAVE_OPENMP
+#pragma omp parallel
+#endif
+    {
+#ifdef PYDL_HAVE_OPENMP
+        const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+#else
+        const int nt = 1, id = 0;
+#endif
+        const int c0 = nchunks * id / nt, c1 = nchunks * (id + 1) / nt;  // this thread's chunks
+        const int r0 = int(std::min<std::ptrdiff_t>(m, c0 * chunk_rows));
+        const int r1 = int(std::min<std::ptrdiff_t>(m, c1 * chunk_rows));
+        for (std::ptrdiff_t j0 = 0; j0 < n;) {
+            const std::ptrdiff_t j1 = panel_end(j0);
+            const int w = int(j1 - j0), w_next = int(j1 < n ? panel_end(j1) - j1 : 0);
+            for (int c = c0; c < c1; ++c) {
+                double* acc = part.data() + std::size_t(c) * K * stride;
+                for (std::ptrdiff_t k = 0; k < K * stride; ++k) acc[k] = 0.0;
+                const std::ptrdiff_t i0 = c * chunk_rows;
+                const std::ptrdiff_t i1 = std::min<std::ptrdiff_t>(m, i0 + chunk_rows);
+                if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc, stride);
+            }
+            if (nt > 1) barrier.wait(nt);
+            // this thread's share of the panel's columns: totals in chunk order, then finish
+            const int f0 = int(std::ptrdiff_t(w) * id / nt);
+            const int f1 = int(std::ptrdiff_t(w) * (id + 1) / nt);
+            if (f0 < f1) {
+                for (int k = 0; k < K; ++k)
+                    for (int j = f0; j < f1; ++j) {
+                        double s = 0.0;
+                        for (int c = 0; c < nchunks; ++c) s += part[(std::size_t(c) * K + k) * stride + j];
+                        total[k * stride + j] = s;
+                    }
+                finish(int(j0) + f0, int(j0) + f1, static_cast<const double*>(total + f0), stride);
+            }
+            if (nt > 1) barrier.wait(nt);
+            if (r0 < r1) rows(r0, r1, int(j0), w, w_next);
+            j0 = j1;
+        }
+    }
+}
+
 // column_passes without the elementwise pass: out[k * n + j] = the K column sums.
 template <int K, class Tile>
 inline void column_reduce(int m, int n, bool parallel, double* out, Tile&& tile) {
     const bool one_tile = m <= kReduceRowsPerChunk && n <= kReduceBlock;
     column_passes<K>(
-        m, n, parallel && !one_tile, out, tile, [](const double*) {}, NoRows{});
+        m, n, parallel && !one_tile, out, tile, [](int, int, const double*, std::ptrdiff_t) {},
+        NoRows{});
 }
 
 inline int max_threads() {

@@ -72,7 +72,7 @@ void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev
         with_activation(act, [&](auto tag) {
             constexpr Activation ACT = decltype(tag)::value;
             column_reduce<1>(m, n_out, total >= kParallelMinElements, sums.data(),
-                             [&](int i0, int i1, int j0, int w, double* acc) {
+                             [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t) {
                                  bias_grad_tile<ACT>(dZ, A, n_out, i0, i1, j0, w, alpha, acc);
                              });
         });

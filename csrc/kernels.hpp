@@ -77,5 +77,9 @@ void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, 
 // ---- threads.cpp ----
 void set_omp_threads(int n);
 int get_omp_threads();
+// Kernels whose arrays total at least this many bytes write their output with
+// non-temporal stores (common.hpp: stream_output); set returns the previous value.
+std::size_t set_stream_threshold(std::size_t bytes);
+std::size_t get_stream_threshold();
 
 }  // namespace pydl

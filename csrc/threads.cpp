@@ -1,4 +1,5 @@
-// OpenMP thread count (the BLAS pool is set from Python through threadpoolctl).
+// OpenMP thread count (the BLAS pool is set from Python through threadpoolctl), and the
+// size above which kernels write their outputs around the caches.
 #include "common.hpp"
 #include "kernels.hpp"
 
@@ -13,5 +14,9 @@ void set_omp_threads(int n) {
 }
 
 int get_omp_threads() { return max_threads(); }
+
+std::size_t set_stream_threshold(std::size_t bytes) { return stream_min_bytes().exchange(bytes); }
+
+std::size_t get_stream_threshold() { return stream_min_bytes().load(); }
 
 }  // namespace pydl

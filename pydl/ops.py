@@ -388,3 +388,20 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads pydl's kernels use (set_num_threads sets the BLAS pool to the same)."""
     return int(_core.get_num_threads())
+
+
+def set_stream_threshold(nbytes: int) -> int:
+    """Kernels whose arrays total >= nbytes write their output with non-temporal stores.
+
+    Such an output goes around the caches (no read for ownership, and it does not evict
+    the inputs that a second pass reads again). The default is 3/4 of the CPU's largest
+    cache, as glibc's memcpy. 0 streams every output, a huge value none. The values
+    computed are the same either way. Returns the previous threshold. (Batch norm's
+    training forward and backward use it.)
+    """
+    return int(_core.set_stream_threshold(_int("nbytes", nbytes, 0, 2**62)))
+
+
+def get_stream_threshold() -> int:
+    """The current ``set_stream_threshold`` value, in bytes."""
+    return int(_core.get_stream_threshold())

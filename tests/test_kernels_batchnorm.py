@@ -224,6 +224,73 @@ def test_backward_takes_read_only_inputs_and_forward_refuses_out_overlapping_z()
                                         beta)
 
 
+def _misaligned(shape, dtype, shift):
+    """An uninitialised C-contiguous array whose data starts `shift` elements past 64 bytes."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 64, dtype)
+    start = (-buf.ctypes.data % 64) // buf.itemsize + shift
+    return buf[start:start + size].reshape(shape)
+
+
+@pytest.fixture
+def stream_threshold():
+    old = ops.get_stream_threshold()
+    yield
+    ops.set_stream_threshold(old)
+    assert ops.get_stream_threshold() == old
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n", [(700, 515), (257, 1024), (300, 2100), (2100, 100), (37, 300), (5, 17)])
+def test_streamed_outputs_have_the_same_bits(m, n, dtype, stream_threshold):
+    """Outputs written around the caches (non-temporal stores) equal the cached ones bitwise,
+    for every activation, 1 and 2 threads, column panels (2 threads, >= 2 row chunks, rows of
+    >= 2 KB) and all columns at once, arrays starting
+    anywhere within a cache line, and dZ in place of dout."""
+    rng = np.random.default_rng(m * n)
+    Z0, gamma, beta = make_inputs(rng, m, n, dtype)
+    dout0 = rng.standard_normal((m, n)).astype(dtype)
+    threads = ops.get_num_threads()
+    results = {}
+    try:
+        for stream in (False, True):
+            ops.set_stream_threshold(0 if stream else 2**62)
+            for nt in (1, 2):
+                ops.set_num_threads(nt)
+                for i, act in enumerate(ACTS):
+                    shift = (3 * i + nt) % 16
+                    Z, dout = _misaligned((m, n), dtype, shift), _misaligned((m, n), dtype, 15 - shift)
+                    Z[...], dout[...] = Z0, dout0
+                    out = _misaligned((m, n), dtype, (shift + 5) % 16)
+                    mean, invstd = np.empty(n, dtype), np.empty(n, dtype)
+                    ops.batchnorm_forward_train(out, mean, invstd, None, None, Z, gamma, beta,
+                                                activation=act)
+                    dZ = _misaligned((m, n), dtype, (shift + 9) % 16)
+                    dgamma, dbeta = np.empty(n, dtype), np.empty(n, dtype)
+                    ops.batchnorm_backward(dZ, dgamma, dbeta, dout, out, Z, gamma, mean, invstd,
+                                           activation=act)
+                    dgamma2, dbeta2 = np.empty(n, dtype), np.empty(n, dtype)
+                    ops.batchnorm_backward(dout, dgamma2, dbeta2, dout, out, Z, gamma, mean,
+                                           invstd, activation=act)  # in place
+                    assert np.array_equal(dout, dZ) and np.array_equal(dgamma2, dgamma)
+                    results[stream, nt, act] = [out, mean, invstd, dZ, dgamma, dbeta]
+    finally:
+        ops.set_num_threads(threads)
+    for (stream, nt, act), arrays in results.items():
+        for name, a, b in zip(["out", "mean", "invstd", "dZ", "dgamma", "dbeta"], arrays,
+                              results[False, 1, act]):
+            assert np.array_equal(a, b), (name, act, stream, nt)
+    assert np.isfinite(results[True, 2, "tanh"][3]).all()
+
+
+def test_stream_threshold_is_checked(stream_threshold):
+    with pytest.raises(ValueError, match="nbytes must be >= 0"):
+        ops.set_stream_threshold(-1)
+    with pytest.raises(TypeError, match="nbytes must be an integer"):
+        ops.set_stream_threshold(1.5)
+    assert ops.get_stream_threshold() > 0  # 3/4 of the largest cache by default
+
+
 # ------------------------------------------------------------------ gradient checks
 
 
