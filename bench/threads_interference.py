@@ -17,7 +17,7 @@ Experiments:
                versus 1 thread (BLAS at N threads in both), beside the 3 raw sgemm calls.
   elementwise  an elementwise kernel (relu forward, in place) over n elements with 1
                versus N OpenMP threads, alone and right after a small GEMM: where is the
-               break-even that kParallelMinElements should sit at?
+               break-even that kParallelMinWork (a cost-1 kernel) should sit at?
   env          the dense experiment again in child processes under OMP_WAIT_POLICY,
                GOMP_SPINCOUNT and OPENBLAS_THREAD_TIMEOUT settings (read at library
                load, hence the child processes). Note that importing pydl sets
@@ -127,7 +127,7 @@ def dense_experiment(threads: int, sizes, repeats: int, idle_wait: float, log) -
 def elementwise_experiment(threads: int, exps, repeats: int, idle_wait: float, log) -> list[dict]:
     """relu in place over n floats: OpenMP 1 vs N threads, alone and after a GEMM.
 
-    The kernel's own ``if (count >= kParallelMinElements)`` clause would keep small n
+    The kernel's own ``worth_parallel(count, 1)`` (count >= kParallelMinWork) keeps small n
     single-threaded whatever the team size, so n below the threshold shows no
     difference by construction; the interesting part is at and above it.
     """

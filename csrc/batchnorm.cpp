@@ -162,7 +162,7 @@ PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z,
 template <class Tile, class Finish, class Rows>
 void two_passes(int m, int n, const void* out, std::size_t itemsize, Tile&& tile,
                 Finish&& finish, Rows&& rows) {
-    const bool parallel = std::ptrdiff_t(m) * n >= kParallelMinElements;
+    const bool parallel = worth_parallel(std::ptrdiff_t(m) * n, 2);
     if (parallel && use_panels(m, n, itemsize, max_threads())) {
         panel_passes<2>(m, n, out, itemsize, tile, finish, rows);
     } else {
@@ -240,7 +240,7 @@ void batchnorm_forward_eval(T* out, const T* Z, const T* gamma, const T* beta,
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n;
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(m, total >= kParallelMinElements,
+        parallel_for(m, worth_parallel(total, activation_cost<ACT>),
                      [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                          const T a = alpha;
                          for (std::ptrdiff_t i = lo; i < hi; ++i) {

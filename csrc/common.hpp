@@ -26,13 +26,23 @@
 
 namespace pydl {
 
-// Below this many elements an elementwise kernel stays on one thread: the cost of
-// waking a team (and of fighting BLAS workers that still spin after a GEMM) is
-// larger than the work.
-constexpr std::ptrdiff_t kParallelMinElements = 1 << 16;
-
-
 enum class Activation : int { identity = 0, relu = 1, leaky_relu = 2, tanh = 3, sigmoid = 4 };
+
+// Below this much work a kernel stays on one thread: waking a sleeping team (pydl sets
+// OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads leave the cores to the BLAS pool)
+// costs 50-100 us on a 2-core VM, as long as 2^18-2^19 cheap elements take on one core.
+// Work = elements x a kernel's cost per element: 1 for adds, compares and vectorized exp
+// (relu, optimizer steps, softmax: break-even 2^18-2^19 elements), 2 for two passes
+// (batch norm), 4 for scalar math or random numbers per element (tanh, sigmoid, dropout,
+// sigmoid cross-entropy: break-even ~2^17). (bench/threads_interference.py elementwise.)
+constexpr std::ptrdiff_t kParallelMinWork = std::ptrdiff_t(1) << 19;
+
+inline bool worth_parallel(std::ptrdiff_t count, int cost) {
+    return count >= kParallelMinWork / cost;
+}
+
+template <Activation act>
+constexpr int activation_cost = act == Activation::tanh || act == Activation::sigmoid ? 4 : 1;
 
 // a = g(z), with the activation a compile-time constant so loops stay branch-free.
 template <Activation act, class T>

@@ -21,7 +21,7 @@ void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_i
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(m, total >= kParallelMinElements,
+        parallel_for(m, worth_parallel(total, activation_cost<ACT>),
                      [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                          for (int i = int(lo); i < int(hi); ++i) {
                              T* row = A + std::ptrdiff_t(i) * n_out;
@@ -71,7 +71,7 @@ void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev
         std::vector<double> sums(n_out);
         with_activation(act, [&](auto tag) {
             constexpr Activation ACT = decltype(tag)::value;
-            column_reduce<1>(m, n_out, total >= kParallelMinElements, sums.data(),
+            column_reduce<1>(m, n_out, worth_parallel(total, 1), sums.data(),
                              [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t) {
                                  bias_grad_tile<ACT>(dZ, A, n_out, i0, i1, j0, w, alpha, acc);
                              });
@@ -84,7 +84,7 @@ void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev
     if (l2 != T(0) || l1 != T(0)) {
         const T c2 = l2 / T(m), c1 = l1 / (T(2) * T(m));
         const std::ptrdiff_t wcount = std::ptrdiff_t(n_out) * n_in;
-        parallel_for(wcount, wcount >= kParallelMinElements,
+        parallel_for(wcount, worth_parallel(wcount, 1),
                      [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
 #pragma omp simd
                          for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -104,7 +104,7 @@ template <class T>
 void activation_forward(T* A, const T* Z, std::ptrdiff_t count, Activation act, T alpha) {
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(count, count >= kParallelMinElements,
+        parallel_for(count, worth_parallel(count, activation_cost<ACT>),
                      [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
                          const T a = alpha;  // a local, not a load through the capture
 #pragma omp simd
@@ -119,7 +119,7 @@ void activation_backward(T* dZ, const T* dA, const T* A, std::ptrdiff_t count, A
                          T alpha) {
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        parallel_for(count, count >= kParallelMinElements,
+        parallel_for(count, worth_parallel(count, 1),
                      [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
                          const T a = alpha;
 #pragma omp simd

@@ -42,7 +42,7 @@ void dropout_forward(T* out, const T* A, std::ptrdiff_t count, uint64_t seed, ui
     const uint64_t key = stream_key(seed, step, layer);
     const T scale = T(1.0 / keep_prob);
     const uint64_t threshold = keep_threshold(keep_prob);
-    parallel_for(count, count >= kParallelMinElements,
+    parallel_for(count, worth_parallel(count, 4),
                  [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
 #pragma omp simd
                      for (std::ptrdiff_t k = k0; k < k1; ++k)

@@ -44,7 +44,7 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
     int64_t bad = 0;
     const T inv_m = T(1) / T(m);
     const std::ptrdiff_t total = std::ptrdiff_t(m) * C;
-    const bool parallel = total >= kParallelMinElements;
+    const bool parallel = worth_parallel(total, 1);
     const double cost =
         ordered_sum(m, parallel, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
             double cost_local = 0.0;
@@ -107,7 +107,7 @@ double softmax_cross_entropy(T* dZ, const T* Z, const int64_t* labels, const T* 
 template <class T>
 void softmax(T* P, const T* Z, int m, int C) {
     const std::ptrdiff_t total = std::ptrdiff_t(m) * C;
-    parallel_for(m, total >= kParallelMinElements,
+    parallel_for(m, worth_parallel(total, 1),
                  [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
                      for (int i = int(lo); i < int(hi); ++i) {
                          const T* z = Z + std::ptrdiff_t(i) * C;
@@ -128,7 +128,7 @@ void softmax(T* P, const T* Z, int m, int C) {
 template <class T>
 double sigmoid_cross_entropy(T* dZ, const T* Z, const T* Y, std::ptrdiff_t count, int m) {
     const T inv_m = T(1) / T(m);
-    const bool parallel = count >= kParallelMinElements;
+    const bool parallel = worth_parallel(count, 4);
     const double cost =
         ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
             double local = 0.0;
@@ -151,7 +151,7 @@ double sigmoid_cross_entropy(T* dZ, const T* Z, const T* Y, std::ptrdiff_t count
 template <class T>
 double mean_squared_error(T* dZ, const T* Yhat, const T* Y, std::ptrdiff_t count) {
     const T scale = T(2) / T(count);
-    const bool parallel = count >= kParallelMinElements;
+    const bool parallel = worth_parallel(count, 1);
     const double cost =
         ordered_sum(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
             double local = 0.0;

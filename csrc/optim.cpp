@@ -11,7 +11,7 @@ namespace pydl {
 // theta -= lr * g
 template <class T>
 void sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay) {
-    parallel_for(count, count >= kParallelMinElements,
+    parallel_for(count, worth_parallel(count, 1),
                  [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
 #pragma omp simd
                      for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -27,7 +27,7 @@ template <class T>
 void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, double beta_d,
                    bool nesterov, T weight_decay) {
     const T beta = T(beta_d), c = T(1.0 - beta_d);
-    parallel_for(count, count >= kParallelMinElements,
+    parallel_for(count, worth_parallel(count, 1),
                  [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
 #pragma omp simd
                      for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -44,7 +44,7 @@ template <class T>
 void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta_d, T eps,
                   T weight_decay) {
     const T beta = T(beta_d), c = T(1.0 - beta_d);
-    parallel_for(count, count >= kParallelMinElements,
+    parallel_for(count, worth_parallel(count, 2),
                  [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
 #pragma omp simd
                      for (std::ptrdiff_t k = k0; k < k1; ++k) {
@@ -69,7 +69,7 @@ void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, 
     const T step = lr / bc1;
     const T coupled = decoupled ? T(0) : weight_decay;
     const T shrink = decoupled ? lr * weight_decay : T(0);
-    parallel_for(count, count >= kParallelMinElements,
+    parallel_for(count, worth_parallel(count, 2),
                  [=](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
                      // Locals, not captured references: a store through theta/v/s could otherwise
                      // alias them, forcing reloads that made this loop ~10x slower.

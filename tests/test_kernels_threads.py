@@ -5,8 +5,9 @@ row chunks and column blocks fixed by the shape, for BatchNorm and db; elementwi
 dropout masks keyed by element index), so 1 and 2 threads give bitwise identical results.
 The GEMMs (dW, dA_prev, the dense forward) run in SciPy's OpenBLAS, which does not promise
 that across thread counts: those are compared with a tolerance. Arrays are large enough
-(> 2^16 elements; several row chunks; a second shape with several column blocks and an
-uneven last one) that OpenMP really splits the work.
+(several row chunks; a second shape with several column blocks and an
+uneven last one) that OpenMP really splits the work: at least 2^19 elements for the cheapest
+kernels (common.hpp, worth_parallel).
 """
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from conftest import assert_close
 from pydl import ops
 
-M, N = 1024, 515  # 8 row chunks of 128; 527k elements
+M, N = 1024, 515  # 8 row chunks of 128; 527k elements (>= 2^19)
 M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
-M3, N3 = 2100, 100  # BatchNorm with many rows and few columns: 16 row chunks
+M3, N3 = 2700, 100  # BatchNorm with many rows and few columns: 16 row chunks; 270k x 2 work
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 

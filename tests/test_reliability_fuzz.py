@@ -317,8 +317,9 @@ def calls(draw):
     dims = dict(m=draw(st.integers(1, 5)), n_in=draw(st.integers(1, 6)), n_out=draw(st.integers(1, 6)),
                 n=draw(st.integers(1, 7)), p=draw(st.integers(1, 40)))
     if big:
-        dims.update(m=draw(st.integers(200, 300)), n=draw(st.integers(250, 330)), n_out=draw(st.integers(250, 300)),
-                    p=draw(st.integers(2**16, 2**17 + 17)))
+        # m * n >= 2^19: common.hpp's worth_parallel for the cheapest kernels
+        dims.update(m=draw(st.integers(1030, 1100)), n=draw(st.integers(510, 530)),
+                    n_out=draw(st.integers(510, 530)), p=draw(st.integers(2**19, 2**19 + 17)))
     ndim = draw(st.integers(1, 3))
     dims["shape"] = (dims["m"], dims["n"], 2)[:ndim] if not big else (dims["m"], dims["n"])
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
