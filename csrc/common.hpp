@@ -31,10 +31,11 @@ enum class Activation : int { identity = 0, relu = 1, leaky_relu = 2, tanh = 3, 
 // Below this much work a kernel stays on one thread: waking a sleeping team (pydl sets
 // OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads leave the cores to the BLAS pool)
 // costs 50-100 us on a 2-core VM, as long as 2^18-2^19 cheap elements take on one core.
-// Work = elements x a kernel's cost per element: 1 for adds, compares and vectorized exp
-// (relu, optimizer steps, softmax: break-even 2^18-2^19 elements), 2 for two passes
-// (batch norm), 4 for scalar math or random numbers per element (tanh, sigmoid, dropout,
-// sigmoid cross-entropy: break-even ~2^17). (bench/threads_interference.py elementwise.)
+// Work = elements x a kernel's cost per element: 1 for adds and compares (relu, SGD,
+// softmax: break-even 2^18-2^19 elements), 2 for two passes or a vectorized exp, sqrt or
+// division per element (batch norm, Adam, RMSprop, tanh, sigmoid), 4 for a hash or libm
+// call per element (dropout, sigmoid cross-entropy: break-even ~2^17).
+// (bench/threads_interference.py elementwise.)
 constexpr std::ptrdiff_t kParallelMinWork = std::ptrdiff_t(1) << 19;
 
 inline bool worth_parallel(std::ptrdiff_t count, int cost) {
@@ -42,40 +43,7 @@ inline bool worth_parallel(std::ptrdiff_t count, int cost) {
 }
 
 template <Activation act>
-constexpr int activation_cost = act == Activation::tanh || act == Activation::sigmoid ? 4 : 1;
-
-// a = g(z), with the activation a compile-time constant so loops stay branch-free.
-template <Activation act, class T>
-inline T activate(T z, T alpha) {
-    // relu: written so that NaN propagates (z > 0 ? z : 0 turned NaN into 0 and hid a
-    // diverged network from the loss); as np.maximum(z, 0) and torch.relu.
-    if constexpr (act == Activation::relu)
-        return z < T(0) ? T(0) : z;
-    else if constexpr (act == Activation::leaky_relu)
-        return z > T(0) ? z : alpha * z;
-    else if constexpr (act == Activation::tanh)
-        return std::tanh(z);
-    else if constexpr (act == Activation::sigmoid)
-        return T(1) / (T(1) + std::exp(-z));
-    else
-        return z;
-}
-
-// g'(z) written in terms of a = g(z), so backward never needs Z.
-// leaky_relu needs alpha > 0 so that a > 0 exactly when z > 0.
-template <Activation act, class T>
-inline T activation_grad(T a, T alpha) {
-    if constexpr (act == Activation::relu)
-        return a > T(0) ? T(1) : T(0);
-    else if constexpr (act == Activation::leaky_relu)
-        return a > T(0) ? T(1) : alpha;
-    else if constexpr (act == Activation::tanh)
-        return T(1) - a * a;
-    else if constexpr (act == Activation::sigmoid)
-        return a * (T(1) - a);
-    else
-        return T(1);
-}
+constexpr int activation_cost = act == Activation::tanh || act == Activation::sigmoid ? 2 : 1;
 
 // exp(x) that vectorizes (libm's expf does not without -ffast-math). float: Cody-Waite
 // reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (the Cephes expf
@@ -99,6 +67,70 @@ inline float exp_vec(float x0) {
 }
 
 inline double exp_vec(double x) { return std::exp(x); }
+
+// tanh(x) that vectorizes (libm's tanhf does not: 16 ns per element). float: for |x| < 0.625
+// the odd polynomial x + x^3 P(x^2) of Cephes' tanhf (~1 ulp); above, 1 - 2/(e^{2|x|} + 1)
+// through exp_vec (the difference is >= 0.55, so no cancellation); the sign of x (and -0,
+// NaN) carried over. double: std::tanh (gradient checks want the last bits).
+inline float tanh_vec(float x) {
+    const float ax = std::fabs(x);
+    const float z = ax * ax;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    const float small = p * z * ax + ax;
+    const float large = 1.0f - 2.0f / (exp_vec(2.0f * ax) + 1.0f);
+    return std::copysign(ax < 0.625f ? small : large, x);
+}
+
+inline double tanh_vec(double x) { return std::tanh(x); }
+
+// 1 / (1 + e^{-z}) that vectorizes. float: with e = e^{-|z|} in (0, 1], 1/(1 + e) for
+// z >= 0 and e/(1 + e) below (no overflow; underflows to 0 below -87.3 like expf). double:
+// std::exp.
+inline float sigmoid_vec(float z) {
+    const float e = exp_vec(-std::fabs(z));
+    const float r = 1.0f / (1.0f + e);
+    return z >= 0.0f ? r : e * r;
+}
+
+inline double sigmoid_vec(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+
+// a = g(z), with the activation a compile-time constant so loops stay branch-free.
+template <Activation act, class T>
+inline T activate(T z, T alpha) {
+    // relu: written so that NaN propagates (z > 0 ? z : 0 turned NaN into 0 and hid a
+    // diverged network from the loss); as np.maximum(z, 0) and torch.relu.
+    if constexpr (act == Activation::relu)
+        return z < T(0) ? T(0) : z;
+    else if constexpr (act == Activation::leaky_relu)
+        return z > T(0) ? z : alpha * z;
+    else if constexpr (act == Activation::tanh)
+        return tanh_vec(z);
+    else if constexpr (act == Activation::sigmoid)
+        return sigmoid_vec(z);
+    else
+        return z;
+}
+
+// g'(z) written in terms of a = g(z), so backward never needs Z.
+// leaky_relu needs alpha > 0 so that a > 0 exactly when z > 0.
+template <Activation act, class T>
+inline T activation_grad(T a, T alpha) {
+    if constexpr (act == Activation::relu)
+        return a > T(0) ? T(1) : T(0);
+    else if constexpr (act == Activation::leaky_relu)
+        return a > T(0) ? T(1) : alpha;
+    else if constexpr (act == Activation::tanh)
+        return T(1) - a * a;
+    else if constexpr (act == Activation::sigmoid)
+        return a * (T(1) - a);
+    else
+        return T(1);
+}
+
 
 // max_j z[j] over j < n (n >= 1), vectorized.
 template <class T>

@@ -186,6 +186,30 @@ def test_activations_saturate_without_nan(dtype):
         assert_close(A, g_ref(f64(Z), act, 0.01), RTOL[dtype], 1e-30)
 
 
+@pytest.mark.parametrize("act", ["tanh", "sigmoid"])
+def test_float32_tanh_and_sigmoid_within_4_ulp_everywhere(act):
+    """The vectorized float tanh/sigmoid (common.hpp) on a dense grid of [-120, 120], both
+    sides of tanh's polynomial/exp switch at |z| = 0.625, and the special values."""
+    grid = np.linspace(-120, 120, 480001)
+    edges = np.nextafter(np.float32(0.625), np.float32([-1, 2])).astype(np.float64)
+    specials = [0.0, -0.0, 1e-30, -1e-30, 0.625, -0.625, 87.3, -87.3, 88.5, -88.5, 1e4, -1e4]
+    Z = np.concatenate([grid, edges, -edges, specials]).astype(np.float32)
+    A = np.empty_like(Z)
+    ops.activation_forward(A, Z, act)
+    ref = g_ref(f64(Z), act, 0.0)
+    normal = np.abs(ref) >= np.finfo(np.float32).tiny
+    rel = np.abs(f64(A[normal]) - ref[normal]) / np.abs(ref[normal])
+    assert rel.max() <= 4 * 2.0**-24, (act, float(rel.max()))
+    # below the normal range: 0 or the denormal, never more than the smallest normal off
+    assert np.abs(f64(A[~normal]) - ref[~normal]).max() <= np.finfo(np.float32).tiny
+    assert np.all(np.signbit(A[Z == 0]) == (np.signbit(Z[Z == 0]) & (act == "tanh")))
+    special = np.array([np.inf, -np.inf, np.nan], np.float32)
+    out = np.empty_like(special)
+    ops.activation_forward(out, special, act)
+    expect = [1.0, -1.0] if act == "tanh" else [1.0, 0.0]
+    assert out[0] == expect[0] and out[1] == expect[1] and np.isnan(out[2])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS)
 def test_nan_propagates_through_every_activation(act, dtype):
