@@ -538,8 +538,25 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
                 aten.native_batch_norm_backward(tdout, Zd, wd, trm, trv, smean, sinv, True, eps,
                                                 [True, True, True])
 
+        # the same two aten kernels writing into preallocated outputs, as pydl does
+        tout, tsm, tsi = torch.empty(m, n), torch.empty(n), torch.empty(n)
+        tgi, tgw, tgb = torch.empty(m, n), torch.empty(n), torch.empty(n)
+
+        def torch_aten_out():
+            with torch.no_grad():
+                aten.native_batch_norm.out(Zd, wd, bd, trm, trv, True, 1 - momentum, eps,
+                                           out=tout, save_mean=tsm, save_invstd=tsi)
+                aten.native_batch_norm_backward.out(tdout, Zd, wd, trm, trv, tsm, tsi, True, eps,
+                                                    [True, True, True], out0=tgi, out1=tgw,
+                                                    out2=tgb)
+
         variants["torch (F.batch_norm, autograd)"] = torch_autograd
         variants["torch (aten native_batch_norm[_backward])"] = torch_aten
+        try:
+            torch_aten_out()
+            variants["torch (aten native_batch_norm[_backward].out, preallocated)"] = torch_aten_out
+        except (RuntimeError, TypeError, AttributeError):
+            pass  # this torch has no such overloads
     # The least traffic of a two-pass batch norm without activation: forward reads Z twice
     # and writes out, backward reads dout and Z twice and writes dZ: 8 (m, n) arrays (not
     # counting the reads for ownership of the two written ones).
