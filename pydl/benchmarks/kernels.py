@@ -557,9 +557,10 @@ def batchnorm_case(m: int, n: int, torch=None, dtype=np.float32) -> dict:
             variants["torch (aten native_batch_norm[_backward].out, preallocated)"] = torch_aten_out
         except (RuntimeError, TypeError, AttributeError):
             pass  # this torch has no such overloads
-    # The least traffic of a two-pass batch norm without activation: forward reads Z twice
-    # and writes out, backward reads dout and Z twice and writes dZ: 8 (m, n) arrays (not
-    # counting the reads for ownership of the two written ones).
+    # Nominal traffic of a two-pass batch norm without activation: forward reads Z twice
+    # and writes out, backward reads dout and Z twice and writes dZ: 8 (m, n) arrays. (pydl's
+    # second passes read column panels from cache and its outputs bypass it, so what it
+    # moves to and from memory is nearer 5.)
     isz = np.dtype(dtype).itemsize
     return {"variants": variants, "size": f"{m} x {n} {np.dtype(dtype).name}, training",
             "bytes": 8.0 * m * n * isz, "stream_bytes": stream_bytes}
