@@ -5,12 +5,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -211,27 +212,40 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
     if (n > 0) body(std::ptrdiff_t(0), n);
 }
 
-// A barrier for the threads of one parallel region that spins briefly before yielding.
-// An OpenMP barrier under OMP_WAIT_POLICY=PASSIVE (pydl's default, so that idle OpenMP
-// threads leave the cores to the BLAS pool) puts the early thread to sleep in the kernel
-// and costs a wake-up of 10-50 us; the passes below meet at barriers many times per call,
-// when both threads arrive within microseconds. After ~50 us of spinning it yields, so an
-// oversubscribed machine does not burn a core on it.
-class SpinBarrier {
+// A barrier for the threads of one parallel region: spin briefly, then sleep. An OpenMP
+// barrier under OMP_WAIT_POLICY=PASSIVE (pydl's default, so that idle OpenMP threads leave
+// the cores to the BLAS pool) sleeps at once and costs a wake-up of 10-100 us on a VM; the
+// panel passes below meet at barriers dozens of times per call, usually within a few
+// microseconds of each other, so the early thread spins for kBarrierSpins pauses (~5 us)
+// first. It must then sleep, not yield: when another process holds the partner's core, a
+// thread that keeps its own core busy stops the scheduler from moving the partner there,
+// and each barrier waits out a time slice (a batch-norm call took 50 ms instead of 5).
+constexpr int kBarrierSpins = 200;
+
+class TeamBarrier {
 public:
     void wait(int nt) {
-        const unsigned gen = gen_.load(std::memory_order_acquire);
-        if (count_.fetch_add(1, std::memory_order_acq_rel) == nt - 1) {
+        const unsigned gen = gen_.load();
+        if (count_.fetch_add(1) == nt - 1) {
             count_.store(0, std::memory_order_relaxed);
-            gen_.fetch_add(1, std::memory_order_acq_rel);
+            gen_.fetch_add(1);
+            // sleepers_ is read after gen_ changes and raised before gen_ is checked (both
+            // sequentially consistent), so a sleeper either sees the new generation or is
+            // seen here and woken.
+            if (sleepers_.load() > 0) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                wake_.notify_all();
+            }
             return;
         }
-        for (int spin = 0; gen_.load(std::memory_order_acquire) == gen; ++spin) {
-            if (spin < 2000)
-                cpu_relax();
-            else
-                std::this_thread::yield();
+        for (int spin = 0; spin < kBarrierSpins; ++spin) {
+            if (gen_.load(std::memory_order_acquire) != gen) return;
+            cpu_relax();
         }
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1);
+        wake_.wait(lock, [&] { return gen_.load() != gen; });
+        sleepers_.fetch_sub(1);
     }
 
 private:
@@ -244,6 +258,9 @@ private:
     }
     std::atomic<int> count_{0};
     std::atomic<unsigned> gen_{0};
+    std::atomic<int> sleepers_{0};
+    std::mutex mutex_;
+    std::condition_variable wake_;
 };
 
 // ---- Streaming (non-temporal) stores.
@@ -388,7 +405,7 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
     std::vector<double> part(nchunks > 1 ? std::size_t(nchunks) * std::size_t(stride) : 0);
     double* const base = nchunks > 1 ? part.data() : sums;
     constexpr bool has_rows = !std::is_same_v<std::decay_t<Rows>, NoRows>;
-    SpinBarrier barrier;
+    TeamBarrier barrier;
     auto body = [&](int nt, int id) PYDL_NOINLINE {
         const std::ptrdiff_t ntiles = nchunks * nblocks;  // chunk-major: contiguous rows
         const std::ptrdiff_t t0 = ntiles * id / nt, t1 = ntiles * (id + 1) / nt;
@@ -470,7 +487,7 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize, 
     auto panel_end = [&](std::ptrdiff_t j0) {
         return std::min<std::ptrdiff_t>(n, (j0 == 0 ? head : j0) + width);
     };
-    SpinBarrier barrier;
+    TeamBarrier barrier;
 #ifdef PYDL_HAVE_OPENMP
 #pragma omp parallel
 #endif
