@@ -15,12 +15,10 @@ namespace pydl {
 
 namespace {
 
-// Rows are summed kGroup at a time in T, and each group's sums added to the double
-// accumulators: in float this halves the work of the pass (no conversion of every element
-// to double; the accumulators are loaded and stored once per group) at an error of a few
-// float ulps per group of 8; in double it changes nothing. The grouping depends only on the
-// tile, never on the thread count.
-constexpr int kGroup = 8;
+// Rows are taken four at a time so that the double accumulators are loaded and stored once
+// per four rows; the grouping depends only on the tile, never on the thread count. (Summing
+// the groups in float first did the pass with half the work, but squares overflowed from
+// |Z - Z[0]| ~ 1.8e19 and an outlying first row cost digits: sums stay in double.)
 
 // s1[j] += sum_i (Z[i,j] - Z[0,j]), s2[j] += sum_i (Z[i,j] - Z[0,j])^2 over rows [i0, i1),
 // columns [j0, j0 + w); s1 = acc, s2 = acc + stride. Shifted by the first row of the batch so
@@ -31,32 +29,26 @@ PYDL_NOINLINE void moments_tile(const T* Z, int n, int i0, int i1, int j0, int w
     const T* __restrict z0 = Z + j0;
     double* __restrict s1 = acc;
     double* __restrict s2 = acc + stride;
-    const std::ptrdiff_t ld = n;
     int i = i0;
-    for (; i1 - i >= kGroup; i += kGroup) {
-        const T* __restrict a = Z + std::ptrdiff_t(i) * n + j0;
+    for (; i1 - i >= 4; i += 4) {
+        const T* a = Z + std::ptrdiff_t(i) * n + j0;
+        const T *b = a + n, *c = b + n, *d = c + n;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const T s = z0[j];
-            T d = a[j] - s;
-            T p = d, q = d * d;
-#pragma GCC unroll 8
-            for (int r = 1; r < kGroup; ++r) {
-                d = a[j + r * ld] - s;
-                p += d;
-                q += d * d;
-            }
-            s1[j] += double(p);
-            s2[j] += double(q);
+            const double s = double(z0[j]);
+            const double da = double(a[j]) - s, db = double(b[j]) - s;
+            const double dc = double(c[j]) - s, dd = double(d[j]) - s;
+            s1[j] += (da + db) + (dc + dd);
+            s2[j] += (da * da + db * db) + (dc * dc + dd * dd);
         }
     }
     for (; i < i1; ++i) {
-        const T* __restrict zr = Z + std::ptrdiff_t(i) * n + j0;
+        const T* zr = Z + std::ptrdiff_t(i) * n + j0;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const double d = double(zr[j]) - double(z0[j]);
-            s1[j] += d;
-            s2[j] += d * d;
+            const double dz = double(zr[j]) - double(z0[j]);
+            s1[j] += dz;
+            s2[j] += dz * dz;
         }
     }
 }
@@ -69,33 +61,29 @@ template <Activation ACT, class T>
 PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, const T* mean,
                                       int n, int i0, int i1, int j0, int w, T alpha,
                                       double* __restrict acc, std::ptrdiff_t stride) {
-    const T* __restrict mu = mean + j0;
+    const T* mu = mean + j0;
     double* __restrict sb = acc;
     double* __restrict sg = acc + stride;
-    const std::ptrdiff_t ld = n;
+    const std::ptrdiff_t r1 = n, r2 = 2 * std::ptrdiff_t(n), r3 = 3 * std::ptrdiff_t(n);
     int i = i0;
-    for (; i1 - i >= kGroup; i += kGroup) {
+    for (; i1 - i >= 4; i += 4) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        const T *__restrict d = dout + off, *__restrict o = out + off, *__restrict z = Z + off;
+        const T *d = dout + off, *o = out + off, *z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const T c = mu[j];
-            T g = d[j] * activation_grad<ACT>(o[j], alpha);
-            T b = g, q = g * (z[j] - c);
-#pragma GCC unroll 8
-            for (int r = 1; r < kGroup; ++r) {
-                const std::ptrdiff_t k = j + r * ld;
-                g = d[k] * activation_grad<ACT>(o[k], alpha);
-                b += g;
-                q += g * (z[k] - c);
-            }
-            sb[j] += double(b);
-            sg[j] += double(q);
+            const double c = double(mu[j]);
+            const double ga = double(d[j] * activation_grad<ACT>(o[j], alpha));
+            const double gb = double(d[j + r1] * activation_grad<ACT>(o[j + r1], alpha));
+            const double gc = double(d[j + r2] * activation_grad<ACT>(o[j + r2], alpha));
+            const double gd = double(d[j + r3] * activation_grad<ACT>(o[j + r3], alpha));
+            sb[j] += (ga + gb) + (gc + gd);
+            sg[j] += (ga * (double(z[j]) - c) + gb * (double(z[j + r1]) - c)) +
+                     (gc * (double(z[j + r2]) - c) + gd * (double(z[j + r3]) - c));
         }
     }
     for (; i < i1; ++i) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        const T *__restrict d = dout + off, *__restrict o = out + off, *__restrict z = Z + off;
+        const T *d = dout + off, *o = out + off, *z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
             const double g = double(d[j] * activation_grad<ACT>(o[j], alpha));

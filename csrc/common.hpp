@@ -89,8 +89,8 @@ inline float tanh_vec(float x) {
 inline double tanh_vec(double x) { return std::tanh(x); }
 
 // 1 / (1 + e^{-z}) that vectorizes. float: with e = e^{-|z|} in (0, 1], 1/(1 + e) for
-// z >= 0 and e/(1 + e) below (no overflow; underflows to 0 below -87.3 like expf). double:
-// std::exp.
+// z >= 0 and e/(1 + e) below (no overflow; 0 below z = -87.3, where the result would be
+// subnormal: < 2^-126 off). double: std::exp.
 inline float sigmoid_vec(float z) {
     const float e = exp_vec(-std::fabs(z));
     const float r = 1.0f / (1.0f + e);
@@ -212,15 +212,18 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
     if (n > 0) body(std::ptrdiff_t(0), n);
 }
 
-// A barrier for the threads of one parallel region: spin briefly, then sleep. An OpenMP
-// barrier under OMP_WAIT_POLICY=PASSIVE (pydl's default, so that idle OpenMP threads leave
-// the cores to the BLAS pool) sleeps at once and costs a wake-up of 10-100 us on a VM; the
-// panel passes below meet at barriers dozens of times per call, usually within a few
-// microseconds of each other, so the early thread spins for kBarrierSpins pauses (~5 us)
-// first. It must then sleep, not yield: when another process holds the partner's core, a
-// thread that keeps its own core busy stops the scheduler from moving the partner there,
-// and each barrier waits out a time slice (a batch-norm call took 50 ms instead of 5).
-constexpr int kBarrierSpins = 200;
+// A barrier for the threads of one parallel region: spin, then sleep. An OpenMP barrier
+// under OMP_WAIT_POLICY=PASSIVE (pydl's default, so that idle OpenMP threads leave the
+// cores to the BLAS pool) sleeps at once and costs a wake-up of 10-100 us on a VM; the
+// panel passes below meet at barriers dozens of times per call, usually within tens of
+// microseconds of each other, so the early thread spins for up to kBarrierSpins pauses
+// (~50 us) first. It must then sleep, not yield: when another process holds the partner's
+// core, a thread that keeps its own core busy stops the scheduler from moving the partner
+// there, and each barrier waits out a time slice (a batch-norm call took 50 ms instead of
+// 5). Once a wait has had to sleep, later waits on the same barrier spin only
+// kBarrierSpinsContended pauses (~5 us): the machine is busy.
+constexpr int kBarrierSpins = 2000;
+constexpr int kBarrierSpinsContended = 200;
 
 class TeamBarrier {
 public:
@@ -238,10 +241,12 @@ public:
             }
             return;
         }
-        for (int spin = 0; spin < kBarrierSpins; ++spin) {
+        const int spins = spins_.load(std::memory_order_relaxed);
+        for (int spin = 0; spin < spins; ++spin) {
             if (gen_.load(std::memory_order_acquire) != gen) return;
             cpu_relax();
         }
+        spins_.store(kBarrierSpinsContended, std::memory_order_relaxed);
         std::unique_lock<std::mutex> lock(mutex_);
         sleepers_.fetch_add(1);
         wake_.wait(lock, [&] { return gen_.load() != gen; });
@@ -259,6 +264,7 @@ private:
     std::atomic<int> count_{0};
     std::atomic<unsigned> gen_{0};
     std::atomic<int> sleepers_{0};
+    std::atomic<int> spins_{kBarrierSpins};
     std::mutex mutex_;
     std::condition_variable wake_;
 };
@@ -449,7 +455,7 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
     body(1, 0);
 }
 
-// The same contract, for batches with many rows (at least one chunk per thread), one column
+// The same contract, for batches with many rows (a whole number of chunks per thread), one column
 // panel at a time: the threads sum the panel's chunks, finish its columns (split among
 // them), then each passes over the rows of its own chunks, last row first, finding the
 // panel it has just read still in its L2 cache instead of streaming the batch in again;
@@ -461,8 +467,10 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
 //   rows(r0, r1, j0, w, w_next): as above; w_next columns from j0 + w are the next panel's.
 constexpr int kPanelBytes = 512;
 
+// (Each thread takes whole row chunks, so they must divide evenly among the threads: with
+// 3 chunks on 2 threads one would do twice the rows and the other wait at every panel.)
 inline bool use_panels(int m, int n, std::size_t itemsize, int nt) {
-    return nt > 1 && reduce_chunks(m) >= nt && std::size_t(n) * itemsize >= 4 * kPanelBytes;
+    return nt > 1 && reduce_chunks(m) % nt == 0 && std::size_t(n) * itemsize >= 4 * kPanelBytes;
 }
 
 // Brings p[0, len) towards the cache ahead of its use.

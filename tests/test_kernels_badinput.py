@@ -366,8 +366,8 @@ def test_labels_out_of_range_raise(bad, dtype):
 
 
 def test_all_labels_out_of_range_on_a_large_batch():
-    # big enough that the rows are split between threads
-    m, c = 40_000, 3
+    # big enough that the rows are split between threads (>= 2^19 elements: common.hpp)
+    m, c = 180_000, 3
     labels = np.full(m, 7, dtype=np.int64)
     with pytest.raises(ValueError, match=f"{m} labels are outside"):
         ops.softmax_cross_entropy(np.empty((m, c)), _r(m, c), labels=labels)

@@ -132,6 +132,39 @@ def test_batchnorm_large_mean_small_spread(dtype):
     assert_close(out, xh, RTOL[dtype], RTOL[dtype] * 2000 * inv)  # out = xhat here
 
 
+@pytest.mark.parametrize("m", [16, 1024])
+def test_float32_sums_do_not_overflow_on_huge_spreads(m):
+    """Features of spread 1e20 and 3e38 (squares overflow float32) and an outlying first row:
+    the sums run in double, so statistics and gradients stay finite and right."""
+    rng = np.random.default_rng(3)
+    signs = rng.choice([-1.0, 1.0], (m, 4))
+    signs[:, 2] = np.resize([1.0, -1.0], m)  # mean 0: Z - mean itself stays below FLT_MAX
+    Z64 = signs * np.array([1e20, 1e18, 3e38, 1.0])
+    Z64[0, 3] = 3000.0  # the first row, which the sums are shifted by, far from the rest
+    Z = Z64.astype(np.float32)
+    n = Z.shape[1]
+    gamma, beta = np.ones(n, np.float32), np.zeros(n, np.float32)
+    out, mean, invstd = np.empty_like(Z), np.empty(n, np.float32), np.empty(n, np.float32)
+    ops.batchnorm_forward_train(out, mean, invstd, None, None, Z, gamma, beta)
+    mu, var, inv, xh, _, _ = bn_ref(Z, gamma, beta, 1e-5, "identity", 0.0)
+    assert np.isfinite(out).all() and np.isfinite(invstd).all()
+    assert_close(invstd, inv, 1e-5, 1e-45)  # 3e38's invstd ~ 3e-39 is subnormal in float32
+    assert_close(out[:, [0, 1, 3]], xh[:, [0, 1, 3]], 1e-5, 1e-5)
+    assert_close(out[:, 2], xh[:, 2], 1e-2, 1e-2)  # through that subnormal invstd
+    # backward: g * (Z - mean) = 1e30 * 1e10 overflows float32, not the double sums
+    Zb = (signs[:, :1] * 1e10).astype(np.float32)
+    dout = (rng.choice([-1.0, 1.0], (m, 1)) * 1e30).astype(np.float32)
+    g1 = np.ones(1, np.float32)
+    ob, mb, ib = np.empty_like(Zb), np.empty(1, np.float32), np.empty(1, np.float32)
+    ops.batchnorm_forward_train(ob, mb, ib, None, None, Zb, g1, np.zeros(1, np.float32))
+    dZ, dgamma, dbeta = np.empty_like(Zb), np.empty(1, np.float32), np.empty(1, np.float32)
+    ops.batchnorm_backward(dZ, dgamma, dbeta, dout, ob, Zb, g1, mb, ib)
+    xhb = (f64(Zb) - f64(mb)) * f64(ib)
+    dgamma_ref = (f64(dout) * xhb).sum(axis=0)
+    assert np.isfinite(dgamma).all() and np.isfinite(dZ).all()
+    assert_close(dgamma, dgamma_ref, 1e-5, 1e-5 * np.abs(f64(dout) * xhb).sum(axis=0))
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_nan_in_a_feature_propagates_to_that_feature_only(act):
     Z = np.random.default_rng(0).standard_normal((6, 70))
@@ -241,7 +274,7 @@ def stream_threshold():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n", [(700, 515), (257, 1024), (300, 2100), (2100, 100), (37, 300), (5, 17)])
+@pytest.mark.parametrize("m, n", [(700, 515), (257, 1024), (512, 1024), (300, 2100), (2700, 100), (37, 300), (5, 17)])
 def test_streamed_outputs_have_the_same_bits(m, n, dtype, stream_threshold):
     """Outputs written around the caches (non-temporal stores) equal the cached ones bitwise,
     for every activation, 1 and 2 threads, column panels (2 threads, >= 2 row chunks, rows of

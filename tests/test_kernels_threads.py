@@ -19,6 +19,7 @@ from pydl import ops
 M, N = 1024, 515  # 8 row chunks of 128; 527k elements (>= 2^19)
 M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
 M3, N3 = 2700, 100  # BatchNorm with many rows and few columns: 16 row chunks; 270k x 2 work
+M4, N4 = 512, 1024  # BatchNorm panels whose first one starts with the columns before a 64-byte boundary
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 
@@ -54,7 +55,8 @@ def run_kernels(threads, dtype):
     ops.dense_backward(None, np.empty((N2, 1), dtype), db2, dZ2, A2, r(M2, 1), r(N2, 1),
                        activation="tanh")
     out.update(dense_dZ_wide=dZ2, dense_db_wide=db2)
-    for name, (rows, cols), act in (("bn_wide", (M2, N2), "relu"), ("bn_narrow", (M3, N3), "tanh")):
+    for name, (rows, cols), act in (("bn_wide", (M2, N2), "relu"), ("bn_narrow", (M3, N3), "tanh"),
+                                    ("bn_aligned", (M4, N4), "sigmoid")):
         Zb, ob, mub, invb = 3 * r(rows, cols) + 1, np.empty((rows, cols), dtype), np.empty(cols, dtype), np.empty(cols, dtype)
         gb, dzb, dgb, dbb = r(cols), np.empty((rows, cols), dtype), np.empty(cols, dtype), np.empty(cols, dtype)
         ops.batchnorm_forward_train(ob, mub, invb, None, None, Zb, gb, r(cols), activation=act)

@@ -118,9 +118,10 @@ def test_costs_are_the_same_on_every_call_with_more_threads_than_cores():
     (omp atomic), the last bits changed from call to call with > 2 threads."""
     pydl.set_num_threads(4)
     rng = np.random.default_rng(0)
-    Z = rng.standard_normal((8192, 20)).astype(np.float32)
-    Y = rng.standard_normal((8192, 20)).astype(np.float32)
-    labels = rng.integers(0, 20, 8192)
+    # 2^19 elements: enough for every loss to run in parallel (common.hpp, worth_parallel)
+    Z = rng.standard_normal((26215, 20)).astype(np.float32)
+    Y = rng.standard_normal((26215, 20)).astype(np.float32)
+    labels = rng.integers(0, 20, 26215)
     for name, call in [("mean_squared_error", lambda: ops.mean_squared_error(None, Z, Y)),
                        ("softmax_cross_entropy", lambda: ops.softmax_cross_entropy(None, Z, labels=labels)),
                        ("sigmoid_cross_entropy", lambda: ops.sigmoid_cross_entropy(None, Z, (Y > 0).astype(np.float32)))]:
