@@ -220,8 +220,9 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 // (~50 us) first. It must then sleep, not yield: when another process holds the partner's
 // core, a thread that keeps its own core busy stops the scheduler from moving the partner
 // there, and each barrier waits out a time slice (a batch-norm call took 50 ms instead of
-// 5). Once a wait has had to sleep, later waits on the same barrier spin only
-// kBarrierSpinsContended pauses (~5 us): the machine is busy.
+// 5). From the second wait that has had to sleep on, later waits on the same barrier spin
+// only kBarrierSpinsContended pauses (~5 us): the machine is busy. (Switching after the
+// first sleep cost 10% on an idle machine, where a thread is now and then that late.)
 constexpr int kBarrierSpins = 2000;
 constexpr int kBarrierSpinsContended = 200;
 
@@ -246,7 +247,8 @@ public:
             if (gen_.load(std::memory_order_acquire) != gen) return;
             cpu_relax();
         }
-        spins_.store(kBarrierSpinsContended, std::memory_order_relaxed);
+        if (sleeps_.fetch_add(1, std::memory_order_relaxed) >= 1)
+            spins_.store(kBarrierSpinsContended, std::memory_order_relaxed);
         std::unique_lock<std::mutex> lock(mutex_);
         sleepers_.fetch_add(1);
         wake_.wait(lock, [&] { return gen_.load() != gen; });
@@ -265,6 +267,7 @@ private:
     std::atomic<unsigned> gen_{0};
     std::atomic<int> sleepers_{0};
     std::atomic<int> spins_{kBarrierSpins};
+    std::atomic<int> sleeps_{0};
     std::mutex mutex_;
     std::condition_variable wake_;
 };
