@@ -146,17 +146,29 @@ PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z,
 }
 
 // The two passes of a training kernel: panels for a large batch on several threads, else
-// all columns at once (the same sums, bit for bit: see common.hpp).
-template <class Tile, class Finish, class Rows>
-void two_passes(int m, int n, const void* out, std::size_t itemsize, Tile&& tile,
-                Finish&& finish, Rows&& rows) {
+// all columns at once (the same sums, bit for bit: see common.hpp). The output is written
+// around the caches when the kernel's `footprint` bytes would not fit in them:
+// rows(stream, r0, r1, j0, w, w_next) gets std::bool_constant<that>, and the pass is fenced.
+template <class T, class Tile, class Finish, class Rows>
+void two_passes(int m, int n, const T* out, double footprint, Tile&& tile, Finish&& finish,
+                Rows&& rows) {
     const bool parallel = worth_parallel(std::ptrdiff_t(m) * n, 2);
-    if (parallel && use_panels(m, n, itemsize, max_threads())) {
-        panel_passes<2>(m, n, out, itemsize, tile, finish, rows);
-    } else {
-        std::vector<double> sums(2 * std::size_t(n));
-        column_passes<2>(m, n, parallel, sums.data(), tile, finish, rows);
-    }
+    auto run = [&](auto stream) {
+        auto pass = [&](int r0, int r1, int j0, int w, int w_next) {
+            rows(stream, r0, r1, j0, w, w_next);
+            if constexpr (decltype(stream)::value) stream_fence();
+        };
+        if (parallel && use_panels(m, n, sizeof(T), max_threads())) {
+            panel_passes<2>(m, n, out, sizeof(T), tile, finish, pass);
+        } else {
+            std::vector<double> sums(2 * std::size_t(n));
+            column_passes<2>(m, n, parallel, sums.data(), tile, finish, pass);
+        }
+    };
+    if (stream_output(footprint))
+        run(std::true_type{});
+    else
+        run(std::false_type{});
 }
 
 }  // namespace
@@ -175,7 +187,6 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
                              const T* Z, const T* gamma, const T* beta, int m, int n, T momentum,
                              T eps, Activation act, T alpha) {
     const double unbias = m > 1 ? double(m) / double(m - 1) : 1.0;
-    const bool stream = stream_output(2.0 * double(m) * n * sizeof(T));
     auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
         moments_tile(Z, n, i0, i1, j0, w, acc, stride);
     };
@@ -196,19 +207,11 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
     };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
-        auto run = [&](auto stream_tag) {
-            constexpr bool STREAM = decltype(stream_tag)::value;
-            two_passes(m, n, out, sizeof(T), tile, finish,
-                       [&](int r0, int r1, int j0, int w, int w_next) {
-                normalize_rows<STREAM, ACT>(out, Z, mean, invstd, gamma, beta, n, r0, r1, j0, w,
-                                            w_next, alpha);
-                if constexpr (STREAM) stream_fence();
-            });
-        };
-        if (stream)
-            run(std::true_type{});
-        else
-            run(std::false_type{});
+        two_passes(m, n, out, 2.0 * double(m) * n * sizeof(T), tile, finish,
+                   [&](auto stream, int r0, int r1, int j0, int w, int w_next) {
+                       normalize_rows<decltype(stream)::value, ACT>(
+                           out, Z, mean, invstd, gamma, beta, n, r0, r1, j0, w, w_next, alpha);
+                   });
     });
 }
 
@@ -254,7 +257,6 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
                         Activation act, T alpha) {
     std::vector<T> k(n);  // gamma * invstd / m; the row pass also reads dbeta and dgamma
     const int arrays = act == Activation::identity ? 3 : 4;  // dout, Z, dZ (+ out)
-    const bool stream = stream_output(double(arrays) * double(m) * n * sizeof(T));
     auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
         for (int j = j0; j < j1; ++j) {
             dbeta[j] = T(s[j - j0]);
@@ -267,19 +269,12 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
         auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
             backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc, stride);
         };
-        auto run = [&](auto stream_tag) {
-            constexpr bool STREAM = decltype(stream_tag)::value;
-            two_passes(m, n, dZ, sizeof(T), tile, finish,
-                       [&](int r0, int r1, int j0, int w, int w_next) {
-                backward_rows<STREAM, ACT>(dZ, dout, out, Z, mean, invstd, k.data(), dbeta,
-                                           dgamma, n, m, r0, r1, j0, w, w_next, alpha);
-                if constexpr (STREAM) stream_fence();
-            });
-        };
-        if (stream)
-            run(std::true_type{});
-        else
-            run(std::false_type{});
+        two_passes(m, n, dZ, double(arrays) * double(m) * n * sizeof(T), tile, finish,
+                   [&](auto stream, int r0, int r1, int j0, int w, int w_next) {
+                       backward_rows<decltype(stream)::value, ACT>(
+                           dZ, dout, out, Z, mean, invstd, k.data(), dbeta, dgamma, n, m, r0, r1,
+                           j0, w, w_next, alpha);
+                   });
     });
 }
 

@@ -395,6 +395,14 @@ struct NoRows {
     void operator()(int, int, int, int, int) const {}
 };
 
+// sum over c of part[c * chunk_stride + i], in chunk order (the same bits for any threads).
+inline double chunk_total(const double* part, int nchunks, std::ptrdiff_t chunk_stride,
+                          std::ptrdiff_t i) {
+    double s = 0.0;
+    for (int c = 0; c < nchunks; ++c) s += part[c * chunk_stride + i];
+    return s;
+}
+
 inline int reduce_chunks(int m) {
     const std::ptrdiff_t c = (std::ptrdiff_t(m) + kReduceRowsPerChunk - 1) / kReduceRowsPerChunk;
     return int(c < 1 ? 1 : (c > kReduceMaxChunks ? kReduceMaxChunks : c));
@@ -433,11 +441,8 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
         if (nt > 1) barrier.wait(nt);
         if (id == 0) {
             if (nchunks > 1)
-                for (std::ptrdiff_t k = 0; k < stride; ++k) {
-                    double s = 0.0;
-                    for (std::ptrdiff_t c = 0; c < nchunks; ++c) s += part[std::size_t(c * stride + k)];
-                    sums[k] = s;
-                }
+                for (std::ptrdiff_t k = 0; k < stride; ++k)
+                    sums[k] = chunk_total(part.data(), int(nchunks), stride, k);
             finish(0, n, static_cast<const double*>(sums), std::ptrdiff_t(n));
         }
         if constexpr (has_rows) {
@@ -464,8 +469,9 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
 // panel it has just read still in its L2 cache instead of streaming the batch in again;
 // meanwhile it asks for its rows of the next panel (rows gets that panel's width), so that
 // memory keeps streaming while the second pass runs. A panel is 512 bytes of each row
-// (128 floats; a thread's share of a 1024-row panel of two arrays then fills a quarter of a
-// 1 MB L2, the next panel another quarter), its boundaries on the 64-byte boundaries of the
+// (128 floats; a thread's share of a 1024-row panel of one array, 512 rows on 2 threads,
+// is 256 KB of a 1 MB L2, as is its share of the next panel), its boundaries on the
+// 64-byte boundaries of the
 // rows of `align` (the output) when all its rows start at the same offset in a cache line.
 //   rows(r0, r1, j0, w, w_next): as above; w_next columns from j0 + w are the next panel's.
 constexpr int kPanelBytes = 512;
@@ -527,11 +533,9 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize, 
             const int f1 = int(std::ptrdiff_t(w) * (id + 1) / nt);
             if (f0 < f1) {
                 for (int k = 0; k < K; ++k)
-                    for (int j = f0; j < f1; ++j) {
-                        double s = 0.0;
-                        for (int c = 0; c < nchunks; ++c) s += part[(std::size_t(c) * K + k) * stride + j];
-                        total[k * stride + j] = s;
-                    }
+                    for (int j = f0; j < f1; ++j)
+                        total[k * stride + j] =
+                            chunk_total(part.data(), nchunks, K * stride, k * stride + j);
                 finish(int(j0) + f0, int(j0) + f1, static_cast<const double*>(total + f0), stride);
             }
             if (nt > 1) barrier.wait(nt);
