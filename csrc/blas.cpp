@@ -3,11 +3,18 @@
 
 #include <Python.h>
 
+#include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 
 namespace pydl {
 namespace {
@@ -64,111 +71,227 @@ void blas_init() {
 
 namespace {
 
-// Small products, where a BLAS call costs more in setup and packing than in arithmetic
-// (a 32x64 @ 64x32 product: ~2.3 us through OpenBLAS), run in the kernel below when the
-// build targets AVX or AVX-512 (GCC/Clang vector extensions of one register's width; with
-// narrower registers the 8 accumulators no longer fit and BLAS is faster).
+// pydl's own GEMM for products whose operands sit in the L2 cache (see is_own below),
+// built when the target has AVX or AVX-512 (GCC/Clang vector extensions of one register's
+// width; with narrower registers the accumulators no longer fit and BLAS is faster).
+// SciPy's OpenBLAS runs 256-bit kernels on this AVX-512 machine and pays a setup per call:
+// at the 32-row products of a small-batch MLP it reaches ~70-80 GFLOP/s on one core (~30%
+// of the core's 512-bit peak, measured 240), this kernel 140-180.
 #if defined(__GNUC__) && (defined(__AVX512F__) || defined(__AVX__))
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-// Up to this M*N*K the kernel beats a BLAS call (measured through dense_forward /
-// dense_backward on a 2-core AVX-512 machine: 32x64->32 forward 2.2 vs 3.0 us, backward
-// 4.0 vs 5.9 us; even at 2^18, slower from 2^19 on).
-constexpr std::int64_t kSmallGemmMax = std::int64_t(1) << 17;
 #else
 constexpr int kVecBytes = 32;
-constexpr std::int64_t kSmallGemmMax = std::int64_t(1) << 16;  // half the width, half the size
 #endif
 
-// C = alpha op(A) op(B) + beta C (C not read when beta == 0). op(B) is packed into K x Np
-// rows padded with zeros to a multiple of NR; each MR x NR block of C accumulates in
-// registers over p in order. Rows of op(A) are read in place (the last block repeats row
-// M-1 and drops the copies). Single-threaded, so the result does not depend on the thread
-// count.
 template <class T>
-void small_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
-                const T* B, int ldb, T beta, T* C, int ldc) {
-    // V: one vector register of T; VU: its unaligned alias for loads and stores. The
-    // accumulators are values, never addressed, so they stay in registers.
+struct Tile {
+    // V: one vector register of T; VU: its unaligned alias for loads and stores.
     typedef T V __attribute__((vector_size(kVecBytes)));
     typedef T VU __attribute__((vector_size(kVecBytes), aligned(sizeof(T)), may_alias));
-    constexpr int MR = 4, L = int(sizeof(V) / sizeof(T)), NR = 2 * L;
-    const std::ptrdiff_t Np = (std::ptrdiff_t(N) + NR - 1) / NR * NR;
-    thread_local std::vector<T> packed;
-    if (packed.size() < std::size_t(K) * std::size_t(Np)) packed.resize(std::size_t(K) * Np);
-    T* const Bp = packed.data();
-    if (trans_b) {  // Bp[p, j] = B[j, p]: read B in rows, 8 at a time
-        for (int j0 = 0; j0 < N; j0 += 8) {
-            const int jn = N - j0 < 8 ? N - j0 : 8;
-            for (int p = 0; p < K; ++p)
-                for (int j = 0; j < jn; ++j)
-                    Bp[p * Np + j0 + j] = B[std::ptrdiff_t(j0 + j) * ldb + p];
+    static constexpr int L = int(sizeof(V) / sizeof(T));
+    // A block of C is MR rows x NR = 2 vectors: 2*MR accumulators, 2 vectors of B and a
+    // broadcast of A in registers (19 of 32 with AVX-512, 15 of 16 with AVX).
+    static constexpr int MR = kVecBytes == 64 ? 8 : 6, NR = 2 * L;
+    // K is cut into blocks of KC so that one packed KC x NR panel of op(B) (32 KB) stays
+    // in the L1 cache while every row block of op(A) passes over it.
+    static constexpr int KC = 32768 / (NR * int(sizeof(T)));
+};
+
+// C[rows, 0:NR] (+)= alpha * sum_p a(r, p) b[p, 0:NR] over p < kc, one MR x NR block.
+// a(r, p) = a_row[r][p * sp]; b is kc rows of NR values, ldb apart. mode 0: C = alpha acc
+// (C not read), 1: C = alpha acc + beta C, 2: C += alpha acc. Only the first `rows` rows
+// and first w columns are stored (the caller repeats valid rows of A for the others and
+// zero-pads b).
+template <class T, int NV>
+__attribute__((noinline)) void tile_kernel(const T* const* a_row, std::ptrdiff_t sp, const T* b,
+                               std::ptrdiff_t ldb, int kc, T* C, std::ptrdiff_t ldc, int rows,
+                               int w, T alpha, T beta, int mode) {
+    using V = typename Tile<T>::V;
+    using VU = typename Tile<T>::VU;
+    constexpr int MR = Tile<T>::MR, L = Tile<T>::L, NR = Tile<T>::NR;
+    V c[MR][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v) c[r][v] = V{};
+    const T* ap[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) ap[r] = a_row[r];
+    for (int p = 0; p < kc; ++p) {
+        V bv[NV];
+        for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const VU*>(b + v * L);
+        b += ldb;
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            const T x = ap[r][p * sp];
+            for (int v = 0; v < NV; ++v) c[r][v] += x * bv[v];
         }
-    } else {
-        for (int p = 0; p < K; ++p)
-            std::memcpy(Bp + p * Np, B + std::ptrdiff_t(p) * ldb, sizeof(T) * N);
     }
-    for (int p = 0; p < K; ++p)
-        for (std::ptrdiff_t j = N; j < Np; ++j) Bp[p * Np + j] = T(0);
-    // a(r, p) = op(A)[i0 + r, p], rows past M clamped to M - 1
-    const std::ptrdiff_t sr = trans_a ? 1 : lda, sp = trans_a ? lda : 1;
-    for (int i0 = 0; i0 < M; i0 += MR) {
-        const T* a0 = A + std::ptrdiff_t(i0) * sr;
-        const T* a1 = A + std::ptrdiff_t(i0 + 1 < M ? i0 + 1 : M - 1) * sr;
-        const T* a2 = A + std::ptrdiff_t(i0 + 2 < M ? i0 + 2 : M - 1) * sr;
-        const T* a3 = A + std::ptrdiff_t(i0 + 3 < M ? i0 + 3 : M - 1) * sr;
-        for (std::ptrdiff_t j0 = 0; j0 < Np; j0 += NR) {
-            V c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
-            for (std::ptrdiff_t p = 0; p < K; ++p) {
-                const T* b = Bp + p * Np + j0;
-                const V b0 = *reinterpret_cast<const VU*>(b);
-                const V b1 = *reinterpret_cast<const VU*>(b + L);
-                const T x0 = a0[p * sp], x1 = a1[p * sp], x2 = a2[p * sp], x3 = a3[p * sp];
-                c00 += x0 * b0;
-                c01 += x0 * b1;
-                c10 += x1 * b0;
-                c11 += x1 * b1;
-                c20 += x2 * b0;
-                c21 += x2 * b1;
-                c30 += x3 * b0;
-                c31 += x3 * b1;
+    for (int r = 0; r < rows; ++r) {
+        T* cr = C + r * ldc;
+        if (w == NV * L) {
+            for (int v = 0; v < NV; ++v) {
+                V x = alpha * c[r][v];
+                VU* cv = reinterpret_cast<VU*>(cr + v * L);
+                if (mode == 1) x += beta * *cv;
+                else if (mode == 2) x += *cv;
+                *cv = x;
             }
-            const V acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-            const int w = int(N - j0 < NR ? N - j0 : NR);
-            for (int r = 0; r < MR && i0 + r < M; ++r) {
-                T out[NR];
-                *reinterpret_cast<VU*>(out) = alpha * acc[r][0];
-                *reinterpret_cast<VU*>(out + L) = alpha * acc[r][1];
-                T* c = C + std::ptrdiff_t(i0 + r) * ldc + j0;
-                if (beta == T(0))
-                    for (int jj = 0; jj < w; ++jj) c[jj] = out[jj];
+        } else {
+            T out[NR];
+            for (int v = 0; v < NV; ++v) *reinterpret_cast<VU*>(out + v * L) = alpha * c[r][v];
+            for (int j = 0; j < w; ++j)
+                cr[j] = mode == 0 ? out[j] : out[j] + (mode == 1 ? beta : T(1)) * cr[j];
+        }
+    }
+}
+
+// Bp[p, j] = B[j, p] for p < kc, j < w; zero for w <= j < NR (B has rows ldb apart).
+template <class T>
+void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
+    constexpr int NR = Tile<T>::NR;
+    int p0 = 0;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+        // 16 x 16 blocks through registers: 16 row loads, 64 shuffles, 16 stores.
+        if (w == NR) {
+            for (; p0 + 16 <= kc; p0 += 16)
+                for (int j0 = 0; j0 < NR; j0 += 16) {
+                    __m512 r[16], t[16];
+                    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(B + (j0 + i) * ldb + p0);
+                    for (int i = 0; i < 16; i += 2) {
+                        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+                    }
+                    for (int i = 0; i < 16; i += 4) {
+                        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+                        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+                        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+                    }
+                    // r[4g + q], 128-bit lane k: column 4k + q of rows 4g..4g+3
+                    for (int q = 0; q < 4; ++q) {
+                        t[q] = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);
+                        t[4 + q] = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);
+                        t[8 + q] = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
+                        t[12 + q] = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
+                    }
+                    for (int q = 0; q < 4; ++q) {
+                        float* d = Bp + std::ptrdiff_t(p0) * NR + j0;
+                        _mm512_storeu_ps(d + (q)*NR, _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88));
+                        _mm512_storeu_ps(d + (8 + q) * NR,
+                                         _mm512_shuffle_f32x4(t[q], t[8 + q], 0xDD));
+                        _mm512_storeu_ps(d + (4 + q) * NR,
+                                         _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0x88));
+                        _mm512_storeu_ps(d + (12 + q) * NR,
+                                         _mm512_shuffle_f32x4(t[4 + q], t[12 + q], 0xDD));
+                    }
+                }
+        }
+    }
+#endif
+    for (int j = 0; j < NR; ++j) {
+        if (j < w) {
+            const T* src = B + j * ldb;
+            for (int p = p0; p < kc; ++p) Bp[std::ptrdiff_t(p) * NR + j] = src[p];
+        } else {
+            for (int p = p0; p < kc; ++p) Bp[std::ptrdiff_t(p) * NR + j] = T(0);
+        }
+    }
+}
+
+// C = alpha op(A) op(B) + beta C (C not read when beta == 0), single-threaded, so the
+// result does not depend on the thread count. Loops: K blocks of KC, then NR-column panels
+// of op(B) (read in place when op(B) = B and the panel is full, else packed into a
+// zero-padded KC x NR buffer), then MR-row blocks of op(A) read in place (the last block
+// repeats row M-1 and drops the copies). Each C element sums its K block in order p = 0..
+template <class T>
+void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
+              const T* B, int ldb, T beta, T* C, int ldc) {
+    constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Tile<T>::KC;
+    if (K == 0) {  // C = beta C, as BLAS
+        for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+                T& c = C[std::ptrdiff_t(i) * ldc + j];
+                c = beta == T(0) ? T(0) : beta * c;
+            }
+        return;
+    }
+    thread_local std::vector<T> packed;
+    if (packed.size() < std::size_t(KC) * NR) packed.resize(std::size_t(KC) * NR);
+    T* const Bp = packed.data();
+    // op(A)[i, p] = A[i * sr + p * sp]; op(B)[p, j] = B[p * sb + j * sj]
+    const std::ptrdiff_t sr = trans_a ? 1 : lda, sp = trans_a ? lda : 1;
+    const std::ptrdiff_t sb = trans_b ? 1 : ldb, sj = trans_b ? ldb : 1;
+    for (int pc = 0; pc < K; pc += KC) {
+        const int kc = K - pc < KC ? K - pc : KC;
+        const int mode = pc > 0 ? 2 : beta == T(0) ? 0 : 1;
+        for (int jc = 0; jc < N; jc += NR) {
+            const int w = N - jc < NR ? N - jc : NR;
+            const T* b = B + pc * sb + jc * sj;
+            if (trans_b)
+                pack_transposed(Bp, b, ldb, kc, w);
+            else  // copied even when full: rows 2^k bytes apart would alias in L1
+                for (int p = 0; p < kc; ++p) {
+                    T* dst = Bp + std::ptrdiff_t(p) * NR;
+                    std::memcpy(dst, b + p * sb, sizeof(T) * w);
+                    for (int j = w; j < NR; ++j) dst[j] = T(0);
+                }
+            for (int ic = 0; ic < M; ic += MR) {
+                const T* a_row[MR];
+                for (int r = 0; r < MR; ++r)
+                    a_row[r] = A + std::ptrdiff_t(ic + r < M ? ic + r : M - 1) * sr + pc * sp;
+                const int rows = M - ic < MR ? M - ic : MR;
+                T* c = C + std::ptrdiff_t(ic) * ldc + jc;
+                if (w <= NR / 2)  // one vector wide: half the multiply-adds of a padded block
+                    tile_kernel<T, 1>(a_row, sp, Bp, NR, kc, c, ldc, rows, w, alpha, beta, mode);
                 else
-                    for (int jj = 0; jj < w; ++jj) c[jj] = out[jj] + beta * c[jj];
+                    tile_kernel<T, 2>(a_row, sp, Bp, NR, kc, c, ldc, rows, w, alpha, beta, mode);
             }
         }
     }
 }
 
-// ... and while packed op(B) stays within 2^16 elements (it is kept per thread for reuse).
-bool is_small(int M, int N, int K) {
-    return std::int64_t(M) * N * K <= kSmallGemmMax &&
-           std::int64_t(K) * ((std::int64_t(N) + 31) / 32 * 32) <= (std::int64_t(1) << 16);
+// Where own_gemm runs (measured on a 2-core AVX-512 VM through dense_forward/backward at
+// 32 x 64 x 256 ... 1024 x 4096 x 4096, float and double; bench/gemm_shapes.py):
+// - AVX-512: on one core it is 1.6-2.7x SciPy's OpenBLAS on one core at every size (OpenBLAS
+//   runs its 256-bit kernels there), and as fast as OpenBLAS on two cores up to M*N*K = 2^26
+//   (~0.35 ms of float work; 1.3-2.5x faster below ~2^22, where BLAS's threads cost more to
+//   start than they save). Above that BLAS's threads pay off, unless the pool has one.
+// - AVX (256-bit): about OpenBLAS's speed on one core, half of it on two: only products
+//   whose BLAS call costs more in set-up than in arithmetic (M*N*K <= 2^16).
+#if defined(__AVX512F__)
+constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 26;
+constexpr bool kOwnOnOneThread = true;
+#else
+constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 16;
+constexpr bool kOwnOnOneThread = false;
+#endif
+
+std::atomic<int> g_blas_threads{0};  // as set by set_num_threads; 0: BLAS's default
+
+bool is_own(int M, int N, int K) {
+    return std::int64_t(M) * N * K <= kOwnGemmMax ||
+           (kOwnOnOneThread && g_blas_threads.load(std::memory_order_relaxed) == 1);
 }
 #else
 template <class T>
-void small_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
-bool is_small(int, int, int) { return false; }
+void own_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
+bool is_own(int, int, int) { return false; }
+std::atomic<int> g_blas_threads{0};
 #endif
 
 }  // namespace
+
+void set_blas_threads(int n) { g_blas_threads.store(n, std::memory_order_relaxed); }
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the same call
 // with the operands (and their transposes) swapped.
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                  int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-    if (is_small(M, N, K))
-        return small_gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (is_own(M, N, K))
+        return own_gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     g_sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
@@ -176,8 +299,8 @@ void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, c
 template <>
 void gemm<double>(bool trans_a, bool trans_b, int M, int N, int K, double alpha, const double* A,
                   int lda, const double* B, int ldb, double beta, double* C, int ldc) {
-    if (is_small(M, N, K))
-        return small_gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (is_own(M, N, K))
+        return own_gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     g_dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }

@@ -20,7 +20,7 @@ ACTS = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"]
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
 
-# Sizes: tiny, odd, around the small-GEMM blocking (4 rows x 32 columns), and large enough
+# Sizes: tiny, odd, around the GEMM blocking (8 rows x 32 floats, K blocks of 256), and large enough
 # to cross the 2^16-element OpenMP threshold.
 dims = st.one_of(st.integers(1, 9), st.sampled_from([1, 16, 31, 63, 64, 65, 127, 129, 257, 513]))
 seeds = st.integers(0, 2**32 - 1)
@@ -51,46 +51,213 @@ def test_dense_forward_matches_reference(m, n_in, n_out, act, use_bias, dtype, s
     assert_close(A, g_ref(Z, act, alpha), rtol, rtol * bound)
 
 
-# Products up to M*N*K = 2^17 skip BLAS for a register-blocked kernel (csrc/blas.cpp): 4-row
-# blocks (the last one repeats row M-1) times 32-float/16-double column blocks (op(B) packed
-# and zero-padded). Shapes on both sides of the threshold, with every edge of the blocking.
-SMALL_GEMM_SHAPES = [(1, 1, 1), (5, 7, 33), (3, 64, 17), (32, 64, 64), (32, 64, 65), (4, 2048, 16),
-                     (4, 2048, 17), (129, 33, 31)]
+# ------------------------------------------------------------------ GEMM (csrc/blas.cpp)
+# A dense layer's three products go through gemm, row-major C (M, N) = op(A) op(B) + beta C:
+#   forward  A  = X @ W.T    M = m,      N = n_out,  K = n_in    (op(B) = W.T, transposed)
+#   dW       dW = dZ.T @ X   M = n_out,  N = n_in,   K = m       (op(A) = dZ.T; beta = 1 with l2
+#                                                                 or l1, C holding the penalty)
+#   dA_prev  dX = dZ @ W     M = m,      N = n_in,   K = n_out
+# All three have M*N*K = m*n_in*n_out. Up to 2^26, and at every size once set_num_threads(1)
+# has left the BLAS pool one thread, they run in pydl's own single-threaded kernel (own_gemm),
+# otherwise in SciPy's OpenBLAS. own_gemm with AVX-512: K in blocks of KC = 256 (float and
+# double; the first block stores C = acc or acc + beta C, later ones add into C); op(B) in
+# panels of NR = 32 floats / 16 doubles (two vectors; a panel of w <= NR/2 columns takes the
+# one-vector tile), each packed into a zero-padded KC x NR buffer (the transposed forward pack
+# moves 16 x 16 blocks through registers for full float panels and whole 16-steps of K, and
+# uses scalar code for the K % 16 tail, narrow panels and double); rows of op(A) in blocks of
+# MR = 8, the last one repeating row M-1 and dropping the copies; a partial panel stores only
+# its w columns. The edges, each hit in each role of each product:
+#   M: 1, 7, 8, 9, 33                  (one row; a partial, full, full + 1-row block; 4 + 1)
+#   N: 1, 8, 9, 15, 16, 17, 24, 31,    (one-/two-vector switch of double at 8/9 and of float
+#      32, 33, 40, 48, 65               at 16/17, full panels, full + a partial panel)
+#   K: 1, 15, 16, 17, 255, 256, 257,   (around the 16-step register transpose and KC;
+#      300, 513                         300 = 256 + 2*16 + 12; 513 = 256 + 256 + 1)
+M_EDGES = {1, 7, 8, 9, 33}
+N_EDGES = {1, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 48, 65}
+K_EDGES = {1, 15, 16, 17, 255, 256, 257, 300, 513}
+OWN_GEMM_MAX = 2**26
+# (m, n_in, n_out)
+GEMM_EDGE_SHAPES = [
+    (1, 1, 1), (7, 15, 65), (8, 16, 48), (9, 17, 33), (33, 255, 32), (33, 256, 31),
+    (9, 257, 32), (7, 513, 33), (1, 300, 64), (33, 513, 65), (15, 31, 8), (16, 32, 9),
+    (17, 65, 7), (255, 33, 17), (256, 48, 16), (257, 65, 15), (513, 17, 1), (300, 40, 33),
+    (8, 24, 255), (9, 1, 256), (33, 16, 257), (1, 15, 513), (17, 8, 300), (7, 9, 40),
+    (16, 40, 24),
+]
+GEMM_ROLES = {  # (M, N, K) of each product from (m, n_in, n_out)
+    "forward": lambda m, n_in, n_out: (m, n_out, n_in),
+    "dW": lambda m, n_in, n_out: (n_out, n_in, m),
+    "dA_prev": lambda m, n_in, n_out: (m, n_in, n_out),
+}
+# Elements on each side of every array the GEMM tests pass: more than a packed panel row, and
+# odd, so that the arrays start off any vector alignment.
+GUARD = 67
+OUT_GUARD = -1234.5  # what must still be around the outputs afterwards
+
+
+def _guarded(a, fill):
+    """A copy of `a`, C-contiguous, in the middle of a 1-D buffer of `fill` (GUARD elements
+    either side); returns (view, buffer). A read past either end picks up `fill`, a write
+    past either end changes it."""
+    buf = np.full(a.size + 2 * GUARD, fill, a.dtype)
+    view = buf[GUARD:GUARD + a.size].reshape(a.shape)
+    view[...] = a
+    return view, buf
+
+
+def _output(shape, dtype):
+    """NaN (every element must be written) inside OUT_GUARD."""
+    return _guarded(np.full(shape, np.nan, dtype), OUT_GUARD)
+
+
+def _assert_guard(buf, fill, name):
+    edges = np.concatenate([buf[:GUARD], buf[-GUARD:]])
+    assert np.array_equal(edges, np.full_like(edges, fill), equal_nan=True), \
+        f"{name}: written outside the array"
+
+
+def _inputs(rng, m, n_in, n_out, dtype):
+    """X, W, dZ (standard normal) inside NaN guards, their buffers, and float64 copies."""
+    shapes = dict(X=(m, n_in), W=(n_out, n_in), dZ=(m, n_out))
+    arrays = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    guarded = {k: _guarded(a, np.nan) for k, a in arrays.items()}
+    return guarded, {k: f64(a) for k, a in arrays.items()}
+
+
+def _dense_products(inp, m, n_in, n_out, dtype, l2):
+    """forward, dW (with l2) and dA_prev through ops on guarded arrays; checks every guard."""
+    (X, Xb), (W, Wb), (dZ, dZb) = inp["X"], inp["W"], inp["dZ"]
+    (A, Ab), (dW, dWb), (dX, dXb) = (_output(s, dtype) for s in
+                                      [(m, n_out), (n_out, n_in), (m, n_in)])
+    ops.dense_forward(A, X, W)
+    # identity and no db: dZ is read as it is, A (the layer output) is not read
+    ops.dense_backward(dX, dW, None, dZ, np.zeros((m, n_out), dtype), X, W, l2=l2)
+    for name, buf in dict(A=Ab, dW=dWb, dA_prev=dXb).items():
+        _assert_guard(buf, OUT_GUARD, name)
+    for name, buf in dict(X=Xb, W=Wb, dZ=dZb).items():
+        _assert_guard(buf, np.nan, name)
+    return A, dW, dX
+
+
+def _references(r, m, l2):
+    """float64 forward, dW, dA_prev and the bounds on what they sum."""
+    X, W, dZ = r["X"], r["W"], r["dZ"]
+    aX, aW, adZ = np.abs(X), np.abs(W), np.abs(dZ)
+    return ((X @ W.T, aX @ aW.T), (dZ.T @ X + (l2 / m) * W, adZ.T @ aX + (l2 / m) * aW),
+            (dZ @ W, adZ @ aW))
+
+
+def _check_three_products(m, n_in, n_out, dtype, seed):
+    """The three products against float64, dW both without (beta = 0) and with l2 (beta = 1,
+    l2/m = 1/2 so that a lost penalty shows)."""
+    rng = np.random.default_rng(seed)
+    inp, r = _inputs(rng, m, n_in, n_out, dtype)
+    rtol = RTOL[dtype]
+    for l2 in (0.0, 0.5 * m):
+        got = _dense_products(inp, m, n_in, n_out, dtype, l2)
+        for name, out, (ref, bound) in zip(["A", "dW", "dA_prev"], got, _references(r, m, l2)):
+            try:
+                assert_close(out, ref, rtol, rtol * bound)
+            except AssertionError as e:
+                raise AssertionError(f"{name} (l2={l2}): {e}") from None
+
+
+def test_gemm_edge_shapes_cover_every_edge_in_every_role():
+    for product, roles in GEMM_ROLES.items():
+        for axis, edges in zip("MNK", (M_EDGES, N_EDGES, K_EDGES)):
+            seen = {roles(*s)["MNK".index(axis)] for s in GEMM_EDGE_SHAPES}
+            assert edges <= seen, f"{product}: {axis} never {sorted(edges - seen)}"
+    assert all(m * n_in * n_out <= OWN_GEMM_MAX for m, n_in, n_out in GEMM_EDGE_SHAPES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m,n_in,n_out", SMALL_GEMM_SHAPES)
-def test_three_products_on_both_sides_of_the_small_gemm_threshold(m, n_in, n_out, dtype):
-    rng = np.random.default_rng([m, n_in, n_out])
+@pytest.mark.parametrize("m,n_in,n_out", GEMM_EDGE_SHAPES)
+def test_three_products_at_every_edge_of_the_own_gemm_blocking(m, n_in, n_out, dtype):
+    _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out])
+
+
+@pytest.mark.parametrize("dtype,shape,one_thread", [
+    (np.float32, (64, 1024, 1024), False),  # M*N*K = 2^26: own_gemm
+    (np.float32, (64, 1024, 1025), False),  # 2^26 + 2^16: OpenBLAS
+    (np.float32, (64, 1024, 1025), True),   # the same with set_num_threads(1): own_gemm
+    (np.float64, (64, 1024, 1025), True),
+])
+def test_three_products_on_both_sides_of_the_own_gemm_threshold(dtype, shape, one_thread):
+    # 1025 = 1024 + 1 puts the edges in big products too: forward N (a 1-column panel),
+    # dW M (a 1-row block), dA_prev K (a last K block of 1).
+    previous = ops.get_num_threads()
+    try:
+        if one_thread:
+            ops.set_num_threads(1)
+        _check_three_products(*shape, dtype, seed=list(shape))
+    finally:
+        if one_thread:
+            ops.set_num_threads(previous)
+
+
+def _assert_nonfinite_where_expected(out, expected, rtol, bound, name):
+    bad = ~np.isfinite(expected)
+    wrong = np.argwhere(~np.isfinite(out) != bad)
+    assert wrong.size == 0, f"{name}: {len(wrong)} wrongly (non-)finite, first {wrong[:5].tolist()}"
+    assert np.array_equal(out[bad], expected[bad], equal_nan=True), f"{name}: wrong inf/NaN"
+    assert_close(out[~bad], expected[~bad], rtol, rtol * bound[~bad])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_out", [33, 10])
+def test_gemm_nan_and_inf_reach_only_their_own_rows_and_columns(n_out, dtype):
+    # m = 9: the last row block (forward, dA_prev) is row 8 and 7 copies of it; n_out = 33:
+    # a full panel + a 1-column one in the forward (in dW 4 row blocks + 1 row), n_out = 10:
+    # one narrow panel; n_in = 300: the forward's K crosses a K block (256 + 2*16 + 12), and
+    # dW/dA_prev have 300 = 9 * 32 + 12 columns. NaN in X at row 8 (the repeated row; second
+    # K block) and row 2 (first block); inf in W in the last output column (second K block,
+    # a partial or narrow panel) and in column 5 at p = 137 (for n_out = 33 inside a
+    # register-transposed 16 x 16 block of the forward pack). Each must reach exactly the
+    # elements that sum it: no neighbouring lane, no other row, nothing outside the arrays.
+    m, n_in = 9, 300
+    nans, infs = [(8, 290), (2, 3)], [(n_out - 1, 270), (5, 137)]
+    rng = np.random.default_rng(n_out)
+    inp, r = _inputs(rng, m, n_in, n_out, dtype)
+    for i, p in nans:
+        inp["X"][0][i, p] = np.nan
+    for j, p in infs:
+        inp["W"][0][j, p] = np.inf
+    X, dZ = r["X"], r["dZ"]
+    rtol = RTOL[dtype]
+    for l2 in (0.0, 0.5 * m):
+        got = _dense_products(inp, m, n_in, n_out, dtype, l2)
+        (A, A_bound), (dW, dW_bound), (dX, dX_bound) = _references(r, m, l2)
+        for j, p in infs:
+            A[:, j] = np.sign(X[:, p]) * np.inf  # X[i, p] * inf
+            dX[:, p] = np.sign(dZ[:, j]) * np.inf  # dZ[i, j] * inf
+            if l2:
+                dW[j, p] = np.inf  # (l2/m) * inf in C; beta C + finite
+        for i, p in nans:
+            A[i, :] = np.nan
+            dW[:, p] = np.nan  # dZ[i, j] * NaN
+        for name, out, ref, bound in zip(["A", "dW", "dA_prev"], got, [A, dW, dX],
+                                         [A_bound, dW_bound, dX_bound]):
+            _assert_nonfinite_where_expected(out, ref, rtol, bound, f"{name} (l2={l2})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("l2,l1", [(300.0, 0.0), (0.0, 120.0), (300.0, 120.0)])
+def test_dW_accumulates_onto_the_penalty_across_k_blocks(l2, l1, dtype):
+    # dW's K is m = 600: blocks of 256, 256 and 88. The penalty (l2/m) W + (l1/(2m)) sign(W)
+    # is written into dW first (1/2 W, 1/10 sign W: far above the tolerance), the first K
+    # block adds onto it (beta = 1), the others add into C. With dZ = 0 only the penalty stays.
+    m, n_in, n_out = 600, 65, 33
+    rng = np.random.default_rng(7)
     X = rng.standard_normal((m, n_in)).astype(dtype)
     W = rng.standard_normal((n_out, n_in)).astype(dtype)
-    A = np.full((m, n_out), np.nan, dtype)
-    ops.dense_forward(A, X, W)  # A = X @ W.T: op(B) transposed
     rtol = RTOL[dtype]
-    assert_close(A, f64(X) @ f64(W).T, rtol, rtol * (np.abs(f64(X)) @ np.abs(f64(W)).T))
-    dZ = rng.standard_normal((m, n_out)).astype(dtype)
-    dW, dX = np.full_like(W, np.nan), np.full_like(X, np.nan)
-    ops.dense_backward(dX, dW, None, dZ, A, X, W, l2=0.5)  # dW: op(A) transposed, beta = 1
-    dW_ref = f64(dZ).T @ f64(X) + 0.5 / m * f64(W)
-    assert_close(dW, dW_ref, rtol, rtol * (np.abs(f64(dZ)).T @ np.abs(f64(X)) + np.abs(f64(W))))
-    assert_close(dX, f64(dZ) @ f64(W), rtol, rtol * (np.abs(f64(dZ)) @ np.abs(f64(W))))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_small_gemm_padding_and_repeated_rows_leak_nothing(dtype):
-    # m = 5: the second 4-row block repeats row 4 three times; n_out = 33: columns 33..63
-    # of the packed W.T are zero padding. inf/NaN must reach exactly their own row/column.
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((5, 7)).astype(dtype)
-    W = rng.standard_normal((33, 7)).astype(dtype)
-    X[4, 2] = np.nan
-    W[32, 5] = np.inf
-    A = np.empty((5, 33), dtype)
-    ops.dense_forward(A, X, W)
-    bad = ~np.isfinite(A)
-    assert bad[4].all() and bad[:, 32].all()
-    assert np.isfinite(A[:4, :32]).all()
-    assert_close(A[:4, :32], f64(X[:4]) @ f64(W[:32]).T, RTOL[dtype], RTOL[dtype] * 10)
+    penalty = (l2 / m) * f64(W) + (l1 / (2 * m)) * np.sign(f64(W))
+    for dZ in (rng.standard_normal((m, n_out)).astype(dtype), np.zeros((m, n_out), dtype)):
+        dW, dWb = _output((n_out, n_in), dtype)
+        ops.dense_backward(None, dW, None, dZ, np.zeros_like(dZ), X, W, l2=l2, l1=l1)
+        _assert_guard(dWb, OUT_GUARD, "dW")
+        bound = np.abs(f64(dZ)).T @ np.abs(f64(X)) + np.abs(penalty)
+        assert_close(dW, f64(dZ).T @ f64(X) + penalty, rtol, rtol * bound)
 
 
 # ------------------------------------------------------------------ backward

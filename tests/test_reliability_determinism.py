@@ -3,7 +3,8 @@
 - same seed, same thread count: bitwise the same theta, BatchNorm statistics and Adam
   moments (dropout, shuffling and BatchNorm all on);
 - 1 vs 2 threads (pydl.set_num_threads): bitwise the same shuffles and dropout masks, theta
-  equal to float32 rounding (the GEMMs run in OpenBLAS, whose sums depend on the split);
+  equal to float32 rounding (a product above 2^26 multiply-adds runs in OpenBLAS at 2
+  threads and in pydl's own kernel at 1, which sum in another order);
 - two models trained at once in two Python threads give exactly the sequential results (no
   hidden global state), and the kernels release the GIL.
 
@@ -93,7 +94,7 @@ def test_one_and_two_threads_same_shuffles_and_masks_theta_to_rounding():
     assert len(spy1.batches) == len(spy2.batches) == 2 * M // BATCH
     for b1, b2 in zip(spy1.batches, spy2.batches):
         assert np.array_equal(b1, b2)
-    # trained parameters agree to float32 rounding (OpenBLAS sums in another order)
+    # trained parameters agree to float32 rounding (whichever GEMM ran, see the docstring)
     np.testing.assert_allclose(two.theta, one.theta, rtol=1e-4, atol=1e-5)
     for (k, x), (_, z) in zip(one._state_arrays().items(), two._state_arrays().items()):
         np.testing.assert_allclose(z, x, rtol=1e-4, atol=1e-5, err_msg=k)
