@@ -8,11 +8,15 @@ beta1 drawn on log scales.
     pytest bench/bench_tune.py            # the same runs under pytest-benchmark
 
 What bounds the speed-up on 2 cores, and what the script prints about each:
-- start-up: the first pool of a process starts the forkserver, which imports NumPy,
-  SciPy and pydl once (~0.4 s, "cold"); later pools fork ready workers (~30 ms);
+- start-up: the first search of a process starts the forkserver, which imports NumPy,
+  SciPy and pydl once (~0.4 s, "cold"), and its workers; later searches with the same
+  n_jobs reuse those workers ("n_jobs=2"). "n_jobs=2 new workers" stops them before each
+  search (tune.shutdown_workers): the pool forks new ones (~30 ms), and a new worker's
+  first trial is ~30% slower than the next (it faults in fresh memory; costly on a VM);
 - threads: with n_jobs=1 a trial runs in this process with pydl's default threads (all
-  cores), and small GEMMs gain from the second core; each worker of n_jobs=2 runs one
-  thread. The ceiling is 2 x (trial time at the default threads) / (trial time in a
+  cores); each worker of n_jobs=2 runs one thread. Products of this MLP's size run in
+  pydl's own single-threaded GEMM either way, so the second core adds little to a trial
+  in-process. The ceiling is 2 x (trial time at the default threads) / (trial time in a
   worker), printed beside the measured speed-up; "n_jobs=1 at 1 thread" isolates the
   search's own parallel efficiency from that.
 On a shared machine the numbers are noisy.
@@ -51,8 +55,10 @@ def timed_search(n_jobs: int) -> float:
     return _run(n_jobs)[0]
 
 
-def _run(n_jobs: int) -> tuple[float, float]:
+def _run(n_jobs: int, new_workers: bool = False) -> tuple[float, float]:
     """(wall seconds of the search, summed seconds spent inside the objective)."""
+    if new_workers:
+        tune.shutdown_workers()
     start = time.perf_counter()
     result = tune.random_search(cpu_bound_objective, SPACE, N_TRIALS, seed=0, n_jobs=n_jobs)
     elapsed = time.perf_counter() - start
@@ -81,12 +87,12 @@ def main() -> None:
     print(f"n_jobs=2 cold (forkserver start-up included): {cold:.2f} s, "
           f"overhead ~{cold - cold_work / 2:.2f} s")
     settings = {"n_jobs=1": (1, default_threads), "n_jobs=2": (2, default_threads),
-                "n_jobs=1 at 1 thread": (1, 1)}
+                "n_jobs=2 new workers": (2, default_threads), "n_jobs=1 at 1 thread": (1, 1)}
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in settings}
     for _ in range(3):  # interleaved, so a burst of load elsewhere hits every setting
         for name, (n_jobs, threads) in settings.items():
             pydl.set_num_threads(threads)
-            runs[name].append(_run(n_jobs))
+            runs[name].append(_run(n_jobs, new_workers=name.endswith("new workers")))
     pydl.set_num_threads(default_threads)
     best = {}
     for name, rs in runs.items():
@@ -102,6 +108,7 @@ def main() -> None:
     print(f"speed-up n_jobs=2 vs n_jobs=1 (best vs best): {one[0] / two[0]:.2f}x; cold: "
           f"{one[0] / cold:.2f}x; ceiling from trial times {ceiling:.2f}x (ideal "
           f"{min(2, os.cpu_count() or 1)}.00x)")
+    print(f"speed-up n_jobs=2 new workers vs n_jobs=1: {one[0] / best['n_jobs=2 new workers'][0]:.2f}x")
     print(f"speed-up n_jobs=2 vs n_jobs=1 at 1 thread: {best['n_jobs=1 at 1 thread'][0] / two[0]:.2f}x")
 
 

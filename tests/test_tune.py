@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -17,6 +19,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pydl
 import pydl.tune as tune
 
 # --------------------------------------------------------------------------- objectives
@@ -617,6 +620,109 @@ def test_n_jobs_runs_in_single_threaded_worker_processes(tmp_path):
     failing = tune.random_search(fails_for_large_x, SPACE, 6, seed=4, n_jobs=2)
     assert [t.ok for t in failing.trials] == [t.params["x"] <= 0.5 for t in failing.trials]
     assert all(t.error.startswith("ValueError: x=") for t in failing.trials if not t.ok)
+
+
+def pid_of_worker(params):
+    time.sleep(0.1)  # long enough that both workers get trials
+    return {"dev_loss": params["x"], "pid": os.getpid(), "threads": pydl.get_num_threads()}
+
+
+def exits_the_worker(params):
+    if params["x"] > 0.5:
+        os._exit(3)  # the process dies, as on a crash or an out-of-memory kill
+    return params["x"]
+
+
+def _pids(result):
+    return {t.metrics["pid"] for t in result.trials if t.ok}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # an exited child not yet reaped is a zombie
+        return f.read().split(")")[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_worker_processes_are_kept_between_searches_and_replaced_when_they_must_be(monkeypatch):
+    tune.shutdown_workers()
+    first = tune.random_search(pid_of_worker, SPACE, 6, seed=1, n_jobs=2)
+    kept = _pids(first)
+    assert len(kept) == 2 and os.getpid() not in kept
+    assert {t.metrics["threads"] for t in first.trials} == {1}
+    again = tune.random_search(pid_of_worker, SPACE, 6, seed=2, n_jobs=2)
+    assert _pids(again) == kept, "the same n_jobs and threads reuse the workers"
+    # other threads per worker: new workers, the kept ones stop
+    two = tune.random_search(pid_of_worker, SPACE, 4, seed=3, n_jobs=2, threads_per_worker=2)
+    assert not _pids(two) & kept and {t.metrics["threads"] for t in two.trials} == {2}
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in kept) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in kept)
+    # a worker that dies: its trials fail, the search goes on, and the next one gets new workers
+    kept = _pids(tune.random_search(pid_of_worker, SPACE, 4, seed=3, n_jobs=2))
+    crashed = tune.random_search(exits_the_worker, SPACE, 6, seed=4, n_jobs=2)
+    assert any(t.error and t.error.startswith("worker error") for t in crashed.trials)
+    after = tune.random_search(pid_of_worker, SPACE, 4, seed=5, n_jobs=2)
+    assert all(t.ok for t in after.trials) and not _pids(after) & kept
+    # an error in the search stops the workers
+    kept = _pids(after)
+    with pytest.raises(TypeError):
+        tune.random_search(LoadsOnlyInTheParent(), SPACE, 2, n_jobs=2)
+    assert not _pids(tune.random_search(pid_of_worker, SPACE, 4, seed=6, n_jobs=2)) & kept
+    # idle workers exit after WORKER_IDLE_TIMEOUT, and at shutdown_workers()
+    monkeypatch.setattr(tune, "WORKER_IDLE_TIMEOUT", 0.3)
+    kept = _pids(tune.random_search(pid_of_worker, SPACE, 4, seed=7, n_jobs=2))
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in kept) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in kept), "idle workers must exit"
+    monkeypatch.setattr(tune, "WORKER_IDLE_TIMEOUT", 300.0)
+    kept = _pids(tune.random_search(pid_of_worker, SPACE, 4, seed=8, n_jobs=2))
+    tune.shutdown_workers()
+    assert not any(_alive(pid) for pid in kept)
+
+
+def test_two_searches_at_once_in_two_threads_each_get_workers():
+    tune.shutdown_workers()
+    results = {}
+
+    def search(seed):
+        results[seed] = tune.random_search(pid_of_worker, SPACE, 4, seed=seed, n_jobs=2)
+
+    threads = [threading.Thread(target=search, args=(seed,)) for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed in (1, 2):
+        inline = tune.random_search(fails_for_large_x, SPACE, 4, seed=seed)
+        assert [t.params for t in results[seed].trials] == [t.params for t in inline.trials]
+        assert all(t.ok for t in results[seed].trials)
+    assert not _pids(results[1]) & _pids(results[2]), "one of them ran on workers of its own"
+    tune.shutdown_workers()
+
+
+def test_workers_are_replaced_when_the_objective_module_changes(tmp_path, monkeypatch):
+    tune.shutdown_workers()
+    module = tmp_path / "edited_objective.py"
+    module.write_text("import os\ndef objective(p):\n    return {'dev_loss': 1.0, 'pid': os.getpid()}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_objective
+
+    first = tune.random_search(edited_objective.objective, SPACE, 2, seed=0, n_jobs=2)
+    assert {t.value for t in first.trials} == {1.0}
+    module.write_text("import os\ndef objective(p):\n    return {'dev_loss': 2.0, 'pid': os.getpid()}\n")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later mtime, surely
+    importlib.reload(edited_objective)
+    second = tune.random_search(edited_objective.objective, SPACE, 2, seed=0, n_jobs=2)
+    assert {t.value for t in second.trials} == {2.0}, "workers must not keep the old module"
+    assert not _pids(first) & _pids(second)
+    tune.shutdown_workers()
 
 
 def _refuse_to_load():
