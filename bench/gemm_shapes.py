@@ -1,8 +1,8 @@
 """pydl's GEMMs against SciPy's OpenBLAS over layer shapes, at 1 and 2 threads.
 
-pydl runs a product in its own single-threaded kernel (csrc/blas.cpp, ``own_gemm``) up to
-M*N*K = 2^26 with AVX-512 (2^16 with AVX), and for every size while it runs on one thread
-(AVX-512), otherwise in SciPy's OpenBLAS. This prints, per dense layer shape (batch m,
+pydl runs tiny products in its own single-threaded kernel (csrc/blas.cpp, ``own_gemm``),
+and with AVX-512 the products with K >= 8 while it runs on one thread, or up to M*N*K =
+2^26 with no operand over 4 MB; the others in SciPy's OpenBLAS (see ``is_own``). This prints, per dense layer shape (batch m,
 n_in -> n_out), the GFLOP/s of the three GEMMs of a forward+backward (Z = X W^T,
 dW = dZ^T X, dX = dZ W) through pydl (``dense_forward`` + ``dense_backward``, identity
 activation, no bias: nothing but the products) and through raw ``scipy.linalg.blas.sgemm``
@@ -12,7 +12,8 @@ calls, each at 1 and 2 threads, interleaved round-robin in one process, and the 
     python bench/gemm_shapes.py 32x256x256 1024x4096x4096 --dtype float64 --rounds 9
 
 The rule in csrc/blas.cpp was chosen from this table: pydl's column at 2 threads must
-not fall below BLAS's at 2 threads where pydl uses its own kernel.
+not fall below BLAS's at 2 threads where pydl uses its own kernel (small batches with
+wide layers, 16 x 2048 x 2048, are bound by memory traffic and go to OpenBLAS's threads).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pydl
 from pydl import ops
 from pydl.benchmarks.kernels import measure_samples, set_threads
 
-SHAPES = ["32x64x256", "32x256x256", "32x256x10", "32x784x128", "64x256x256", "128x512x512",
+SHAPES = ["1x512x512", "4x512x512", "1x2048x2048", "16x2048x2048", "32x64x256", "32x256x256", "32x256x10", "32x784x128", "64x256x256", "128x512x512",
           "256x512x512", "64x1024x1024", "128x1024x1024", "1024x1024x1024", "1024x4096x4096"]
 
 

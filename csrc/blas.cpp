@@ -3,6 +3,7 @@
 
 #include <Python.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
@@ -71,7 +72,7 @@ void blas_init() {
 
 namespace {
 
-// pydl's own GEMM for products whose operands sit in the L2 cache (see is_own below),
+// pydl's own GEMM for the products of small and medium layers (see is_own below),
 // built when the target has AVX or AVX-512 (GCC/Clang vector extensions of one register's
 // width; with narrower registers the accumulators no longer fit and BLAS is faster).
 // SciPy's OpenBLAS runs 256-bit kernels on this AVX-512 machine and pays a setup per call:
@@ -200,10 +201,10 @@ void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
     }
 }
 
-// C = alpha op(A) op(B) + beta C (C not read when beta == 0), single-threaded, so the
-// result does not depend on the thread count. Loops: K blocks of KC, then NR-column panels
-// of op(B) (read in place when op(B) = B and the panel is full, else packed into a
-// zero-padded KC x NR buffer), then MR-row blocks of op(A) read in place (the last block
+// C = alpha op(A) op(B) + beta C (C not read when beta == 0), single-threaded (its bits do
+// not depend on the thread count; gemm's choice of kernel may). Loops: K blocks of KC, then
+// NR-column panels of op(B), each packed into a zero-padded KC x NR buffer, then MR-row
+// blocks of op(A) read in place (the last block
 // repeats row M-1 and drops the copies). Each C element sums its K block in order p = 0..
 template <class T>
 void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
@@ -223,11 +224,12 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
     // op(A)[i, p] = A[i * sr + p * sp]; op(B)[p, j] = B[p * sb + j * sj]
     const std::ptrdiff_t sr = trans_a ? 1 : lda, sp = trans_a ? lda : 1;
     const std::ptrdiff_t sb = trans_b ? 1 : ldb, sj = trans_b ? ldb : 1;
-    for (int pc = 0; pc < K; pc += KC) {
-        const int kc = K - pc < KC ? K - pc : KC;
+    // (block counters in 64 bits: M, N, K may each be up to INT_MAX)
+    for (std::ptrdiff_t pc0 = 0; pc0 < K; pc0 += KC) {
+        const int pc = int(pc0), kc = K - pc < KC ? K - pc : KC;
         const int mode = pc > 0 ? 2 : beta == T(0) ? 0 : 1;
-        for (int jc = 0; jc < N; jc += NR) {
-            const int w = N - jc < NR ? N - jc : NR;
+        for (std::ptrdiff_t jc0 = 0; jc0 < N; jc0 += NR) {
+            const int jc = int(jc0), w = N - jc < NR ? N - jc : NR;
             const T* b = B + pc * sb + jc * sj;
             if (trans_b)
                 pack_transposed(Bp, b, ldb, kc, w);
@@ -237,7 +239,8 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
                     std::memcpy(dst, b + p * sb, sizeof(T) * w);
                     for (int j = w; j < NR; ++j) dst[j] = T(0);
                 }
-            for (int ic = 0; ic < M; ic += MR) {
+            for (std::ptrdiff_t ic0 = 0; ic0 < M; ic0 += MR) {
+                const int ic = int(ic0);
                 const T* a_row[MR];
                 for (int r = 0; r < MR; ++r)
                     a_row[r] = A + std::ptrdiff_t(ic + r < M ? ic + r : M - 1) * sr + pc * sp;
@@ -252,31 +255,45 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
     }
 }
 
-// Where own_gemm runs (measured on a 2-core AVX-512 VM through dense_forward/backward at
-// 32 x 64 x 256 ... 1024 x 4096 x 4096, float and double; bench/gemm_shapes.py):
-// - AVX-512: on one core it is 1.6-2.7x SciPy's OpenBLAS on one core at every size (OpenBLAS
-//   runs its 256-bit kernels there), and as fast as OpenBLAS on two cores up to M*N*K = 2^26
-//   (~0.35 ms of float work; 1.3-2.5x faster below ~2^22, where BLAS's threads cost more to
-//   start than they save). Above that BLAS's threads pay off, unless the pool has one.
-// - AVX (256-bit): about OpenBLAS's speed on one core, half of it on two: only products
-//   whose BLAS call costs more in set-up than in arithmetic (M*N*K <= 2^16).
+// Where own_gemm runs (measured through dense_forward/backward on a 2-core AVX-512 VM,
+// float and double, m x n_in x n_out from 1 x 64 x 256 to 1024 x 4096 x 4096;
+// bench/gemm_shapes.py):
+// - products up to 2^17 multiply-adds (2^16 with AVX), where a BLAS call costs more in
+//   set-up and packing than in arithmetic;
+// - AVX-512, when K >= 8: with a compute-bound shape it is 1.6-2.5x SciPy's OpenBLAS on
+//   one core (OpenBLAS runs 256-bit kernels there) and as fast as OpenBLAS on two cores
+//   up to M*N*K = 2^26 (~0.7 ms of float work; 1.5-2.4x faster below 2^22, where BLAS's
+//   threads cost more than they save). So: every such product while the BLAS pool has one
+//   thread, and up to 2^26 with more threads, unless an operand exceeds 4 MB: then the
+//   product is bound by memory traffic, which two BLAS threads draw from two cores (e.g.
+//   16 x 2048 x 2048: 0.8x OpenBLAS on two cores). Below K = 8 (dW of a batch of 1-7
+//   rows: an outer product that writes C) OpenBLAS is faster (1 x 4096 x 4096: 1.4x).
+// - AVX without AVX-512: about OpenBLAS's speed on one core, half of it on two: tiny
+//   products only.
+constexpr std::int64_t kTinyGemm = std::int64_t(1) << (kVecBytes == 64 ? 17 : 16);
 #if defined(__AVX512F__)
-constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 26;
-constexpr bool kOwnOnOneThread = true;
+constexpr bool kOwnBeyondTiny = true;
 #else
-constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 16;
-constexpr bool kOwnOnOneThread = false;
+constexpr bool kOwnBeyondTiny = false;
 #endif
+constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 26;
+constexpr std::int64_t kOwnOperandBytes = std::int64_t(4) << 20;
 
 std::atomic<int> g_blas_threads{0};  // as set by set_num_threads; 0: BLAS's default
 
+template <class T>
 bool is_own(int M, int N, int K) {
-    return std::int64_t(M) * N * K <= kOwnGemmMax ||
-           (kOwnOnOneThread && g_blas_threads.load(std::memory_order_relaxed) == 1);
+    const std::int64_t m = M, n = N, k = K;
+    if (m * n * k <= kTinyGemm) return true;
+    if (!kOwnBeyondTiny || k < 8) return false;
+    if (g_blas_threads.load(std::memory_order_relaxed) == 1) return true;
+    const std::int64_t largest = std::max(m * k, std::max(k * n, m * n)) * std::int64_t(sizeof(T));
+    return m * n * k <= kOwnGemmMax && largest <= kOwnOperandBytes;
 }
 #else
 template <class T>
 void own_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
+template <class T>
 bool is_own(int, int, int) { return false; }
 std::atomic<int> g_blas_threads{0};
 #endif
@@ -290,7 +307,7 @@ void set_blas_threads(int n) { g_blas_threads.store(n, std::memory_order_relaxed
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                  int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-    if (is_own(M, N, K))
+    if (is_own<float>(M, N, K))
         return own_gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     g_sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
@@ -299,7 +316,7 @@ void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, c
 template <>
 void gemm<double>(bool trans_a, bool trans_b, int M, int N, int K, double alpha, const double* A,
                   int lda, const double* B, int ldb, double beta, double* C, int ldc) {
-    if (is_own(M, N, K))
+    if (is_own<double>(M, N, K))
         return own_gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     g_dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);

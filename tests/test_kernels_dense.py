@@ -177,8 +177,8 @@ def test_three_products_at_every_edge_of_the_own_gemm_blocking(m, n_in, n_out, d
 
 
 @pytest.mark.parametrize("dtype,shape,one_thread", [
-    (np.float32, (64, 1024, 1024), False),  # M*N*K = 2^26: own_gemm
-    (np.float32, (64, 1024, 1025), False),  # 2^26 + 2^16: OpenBLAS
+    (np.float32, (64, 1024, 1024), False),  # M*N*K = 2^26, W 4 MB: own_gemm
+    (np.float32, (64, 1024, 1025), False),  # 2^26 + 2^16, W > 4 MB: OpenBLAS
     (np.float32, (64, 1024, 1025), True),   # the same with set_num_threads(1): own_gemm
     (np.float64, (64, 1024, 1025), True),
 ])
@@ -193,6 +193,40 @@ def test_three_products_on_both_sides_of_the_own_gemm_threshold(dtype, shape, on
     finally:
         if one_thread:
             ops.set_num_threads(previous)
+
+
+def _three_products(X, W, dZ):
+    A = np.empty((X.shape[0], W.shape[0]), X.dtype)
+    dW, dX = np.empty_like(W), np.empty_like(X)
+    ops.dense_forward(A, X, W)
+    ops.dense_backward(dX, dW, None, dZ.copy(), A, X, W)
+    return A, dW, dX
+
+
+@pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
+def test_which_kernel_runs_shows_in_the_bits_across_thread_counts():
+    """own_gemm runs at 1 thread for every shape; at 2 threads only within its limits, where
+    the bits must then be the same as at 1 thread. Beyond them (OpenBLAS at 2 threads,
+    which sums in another order) the bits differ: the check can tell the kernels apart."""
+    rng = np.random.default_rng(7)
+    previous = ops.get_num_threads()
+    results = {}
+    shapes = {"own": (64, 1024, 1024), "blas: > 2^26": (64, 1024, 1025),
+              "blas: W of 16 MB": (16, 2048, 2048)}
+    inputs = {k: (rng.standard_normal((m, k_)).astype(np.float32),
+                  rng.standard_normal((n, k_)).astype(np.float32),
+                  rng.standard_normal((m, n)).astype(np.float32))
+              for k, (m, k_, n) in shapes.items()}
+    try:
+        for threads in (1, 2):
+            ops.set_num_threads(threads)
+            for k, args in inputs.items():
+                results[k, threads] = _three_products(*args)
+    finally:
+        ops.set_num_threads(previous)
+    assert all(np.array_equal(a, b) for a, b in zip(results["own", 1], results["own", 2]))
+    for k in ("blas: > 2^26", "blas: W of 16 MB"):
+        assert not np.array_equal(results[k, 1][0], results[k, 2][0]), k
 
 
 def _assert_nonfinite_where_expected(out, expected, rtol, bound, name):
