@@ -36,8 +36,9 @@ goes on.
 Parallelism: ``n_jobs=k`` runs trials in ``k`` worker processes (started with
 "forkserver" where available, else "spawn", so OpenMP and BLAS thread pools
 are never forked); each worker is limited to ``threads_per_worker`` threads.
-The workers are kept for the next search with the same ``n_jobs`` (idle ones
-exit after 5 minutes, or at :func:`shutdown_workers`).
+The workers are kept for the next search with the same ``n_jobs`` and
+``threads_per_worker`` (see :func:`shutdown_workers`; idle ones exit after 5
+minutes).
 ``executor=`` takes any ``concurrent.futures.Executor``, e.g. Dask's
 ``Client.get_executor()``. With processes, the objective must be picklable:
 a module-level function (or a ``functools.partial`` of one) defined in an
@@ -61,11 +62,13 @@ import itertools
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import numbers
 import operator
 import os
 import pickle
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -755,8 +758,15 @@ def _open_journal(path: str | None, search: str, config: dict, seed: int | None,
 # --------------------------------------------------------------------------- execution
 
 
-def _init_worker(threads_per_worker: int | None) -> None:
-    """Worker-process initializer: limit OpenMP/BLAS threads to ``threads_per_worker``."""
+def _init_worker(threads_per_worker: int | None, alive: Any = None) -> None:
+    """Worker-process initializer: limit OpenMP/BLAS threads to ``threads_per_worker``;
+    ignore Ctrl-C (the main process stops the workers of an interrupted search; idle kept
+    workers stay usable); exit when ``alive``, the read end of a pipe whose write end only
+    the main process holds, reports end-of-file: the main process is gone (kept workers
+    would otherwise wait for work forever after a kill or an os._exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if alive is not None:
+        threading.Thread(target=_exit_at_eof, args=(alive,), daemon=True).start()
     if threads_per_worker is None:
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -772,6 +782,11 @@ def _init_worker(threads_per_worker: int | None) -> None:
         except ImportError:
             return
         threadpool_limits(limits=threads_per_worker)
+
+
+def _exit_at_eof(alive: Any) -> None:
+    multiprocessing.connection.wait([alive])  # nothing is ever sent: readable means EOF
+    os._exit(0)
 
 
 def _start_method() -> str:
@@ -806,8 +821,8 @@ def _mp_context():
 
 # Worker processes are kept between searches (as joblib's loky executor does): a fresh
 # worker pays its start-up and a first trial ~30% slower than the next (new memory to fault
-# in: on the 2-core VM of bench/bench_tune.py an 8-trial n_jobs=2 search took 1.17 s with
-# new workers, 1.05 s with kept ones, 2.06 s inline). Idle workers exit after
+# in: on the 2-core VM of bench/bench_tune.py an 8-trial n_jobs=2 search took 1.11 s with
+# new workers, 1.02 s with kept ones, 1.97 s inline). Idle workers exit after
 # WORKER_IDLE_TIMEOUT seconds, or at shutdown_workers().
 WORKER_IDLE_TIMEOUT = 300.0
 
@@ -828,9 +843,20 @@ def _source_stamp(objective: Callable) -> tuple:
 
 
 def _new_pool(n_jobs: int, threads_per_worker: int | None):
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=n_jobs, mp_context=_mp_context(),
-        initializer=_init_worker, initargs=(threads_per_worker,))
+    ctx = _mp_context()
+    alive, alive_w = ctx.Pipe(duplex=False)  # the workers get the read end
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=n_jobs, mp_context=ctx, initializer=_init_worker,
+        initargs=(threads_per_worker, alive))
+    pool._pydl_alive = (alive, alive_w)  # open as long as the pool object lives
+    return pool
+
+
+def _alive(pool) -> bool:
+    """No worker of ``pool`` has died (the pool marks itself broken only a moment later)."""
+    if getattr(pool, "_broken", False):
+        return False
+    return all(p.is_alive() for p in list((getattr(pool, "_processes", None) or {}).values()))
 
 
 def _kill(pool) -> None:
@@ -842,6 +868,10 @@ def _kill(pool) -> None:
 def _acquire_pool(key: tuple, n_jobs: int, threads_per_worker: int | None):
     """(pool, kept): the kept workers when they match ``key`` and are free, else new ones
     (kept for the next search unless another search is using the kept ones)."""
+    if multiprocessing.parent_process() is not None:
+        # In a multiprocessing child, whose exit joins its children before any atexit hook
+        # could stop kept workers: a pool for this search only.
+        return _new_pool(n_jobs, threads_per_worker), False
     with _workers_lock:
         if _workers["busy"]:  # another search (thread) runs on them: a pool of its own
             return _new_pool(n_jobs, threads_per_worker), False
@@ -849,7 +879,7 @@ def _acquire_pool(key: tuple, n_jobs: int, threads_per_worker: int | None):
             _workers["timer"].cancel()
             _workers["timer"] = None
         pool = _workers["pool"]
-        if pool is not None and (_workers["key"] != key or getattr(pool, "_broken", False)):
+        if pool is not None and (_workers["key"] != key or not _alive(pool)):
             pool.shutdown(wait=False, cancel_futures=True)
             pool = None
         if pool is None:
@@ -881,6 +911,18 @@ def _stop_if_idle(pool) -> None:
     pool.shutdown(wait=True)
 
 
+def _forget_workers() -> None:
+    """In a forked child: the parent's workers are not ours (their pool has no manager thread
+    here, and the lock may have been held by another thread at the fork)."""
+    global _workers_lock
+    _workers_lock = threading.Lock()
+    _workers.update(key=None, pool=None, busy=False, timer=None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
 def shutdown_workers() -> None:
     """Stop the worker processes that ``n_jobs > 1`` keeps between searches.
 
@@ -888,7 +930,9 @@ def shutdown_workers() -> None:
     search with the same ``n_jobs`` and ``threads_per_worker`` (a new worker's first trial
     is slower: it starts and faults in its memory); idle workers exit by themselves after
     ``WORKER_IDLE_TIMEOUT`` seconds (300). Workers import the objective's module once; if it
-    changed on disk they are replaced, but call this after changing modules it imports.
+    changed on disk, or the working directory or ``sys.path`` changed, they are replaced;
+    call this after changing modules the objective imports. Kept workers also keep their
+    module state (globals, caches, random state) from one search to the next.
     """
     with _workers_lock:
         pool, timer = _workers["pool"], _workers["timer"]
@@ -919,11 +963,15 @@ def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
             "at module level (not a lambda, closure or method of a local class), or use n_jobs=1. "
             f"Pickling failed with {type(exc).__name__}: {exc}"
         ) from None
-    key = (n_jobs, threads_per_worker, _start_method(), _source_stamp(objective))
-    pool, kept = _acquire_pool(key, n_jobs, threads_per_worker)
+    key = (n_jobs, threads_per_worker, _start_method(), _source_stamp(objective), os.getcwd(),
+           tuple(sys.path))
+    pool, kept = None, False
     try:
+        pool, kept = _acquire_pool(key, n_jobs, threads_per_worker)
         yield pool, _PickledObjective(blob)
     except BaseException:  # error or Ctrl-C: stop the workers, queued trials and all
+        if pool is None:
+            raise
         if kept:
             _release_pool(pool, ok=False)
         else:
