@@ -432,6 +432,12 @@ PYBIND11_MODULE(_core, m) {
           "weight_decay"_a);
     m.def("adam_step", &adam_step, "theta"_a, "v"_a, "s"_a, "grad"_a, "lr"_a, "beta1"_a, "beta2"_a,
           "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a);
+    m.def("gemm_runs_own", [](int M, int N, int K, bool is_double) {
+        return is_double ? pydl::gemm_runs_own<double>(M, N, K) : pydl::gemm_runs_own<float>(M, N, K);
+    }, "M"_a, "N"_a, "K"_a, "is_double"_a);
+    m.def("blas_core", [] { return pydl::blas_core(); });
+    m.def("force_gemm_kernel", &pydl::force_gemm_kernel, "kernel"_a);
+    m.attr("has_own_gemm") = pydl::has_own_gemm();
     m.def("set_num_threads", &pydl::set_omp_threads, "n"_a);
     m.def("get_num_threads", &pydl::get_omp_threads);
     m.def("set_stream_threshold", &pydl::set_stream_threshold, "nbytes"_a);

@@ -4,6 +4,7 @@
 #include <Python.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
@@ -14,6 +15,9 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
 #endif
 
 
@@ -29,6 +33,40 @@ using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, cons
 
 sgemm_fn g_sgemm = nullptr;
 dgemm_fn g_dgemm = nullptr;
+std::string g_blas_core;  // OpenBLAS's kernel family ("SkylakeX", "Zen", ...); "" if unknown
+bool g_blas_wide = true;   // BLAS may have 512-bit kernels (true unless known otherwise)
+
+// OpenBLAS's name for the kernels it picked on this CPU, asked of the library that
+// scipy.linalg.cython_blas loaded (SciPy's wheels: scipy_openblas_get_corename; a system
+// OpenBLAS: openblas_get_corename); "" for another BLAS or where it cannot be found.
+std::string find_blas_core(const void* fn) {
+#if defined(__unix__) || defined(__APPLE__)
+    Dl_info info;
+    if (dladdr(fn, &info) == 0 || info.dli_fname == nullptr) return "";
+    void* h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (h == nullptr) return "";
+    std::string core;
+    for (const char* name : {"scipy_openblas_get_corename", "openblas_get_corename"}) {
+        if (void* f = dlsym(h, name)) {
+            const char* c = reinterpret_cast<const char* (*)()>(f)();
+            if (c != nullptr) core = c;
+            break;
+        }
+    }
+    dlclose(h);
+    return core;
+#else
+    (void)fn;
+    return "";
+#endif
+}
+
+// OpenBLAS kernel families with 512-bit GEMM kernels (and, for SkylakeX, small-matrix
+// kernels that skip packing).
+bool is_wide_core(std::string core) {
+    for (char& ch : core) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    return core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
+}
 
 void* capsule_pointer(PyObject* capi, const char* name) {
     PyObject* cap = PyDict_GetItemString(capi, name);  // borrowed
@@ -63,6 +101,8 @@ void blas_init() {
     try {
         g_sgemm = reinterpret_cast<sgemm_fn>(capsule_pointer(capi, "sgemm"));
         g_dgemm = reinterpret_cast<dgemm_fn>(capsule_pointer(capi, "dgemm"));
+        g_blas_core = find_blas_core(reinterpret_cast<const void*>(g_sgemm));
+        g_blas_wide = g_blas_core.empty() || is_wide_core(g_blas_core);
     } catch (...) {
         Py_DECREF(capi);
         throw;
@@ -147,17 +187,21 @@ __attribute__((noinline)) void tile_kernel(const T* const* a_row, std::ptrdiff_t
     }
 }
 
-// Bp[p, j] = B[j, p] for p < kc, j < w; zero for w <= j < NR (B has rows ldb apart).
+// Bp[p, j] = B[j, p] for p < kc, j < w; zero for w <= j < the columns the tile kernel reads
+// (NR, or NR / 2 for a panel of w <= NR / 2 columns); B has rows ldb apart.
 template <class T>
 void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
     constexpr int NR = Tile<T>::NR;
-    int p0 = 0;
+    int p0 = 0, jt = 0;  // rows p < p0 of columns j < jt are done in registers
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
-        // 16 x 16 blocks through registers: 16 row loads, 64 shuffles, 16 stores.
-        if (w == NR) {
+        // 16 x 16 blocks through registers: 16 row loads, 64 shuffles, 16 stores; every
+        // whole group of 16 columns. (A column at a time, 16 rows of B that lie 2^k bytes
+        // apart share one L1 set: 1024-float rows made the scalar pack 3x slower.)
+        jt = w / 16 * 16;
+        if (jt > 0) {
             for (; p0 + 16 <= kc; p0 += 16)
-                for (int j0 = 0; j0 < NR; j0 += 16) {
+                for (int j0 = 0; j0 < jt; j0 += 16) {
                     __m512 r[16], t[16];
                     for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(B + (j0 + i) * ldb + p0);
                     for (int i = 0; i < 16; i += 2) {
@@ -191,13 +235,14 @@ void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
         }
     }
 #endif
-    for (int j = 0; j < NR; ++j) {
-        if (j < w) {
-            const T* src = B + j * ldb;
-            for (int p = p0; p < kc; ++p) Bp[std::ptrdiff_t(p) * NR + j] = src[p];
-        } else {
-            for (int p = p0; p < kc; ++p) Bp[std::ptrdiff_t(p) * NR + j] = T(0);
-        }
+    // Row by row, and zeros only up to the width the tile kernel reads (one vector for a
+    // narrow panel): zeroing all NR columns one column at a time cost ~5 us at kc = 256,
+    // more than the whole product of a 10-unit output layer.
+    const int width = w <= NR / 2 ? NR / 2 : NR;
+    for (int p = 0; p < kc; ++p) {
+        T* dst = Bp + std::ptrdiff_t(p) * NR;
+        for (int j = p < p0 ? jt : 0; j < w; ++j) dst[j] = B[std::ptrdiff_t(j) * ldb + p];
+        for (int j = w; j < width; ++j) dst[j] = T(0);
     }
 }
 
@@ -237,7 +282,7 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
                 for (int p = 0; p < kc; ++p) {
                     T* dst = Bp + std::ptrdiff_t(p) * NR;
                     std::memcpy(dst, b + p * sb, sizeof(T) * w);
-                    for (int j = w; j < NR; ++j) dst[j] = T(0);
+                    for (int j = w; j < (w <= NR / 2 ? NR / 2 : NR); ++j) dst[j] = T(0);
                 }
             for (std::ptrdiff_t ic0 = 0; ic0 < M; ic0 += MR) {
                 const int ic = int(ic0);
@@ -255,19 +300,29 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
     }
 }
 
-// Where own_gemm runs (measured through dense_forward/backward on a 2-core AVX-512 VM,
-// float and double, m x n_in x n_out from 1 x 64 x 256 to 1024 x 4096 x 4096;
-// bench/gemm_shapes.py):
-// - products up to 2^17 multiply-adds (2^16 with AVX), where a BLAS call costs more in
-//   set-up and packing than in arithmetic;
-// - AVX-512, when K >= 8: with a compute-bound shape it is 1.6-2.5x SciPy's OpenBLAS on
-//   one core (OpenBLAS runs 256-bit kernels there) and as fast as OpenBLAS on two cores
-//   up to M*N*K = 2^26 (~0.7 ms of float work; 1.5-2.4x faster below 2^22, where BLAS's
-//   threads cost more than they save). So: every such product while the BLAS pool has one
-//   thread, and up to 2^26 with more threads, unless an operand exceeds 4 MB: then the
-//   product is bound by memory traffic, which two BLAS threads draw from two cores (e.g.
-//   16 x 2048 x 2048: 0.8x OpenBLAS on two cores). Below K = 8 (dW of a batch of 1-7
-//   rows: an outer product that writes C) OpenBLAS is faster (1 x 4096 x 4096: 1.4x).
+// Where own_gemm runs depends on the BLAS it competes with (bench/gemm_shapes.py measures
+// dense_forward/backward against raw sgemm calls, 1 and 2 threads, 1 x 64 x 256 to
+// 1024 x 4096 x 4096):
+// - OpenBLAS with 256-bit kernels (e.g. "Zen" on a 2-core AMD AVX-512 VM): tiny products
+//   (M*N*K <= 2^17, 2^16 with AVX), where a BLAS call costs more in set-up and packing than
+//   in arithmetic; and with AVX-512, when K >= 8: on a compute-bound shape own_gemm is
+//   1.6-2.5x OpenBLAS on one core and as fast as OpenBLAS on two up to M*N*K = 2^26 (~0.7 ms
+//   of float work; 1.5-2.4x faster below 2^22). So every such product while the BLAS pool
+//   has one thread, and up to 2^26 with more threads unless an operand exceeds 4 MB (then
+//   it is bound by memory traffic, which two BLAS threads draw from two cores: 16 x 2048 x
+//   2048 0.8x). Below K = 8 (dW of a batch of 1-7 rows: an outer product that writes C)
+//   OpenBLAS is faster (1 x 4096 x 4096: 1.4x).
+// - OpenBLAS with 512-bit kernels ("SkylakeX", "Cooperlake", "SapphireRapids"), or a BLAS
+//   pydl cannot name (MKL's kernels are as wide): on a 2-core Emerald Rapids VM OpenBLAS
+//   runs 75-95 GFLOP/s on one core and 125-190 on two, and its small-matrix kernels skip
+//   packing. Over 383 products (M 1-1024, N 1-1024, K 1-1024, up to 2^24) own_gemm on
+//   one core, against OpenBLAS on one, is 1.2-1.4x faster (geometric mean by size) where
+//   M, N and K are all >= 16; against OpenBLAS on two it gains little up to 2^20 and
+//   loses beyond (64 x 256 x 256, 2^22: 0.7x). It is slower where its tile wastes lanes
+//   or its packing is not amortized: fewer than 16 rows or K < 16 (0.65-0.95x; M = 10, a
+//   classifier's dW: 0.5-0.6x), or an output narrower than a vector (N = 10, the
+//   classifier's forward: 0.2-0.5x). So M, K >= 16, N >= a vector and operands of at most
+//   4 MB, up to 2^24 while the BLAS pool has one thread and up to 2^20 with more.
 // - AVX without AVX-512: about OpenBLAS's speed on one core, half of it on two: tiny
 //   products only.
 constexpr std::int64_t kTinyGemm = std::int64_t(1) << (kVecBytes == 64 ? 17 : 16);
@@ -277,20 +332,36 @@ constexpr bool kOwnBeyondTiny = true;
 constexpr bool kOwnBeyondTiny = false;
 #endif
 constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 26;
+constexpr std::int64_t kOwnGemmMaxWide = std::int64_t(1) << 20;     // BLAS on > 1 thread
+constexpr std::int64_t kOwnGemmMaxWideOne = std::int64_t(1) << 24;  // BLAS on 1 thread
 constexpr std::int64_t kOwnOperandBytes = std::int64_t(4) << 20;
 
 std::atomic<int> g_blas_threads{0};  // as set by set_num_threads; 0: BLAS's default
 
+std::atomic<int> g_force{0};  // 0: the rule below; 1: always own_gemm; 2: always the BLAS
+
 template <class T>
 bool is_own(int M, int N, int K) {
+    if (const int force = g_force.load(std::memory_order_relaxed)) return force == 1;
     const std::int64_t m = M, n = N, k = K;
+    const std::int64_t largest = std::max(m * k, std::max(k * n, m * n)) * std::int64_t(sizeof(T));
+    if (g_blas_wide) {
+        const std::int64_t limit = !kOwnBeyondTiny ? kTinyGemm
+                                   : g_blas_threads.load(std::memory_order_relaxed) == 1
+                                       ? kOwnGemmMaxWideOne
+                                       : kOwnGemmMaxWide;
+        return m * n * k <= limit && largest <= kOwnOperandBytes && m >= 16 && k >= 16 &&
+               n >= Tile<T>::L;
+    }
     if (m * n * k <= kTinyGemm) return true;
     if (!kOwnBeyondTiny || k < 8) return false;
     if (g_blas_threads.load(std::memory_order_relaxed) == 1) return true;
-    const std::int64_t largest = std::max(m * k, std::max(k * n, m * n)) * std::int64_t(sizeof(T));
     return m * n * k <= kOwnGemmMax && largest <= kOwnOperandBytes;
 }
+constexpr bool kHasOwnGemm = true;
 #else
+constexpr bool kHasOwnGemm = false;
+std::atomic<int> g_force{0};
 template <class T>
 void own_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
 template <class T>
@@ -301,6 +372,23 @@ std::atomic<int> g_blas_threads{0};
 }  // namespace
 
 void set_blas_threads(int n) { g_blas_threads.store(n, std::memory_order_relaxed); }
+
+const std::string& blas_core() { return g_blas_core; }
+
+bool has_own_gemm() { return kHasOwnGemm; }
+
+void force_gemm_kernel(int kernel) {
+    if (kernel < 0 || kernel > 2 || (kernel == 1 && !kHasOwnGemm))
+        throw std::invalid_argument("force_gemm_kernel: 0 (the rule), 1 (own, where built) or 2");
+    g_force.store(kernel, std::memory_order_relaxed);
+}
+
+template <class T>
+bool gemm_runs_own(int M, int N, int K) {
+    return is_own<T>(M, N, K);
+}
+template bool gemm_runs_own<float>(int, int, int);
+template bool gemm_runs_own<double>(int, int, int);
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the same call
 // with the operands (and their transposes) swapped.

@@ -3,6 +3,8 @@
 // Nothing links against a BLAS at build time.
 #pragma once
 
+#include <string>
+
 namespace pydl {
 
 // Looks up sgemm/dgemm once; throws std::runtime_error if SciPy has no such capsule.
@@ -15,13 +17,26 @@ void set_blas_threads(int n);
 // Row-major C (M, N) = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
 // A is (M, K) or (K, M) when trans_a, B is (K, N) or (N, K) when trans_b;
 // lda/ldb/ldc are row strides in elements. Never call from inside an OpenMP region.
-// Tiny products (M*N*K <= 2^17 with AVX-512, 2^16 with AVX), and with AVX-512 products with
-// K >= 8 while the BLAS pool has one thread or up to 2^26 with operands of at most 4 MB,
-// run in pydl's own single-threaded kernel instead (see blas.cpp: faster than SciPy's
-// OpenBLAS there); pydl passes alpha = 1 (with alpha = 0 that kernel would still form A*B,
-// so inf/NaN in A or B would show, unlike in BLAS).
+// Some products run in pydl's own single-threaded kernel instead (see is_own in blas.cpp:
+// which ones depends on the BLAS's kernels and, with 256-bit ones, on the thread count);
+// pydl passes alpha = 1 (with alpha = 0 that kernel would still form A*B, so inf/NaN in A
+// or B would show, unlike in BLAS).
 template <class T>
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
           const T* B, int ldb, T beta, T* C, int ldc);
+
+// True when gemm<T> would run this product in pydl's own kernel now (it depends on
+// set_blas_threads); false: in the BLAS.
+template <class T>
+bool gemm_runs_own(int M, int N, int K);
+
+// OpenBLAS's name for its kernels on this CPU ("SkylakeX", "Haswell", "Zen", ...), or ""
+// when the BLAS is not an OpenBLAS that tells.
+const std::string& blas_core();
+
+// Whether this build has the own kernel (AVX or AVX-512), and, for tests: make gemm use
+// the rule (0), always the own kernel (1; refused without it) or always the BLAS (2).
+bool has_own_gemm();
+void force_gemm_kernel(int kernel);
 
 }  // namespace pydl

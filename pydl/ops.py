@@ -12,6 +12,7 @@ kernels; a function whose docstring says "in place" overwrites that argument.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from numbers import Integral, Real
 
@@ -27,11 +28,12 @@ __all__ = [
     "softmax_cross_entropy", "softmax", "sigmoid_cross_entropy", "mean_squared_error",
     "dropout_forward", "dropout_backward",
     "sgd_step", "momentum_step", "rmsprop_step", "adam_step",
-    "set_num_threads", "get_num_threads", "has_openmp",
+    "set_num_threads", "get_num_threads", "has_openmp", "gemm_kernel", "blas_core",
 ]
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
 has_openmp: bool = bool(_core.has_openmp)
+has_own_gemm: bool = bool(_core.has_own_gemm)  # pydl's own GEMM kernel built (AVX or AVX-512)
 
 
 def activation_code(name: str) -> int:
@@ -388,6 +390,43 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads pydl's kernels use (set_num_threads sets the BLAS pool to the same)."""
     return int(_core.get_num_threads())
+
+
+def gemm_kernel(M: int, N: int, K: int, dtype="float32") -> str:
+    """Which kernel runs the product C (M, N) = op(A) (M, K) @ op(B) (K, N) now: "own"
+    (pydl's single-threaded kernel, for products where it beats the BLAS) or "blas" (SciPy's
+    BLAS). A dense layer's three products (forward, dW, dA_prev) have (M, N, K) = (m, n_out,
+    n_in), (n_out, n_in, m) and (m, n_in, n_out). The answer depends on the BLAS's kernels
+    (``blas_core()``) and, where those are 256-bit, on ``set_num_threads``.
+    """
+    M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return "own" if _core.gemm_runs_own(M, N, K, dt == np.float64) else "blas"
+
+
+@contextlib.contextmanager
+def _forced_gemm_kernel(kernel: str):
+    """For tests: within the block every product runs in `kernel` ("own" or "blas")
+    whatever the rule says (process-wide; "own" raises where this build has no own kernel)."""
+    codes = {"own": 1, "blas": 2}
+    if kernel not in codes:
+        raise ValueError(f"kernel: expected 'own' or 'blas', got {kernel!r}")
+    if kernel == "own" and not _core.has_own_gemm:
+        raise RuntimeError("kernel: this build has no own GEMM kernel (needs AVX or AVX-512)")
+    _core.force_gemm_kernel(codes[kernel])
+    try:
+        yield
+    finally:
+        _core.force_gemm_kernel(0)
+
+
+def blas_core() -> str:
+    """OpenBLAS's name for the kernels it runs on this CPU ("SkylakeX", "Haswell", "Zen",
+    ...), or "" when SciPy's BLAS is not an OpenBLAS that tells (pydl then treats it as
+    having 512-bit kernels)."""
+    return str(_core.blas_core())
 
 
 def set_stream_threshold(nbytes: int) -> int:

@@ -57,14 +57,15 @@ def test_dense_forward_matches_reference(m, n_in, n_out, act, use_bias, dtype, s
 #   dW       dW = dZ.T @ X   M = n_out,  N = n_in,   K = m       (op(A) = dZ.T; beta = 1 with l2
 #                                                                 or l1, C holding the penalty)
 #   dA_prev  dX = dZ @ W     M = m,      N = n_in,   K = n_out
-# All three have M*N*K = m*n_in*n_out. Up to 2^26, and at every size once set_num_threads(1)
-# has left the BLAS pool one thread, they run in pydl's own single-threaded kernel (own_gemm),
-# otherwise in SciPy's OpenBLAS. own_gemm with AVX-512: K in blocks of KC = 256 (float and
+# All three have M*N*K = m*n_in*n_out. gemm runs each in pydl's own single-threaded kernel
+# (own_gemm) or in SciPy's BLAS, by a rule that depends on the BLAS's kernels and the thread
+# count (ops.gemm_kernel tells which; the tests below force each kernel in turn, so that both
+# are tested on every machine). own_gemm with AVX-512: K in blocks of KC = 256 (float and
 # double; the first block stores C = acc or acc + beta C, later ones add into C); op(B) in
 # panels of NR = 32 floats / 16 doubles (two vectors; a panel of w <= NR/2 columns takes the
 # one-vector tile), each packed into a zero-padded KC x NR buffer (the transposed forward pack
-# moves 16 x 16 blocks through registers for full float panels and whole 16-steps of K, and
-# uses scalar code for the K % 16 tail, narrow panels and double); rows of op(A) in blocks of
+# moves 16 x 16 blocks through registers for each whole 16 columns of a float panel and whole
+# 16-steps of K, and uses scalar code for the K % 16 tail, the other columns and double); rows of op(A) in blocks of
 # MR = 8, the last one repeating row M-1 and dropping the copies; a partial panel stores only
 # its w columns. The edges, each hit in each role of each product:
 #   M: 1, 7, 8, 9, 33                  (one row; a partial, full, full + 1-row block; 4 + 1)
@@ -75,7 +76,14 @@ def test_dense_forward_matches_reference(m, n_in, n_out, act, use_bias, dtype, s
 M_EDGES = {1, 7, 8, 9, 33}
 N_EDGES = {1, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 48, 65}
 K_EDGES = {1, 15, 16, 17, 255, 256, 257, 300, 513}
-OWN_GEMM_MAX = 2**26
+KERNELS = ["own", "blas"] if ops.has_own_gemm else ["blas"]
+
+
+@pytest.fixture(params=KERNELS)
+def gemm_kernel(request):
+    """Every product in the test runs in this kernel."""
+    with ops._forced_gemm_kernel(request.param):
+        yield request.param
 # (m, n_in, n_out)
 GEMM_EDGE_SHAPES = [
     (1, 1, 1), (7, 15, 65), (8, 16, 48), (9, 17, 33), (33, 255, 32), (33, 256, 31),
@@ -167,24 +175,70 @@ def test_gemm_edge_shapes_cover_every_edge_in_every_role():
         for axis, edges in zip("MNK", (M_EDGES, N_EDGES, K_EDGES)):
             seen = {roles(*s)["MNK".index(axis)] for s in GEMM_EDGE_SHAPES}
             assert edges <= seen, f"{product}: {axis} never {sorted(edges - seen)}"
-    assert all(m * n_in * n_out <= OWN_GEMM_MAX for m, n_in, n_out in GEMM_EDGE_SHAPES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n_in,n_out", GEMM_EDGE_SHAPES)
-def test_three_products_at_every_edge_of_the_own_gemm_blocking(m, n_in, n_out, dtype):
+def test_three_products_at_every_edge_of_the_gemm_blocking(m, n_in, n_out, dtype, gemm_kernel):
     _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out])
 
 
+def _rule(M, N, K, dtype, threads, core):
+    """The kernel choice as csrc/blas.cpp (is_own) documents it, for an AVX-512 build."""
+    mnk, itemsize = M * N * K, np.dtype(dtype).itemsize
+    largest = max(M * K, K * N, M * N) * itemsize
+    if core == "" or core.lower() in ("skylakex", "cooperlake", "sapphirerapids"):
+        limit = 2**24 if threads == 1 else 2**20
+        own = mnk <= limit and largest <= 4 << 20 and M >= 16 and K >= 16 and N >= 64 // itemsize
+    else:
+        own = mnk <= 2**17 or (K >= 8 and (threads == 1 or (mnk <= 2**26 and largest <= 4 << 20)))
+    return "own" if own else "blas"
+
+
+AVX512 = ops.has_own_gemm and "avx512f" in open("/proc/cpuinfo").read() if os.path.exists(
+    "/proc/cpuinfo") else False
+
+
+@pytest.mark.skipif(not AVX512, reason="the rule below is the AVX-512 build's")
+def test_gemm_kernel_follows_the_documented_rule():
+    core = ops.blas_core()
+    previous = ops.get_num_threads()
+    sizes = [1, 4, 8, 10, 15, 16, 17, 32, 64, 256, 1024, 1025, 2048, 4096]
+    try:
+        for threads in (1, 2):
+            ops.set_num_threads(threads)
+            for dtype in DTYPES:
+                for M in sizes:
+                    for N in sizes:
+                        for K in sizes:
+                            assert ops.gemm_kernel(M, N, K, dtype) == _rule(
+                                M, N, K, dtype, threads, core), (M, N, K, dtype, threads, core)
+    finally:
+        ops.set_num_threads(previous)
+
+
+def test_gemm_kernel_checks_its_arguments():
+    with pytest.raises(ValueError, match="M"):
+        ops.gemm_kernel(-1, 2, 2)
+    with pytest.raises(TypeError, match="dtype"):
+        ops.gemm_kernel(2, 2, 2, np.int32)
+    with pytest.raises(ValueError, match="kernel"):
+        with ops._forced_gemm_kernel("fast"):
+            pass
+
+
 @pytest.mark.parametrize("dtype,shape,one_thread", [
-    (np.float32, (64, 1024, 1024), False),  # M*N*K = 2^26, W 4 MB: own_gemm
-    (np.float32, (64, 1024, 1025), False),  # 2^26 + 2^16, W > 4 MB: OpenBLAS
-    (np.float32, (64, 1024, 1025), True),   # the same with set_num_threads(1): own_gemm
+    (np.float32, (64, 1024, 1024), False),  # 2^26, W 4 MB
+    (np.float32, (64, 1024, 1025), False),  # 2^26 + 2^16, W > 4 MB
+    (np.float32, (64, 1024, 1025), True),
     (np.float64, (64, 1024, 1025), True),
+    (np.float32, (16, 1024, 64), False),    # 2^20
+    (np.float32, (16, 1024, 65), False),    # 2^20 + 2^14
+    (np.float32, (16, 1024, 1025), True),   # 2^24 + 2^14
 ])
-def test_three_products_on_both_sides_of_the_own_gemm_threshold(dtype, shape, one_thread):
-    # 1025 = 1024 + 1 puts the edges in big products too: forward N (a 1-column panel),
-    # dW M (a 1-row block), dA_prev K (a last K block of 1).
+def test_three_products_on_both_sides_of_the_rules_limits(dtype, shape, one_thread):
+    # 1025 = 1024 + 1 and 65 = 64 + 1 put the edges in big products too: forward N (a
+    # 1-column panel), dW M (a 1-row block), dA_prev K (a last K block of 1).
     previous = ops.get_num_threads()
     try:
         if one_thread:
@@ -195,38 +249,46 @@ def test_three_products_on_both_sides_of_the_own_gemm_threshold(dtype, shape, on
             ops.set_num_threads(previous)
 
 
-def _three_products(X, W, dZ):
+def _forward(X, W):
     A = np.empty((X.shape[0], W.shape[0]), X.dtype)
-    dW, dX = np.empty_like(W), np.empty_like(X)
     ops.dense_forward(A, X, W)
-    ops.dense_backward(dX, dW, None, dZ.copy(), A, X, W)
-    return A, dW, dX
+    return A
 
 
 @pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
-def test_which_kernel_runs_shows_in_the_bits_across_thread_counts():
-    """own_gemm runs at 1 thread for every shape; at 2 threads only within its limits, where
-    the bits must then be the same as at 1 thread. Beyond them (OpenBLAS at 2 threads,
-    which sums in another order) the bits differ: the check can tell the kernels apart."""
+def test_gemm_kernel_names_the_kernel_that_runs():
+    """What ops.gemm_kernel answers is what runs. A product it sends to the BLAS has the
+    bits of the same raw sgemm call at the same thread count; one it keeps has the same bits
+    at 1 and 2 threads (own_gemm is single-threaded), and, with K = 300 or 513 (blocks of
+    256 + 44, 256 + 256 + 1), other bits than the BLAS's: the check can tell them apart."""
+    from scipy.linalg.blas import sgemm
+
     rng = np.random.default_rng(7)
+    shapes = [(32, 300, 64), (32, 513, 64), (64, 1024, 1025), (16, 2048, 2048), (32, 784, 10),
+              (16, 1024, 65), (128, 300, 256)]
+    inputs = {s: (rng.standard_normal((s[0], s[1])).astype(np.float32),
+                  rng.standard_normal((s[2], s[1])).astype(np.float32)) for s in shapes}
     previous = ops.get_num_threads()
-    results = {}
-    shapes = {"own": (64, 1024, 1024), "blas: > 2^26": (64, 1024, 1025),
-              "blas: W of 16 MB": (16, 2048, 2048)}
-    inputs = {k: (rng.standard_normal((m, k_)).astype(np.float32),
-                  rng.standard_normal((n, k_)).astype(np.float32),
-                  rng.standard_normal((m, n)).astype(np.float32))
-              for k, (m, k_, n) in shapes.items()}
+    own, kernels = {}, set()
     try:
         for threads in (1, 2):
             ops.set_num_threads(threads)
-            for k, args in inputs.items():
-                results[k, threads] = _three_products(*args)
+            for (m, n_in, n_out), (X, W) in inputs.items():
+                kernel = ops.gemm_kernel(m, n_out, n_in)
+                kernels.add(kernel)
+                A = _forward(X, W)
+                blas = sgemm(1.0, W.T, X.T, trans_a=1).T  # the call gemm makes for the BLAS
+                if kernel == "blas":
+                    assert np.array_equal(A, blas), ((m, n_in, n_out), threads)
+                else:
+                    own.setdefault((m, n_in, n_out), []).append((A, blas))
     finally:
         ops.set_num_threads(previous)
-    assert all(np.array_equal(a, b) for a, b in zip(results["own", 1], results["own", 2]))
-    for k in ("blas: > 2^26", "blas: W of 16 MB"):
-        assert not np.array_equal(results[k, 1][0], results[k, 2][0]), k
+    assert kernels == {"own", "blas"} or not ops.has_own_gemm
+    for shape, results in own.items():
+        assert all(np.array_equal(results[0][0], A) for A, _ in results), shape
+        if shape[1] in (300, 513):
+            assert not np.array_equal(results[0][0], results[0][1]), shape
 
 
 def _assert_nonfinite_where_expected(out, expected, rtol, bound, name):
@@ -239,7 +301,7 @@ def _assert_nonfinite_where_expected(out, expected, rtol, bound, name):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_out", [33, 10])
-def test_gemm_nan_and_inf_reach_only_their_own_rows_and_columns(n_out, dtype):
+def test_gemm_nan_and_inf_reach_only_their_own_rows_and_columns(n_out, dtype, gemm_kernel):
     # m = 9: the last row block (forward, dA_prev) is row 8 and 7 copies of it; n_out = 33:
     # a full panel + a 1-column one in the forward (in dW 4 row blocks + 1 row), n_out = 10:
     # one narrow panel; n_in = 300: the forward's K crosses a K block (256 + 2*16 + 12), and
@@ -276,7 +338,7 @@ def test_gemm_nan_and_inf_reach_only_their_own_rows_and_columns(n_out, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("l2,l1", [(300.0, 0.0), (0.0, 120.0), (300.0, 120.0)])
-def test_dW_accumulates_onto_the_penalty_across_k_blocks(l2, l1, dtype):
+def test_dW_accumulates_onto_the_penalty_across_k_blocks(l2, l1, dtype, gemm_kernel):
     # dW's K is m = 600: blocks of 256, 256 and 88. The penalty (l2/m) W + (l1/(2m)) sign(W)
     # is written into dW first (1/2 W, 1/10 sign W: far above the tolerance), the first K
     # block adds onto it (beta = 1), the others add into C. With dZ = 0 only the penalty stays.
