@@ -1,8 +1,9 @@
 """pydl's GEMMs against SciPy's OpenBLAS over layer shapes, at 1 and 2 threads.
 
-pydl runs tiny products in its own single-threaded kernel (csrc/blas.cpp, ``own_gemm``),
-and with AVX-512 the products with K >= 8 while it runs on one thread, or up to M*N*K =
-2^26 with no operand over 4 MB; the others in SciPy's OpenBLAS (see ``is_own``). This prints, per dense layer shape (batch m,
+pydl runs some products in its own single-threaded kernel (csrc/blas.cpp, ``own_gemm``;
+``pydl.ops.gemm_kernel(M, N, K)`` names the kernel of a product) and the others in SciPy's
+OpenBLAS; which ones depends on OpenBLAS's kernels (``pydl.ops.blas_core()``) and, with
+256-bit ones, on the thread count (see ``is_own``). This prints, per dense layer shape (batch m,
 n_in -> n_out), the GFLOP/s of the three GEMMs of a forward+backward (Z = X W^T,
 dW = dZ^T X, dX = dZ W) through pydl (``dense_forward`` + ``dense_backward``, identity
 activation, no bias: nothing but the products) and through raw ``scipy.linalg.blas.sgemm``
@@ -11,9 +12,10 @@ calls, each at 1 and 2 threads, interleaved round-robin in one process, and the 
     python bench/gemm_shapes.py                      # the default shapes, float32
     python bench/gemm_shapes.py 32x256x256 1024x4096x4096 --dtype float64 --rounds 9
 
-The rule in csrc/blas.cpp was chosen from this table: pydl's column at 2 threads must
-not fall below BLAS's at 2 threads where pydl uses its own kernel (small batches with
-wide layers, 16 x 2048 x 2048, are bound by memory traffic and go to OpenBLAS's threads).
+The rule in csrc/blas.cpp was chosen from this table and from a per-product sweep with
+each kernel forced: pydl's column must not fall below BLAS's at the same thread count
+where pydl uses its own kernel (small batches with wide layers, 16 x 2048 x 2048, are
+bound by memory traffic and go to OpenBLAS's threads).
 """
 from __future__ import annotations
 
@@ -75,7 +77,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     dtype = np.dtype(args.dtype).type
     before = pydl.get_num_threads()
-    print(f"{args.dtype}, GFLOP/s of the 3 products (median of {args.rounds} rounds)")
+    print(f"{args.dtype}, GFLOP/s of the 3 products (median of {args.rounds} rounds); "
+          f"OpenBLAS's kernels: {ops.blas_core() or 'not named'}")
     print(f"{'m x n_in x n_out':>18} {'M*N*K':>8} | {'pydl 1t':>7} {'blas 1t':>7} "
           f"{'pydl 2t':>7} {'blas 2t':>7} | pydl/blas 1t  2t")
     try:

@@ -115,9 +115,9 @@ namespace {
 // pydl's own GEMM for the products of small and medium layers (see is_own below),
 // built when the target has AVX or AVX-512 (GCC/Clang vector extensions of one register's
 // width; with narrower registers the accumulators no longer fit and BLAS is faster).
-// SciPy's OpenBLAS runs 256-bit kernels on this AVX-512 machine and pays a setup per call:
-// at the 32-row products of a small-batch MLP it reaches ~70-80 GFLOP/s on one core (~30%
-// of the core's 512-bit peak, measured 240), this kernel 140-180.
+// Where SciPy's OpenBLAS runs 256-bit kernels on an AVX-512 CPU (a 2-core AMD VM) it pays a
+// setup per call and at the 32-row products of a small-batch MLP reaches ~70-80 GFLOP/s on
+// one core (~30% of the core's 512-bit peak, measured 240), this kernel 140-180.
 #if defined(__GNUC__) && (defined(__AVX512F__) || defined(__AVX__))
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
@@ -196,8 +196,8 @@ void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
         // 16 x 16 blocks through registers: 16 row loads, 64 shuffles, 16 stores; every
-        // whole group of 16 columns. (A column at a time, 16 rows of B that lie 2^k bytes
-        // apart share one L1 set: 1024-float rows made the scalar pack 3x slower.)
+        // whole group of 16 columns (packed a scalar at a time, a 16-column panel of a
+        // 16 x 1024 x 16 forward took 22 us, now 7.5 with the product).
         jt = w / 16 * 16;
         if (jt > 0) {
             for (; p0 + 16 <= kc; p0 += 16)
@@ -236,8 +236,8 @@ void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
     }
 #endif
     // Row by row, and zeros only up to the width the tile kernel reads (one vector for a
-    // narrow panel): zeroing all NR columns one column at a time cost ~5 us at kc = 256,
-    // more than the whole product of a 10-unit output layer.
+    // narrow panel): zeroing all NR columns a column at a time cost ~3.5 us at kc = 256
+    // (a 1 x 256 x 1 product took 5.6 us, now 2.0).
     const int width = w <= NR / 2 ? NR / 2 : NR;
     for (int p = 0; p < kc; ++p) {
         T* dst = Bp + std::ptrdiff_t(p) * NR;
@@ -317,12 +317,16 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
 //   runs 75-95 GFLOP/s on one core and 125-190 on two, and its small-matrix kernels skip
 //   packing. Over 383 products (M 1-1024, N 1-1024, K 1-1024, up to 2^24) own_gemm on
 //   one core, against OpenBLAS on one, is 1.2-1.4x faster (geometric mean by size) where
-//   M, N and K are all >= 16; against OpenBLAS on two it gains little up to 2^20 and
-//   loses beyond (64 x 256 x 256, 2^22: 0.7x). It is slower where its tile wastes lanes
-//   or its packing is not amortized: fewer than 16 rows or K < 16 (0.65-0.95x; M = 10, a
-//   classifier's dW: 0.5-0.6x), or an output narrower than a vector (N = 10, the
-//   classifier's forward: 0.2-0.5x). So M, K >= 16, N >= a vector and operands of at most
-//   4 MB, up to 2^24 while the BLAS pool has one thread and up to 2^20 with more.
+//   M, N and K are all >= 16; against OpenBLAS on two it gains little up to 2^22 and
+//   loses beyond (128 x 512 x 512, 2^25: 0.6x). Measured alone, OpenBLAS on two cores is
+//   ahead by ~10% at 2^21-2^22, but inside training it is not: its threads keep spinning
+//   after each call and slow pydl's next OpenMP kernel (a digits MLP with batch 32, layers
+//   of 32 x 256 x 256: 10% faster per trial with those in own_gemm). It is slower where its
+//   tile wastes lanes or its packing is not amortized: fewer than 16 rows or K < 16
+//   (0.65-0.95x; M = 10, a classifier's dW: 0.5-0.6x), or an output narrower than a vector
+//   (N = 10, the classifier's forward: 0.2-0.5x). So M, K >= 16, N >= a vector and
+//   operands of at most 4 MB, up to 2^24 while the BLAS pool has one thread and up to 2^22
+//   with more.
 // - AVX without AVX-512: about OpenBLAS's speed on one core, half of it on two: tiny
 //   products only.
 constexpr std::int64_t kTinyGemm = std::int64_t(1) << (kVecBytes == 64 ? 17 : 16);
@@ -332,7 +336,7 @@ constexpr bool kOwnBeyondTiny = true;
 constexpr bool kOwnBeyondTiny = false;
 #endif
 constexpr std::int64_t kOwnGemmMax = std::int64_t(1) << 26;
-constexpr std::int64_t kOwnGemmMaxWide = std::int64_t(1) << 20;     // BLAS on > 1 thread
+constexpr std::int64_t kOwnGemmMaxWide = std::int64_t(1) << 22;     // BLAS on > 1 thread
 constexpr std::int64_t kOwnGemmMaxWideOne = std::int64_t(1) << 24;  // BLAS on 1 thread
 constexpr std::int64_t kOwnOperandBytes = std::int64_t(4) << 20;
 

@@ -188,7 +188,7 @@ def _rule(M, N, K, dtype, threads, core):
     mnk, itemsize = M * N * K, np.dtype(dtype).itemsize
     largest = max(M * K, K * N, M * N) * itemsize
     if core == "" or core.lower() in ("skylakex", "cooperlake", "sapphirerapids"):
-        limit = 2**24 if threads == 1 else 2**20
+        limit = 2**24 if threads == 1 else 2**22
         own = mnk <= limit and largest <= 4 << 20 and M >= 16 and K >= 16 and N >= 64 // itemsize
     else:
         own = mnk <= 2**17 or (K >= 8 and (threads == 1 or (mnk <= 2**26 and largest <= 4 << 20)))
@@ -232,8 +232,8 @@ def test_gemm_kernel_checks_its_arguments():
     (np.float32, (64, 1024, 1025), False),  # 2^26 + 2^16, W > 4 MB
     (np.float32, (64, 1024, 1025), True),
     (np.float64, (64, 1024, 1025), True),
-    (np.float32, (16, 1024, 64), False),    # 2^20
-    (np.float32, (16, 1024, 65), False),    # 2^20 + 2^14
+    (np.float32, (16, 1024, 256), False),   # 2^22
+    (np.float32, (16, 1024, 257), False),   # 2^22 + 2^14
     (np.float32, (16, 1024, 1025), True),   # 2^24 + 2^14
 ])
 def test_three_products_on_both_sides_of_the_rules_limits(dtype, shape, one_thread):
@@ -265,7 +265,7 @@ def test_gemm_kernel_names_the_kernel_that_runs():
 
     rng = np.random.default_rng(7)
     shapes = [(32, 300, 64), (32, 513, 64), (64, 1024, 1025), (16, 2048, 2048), (32, 784, 10),
-              (16, 1024, 65), (128, 300, 256)]
+              (16, 1024, 257), (128, 300, 256)]
     inputs = {s: (rng.standard_normal((s[0], s[1])).astype(np.float32),
                   rng.standard_normal((s[2], s[1])).astype(np.float32)) for s in shapes}
     previous = ops.get_num_threads()
