@@ -2,8 +2,8 @@
 
 pydl runs some products in its own single-threaded kernel (csrc/blas.cpp, ``own_gemm``;
 ``pydl.ops.gemm_kernel(M, N, K)`` names the kernel of a product) and the others in SciPy's
-OpenBLAS; which ones depends on OpenBLAS's kernels (``pydl.ops.blas_core()``) and, with
-256-bit ones, on the thread count (see ``is_own``). This prints, per dense layer shape (batch m,
+OpenBLAS; which ones depends on OpenBLAS's kernels (``pydl.ops.blas_core()``) and on the
+thread count (see ``is_own``). This prints, per dense layer shape (batch m,
 n_in -> n_out), the GFLOP/s of the three GEMMs of a forward+backward (Z = X W^T,
 dW = dZ^T X, dX = dZ W) through pydl (``dense_forward`` + ``dense_backward``, identity
 activation, no bias: nothing but the products) and through raw ``scipy.linalg.blas.sgemm``
@@ -12,10 +12,10 @@ calls, each at 1 and 2 threads, interleaved round-robin in one process, and the 
     python bench/gemm_shapes.py                      # the default shapes, float32
     python bench/gemm_shapes.py 32x256x256 1024x4096x4096 --dtype float64 --rounds 9
 
-The rule in csrc/blas.cpp was chosen from this table and from a per-product sweep with
-each kernel forced: pydl's column must not fall below BLAS's at the same thread count
-where pydl uses its own kernel (small batches with wide layers, 16 x 2048 x 2048, are
-bound by memory traffic and go to OpenBLAS's threads).
+The rule in csrc/blas.cpp was chosen from this table, from bench/gemm_sweep.py (every
+product of many layer shapes with each kernel forced) and, at 2^21-2^22 with two
+threads, from training itself, where OpenBLAS's spinning threads slow the next kernel
+(there the own kernel runs although OpenBLAS's two threads are ~10% ahead alone).
 """
 from __future__ import annotations
 

@@ -437,7 +437,7 @@ PYBIND11_MODULE(_core, m) {
     }, "M"_a, "N"_a, "K"_a, "is_double"_a);
     m.def("blas_core", [] { return pydl::blas_core(); });
     m.def("force_gemm_kernel", &pydl::force_gemm_kernel, "kernel"_a);
-    m.attr("has_own_gemm") = pydl::has_own_gemm();
+    m.attr("own_gemm_vector_bytes") = pydl::own_gemm_vector_bytes();
     m.def("set_num_threads", &pydl::set_omp_threads, "n"_a);
     m.def("get_num_threads", &pydl::get_omp_threads);
     m.def("set_stream_threshold", &pydl::set_stream_threshold, "nbytes"_a);

@@ -248,9 +248,9 @@ void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
 
 // C = alpha op(A) op(B) + beta C (C not read when beta == 0), single-threaded (its bits do
 // not depend on the thread count; gemm's choice of kernel may). Loops: K blocks of KC, then
-// NR-column panels of op(B), each packed into a zero-padded KC x NR buffer, then MR-row
-// blocks of op(A) read in place (the last block
-// repeats row M-1 and drops the copies). Each C element sums its K block in order p = 0..
+// NR-column panels of op(B), each packed into a KC x NR buffer (zero-padded to the width
+// the tile reads), then MR-row blocks of op(A) read in place (the last block repeats row
+// M-1 and drops the copies). Each C element sums its K block in order p = 0..
 template <class T>
 void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
               const T* B, int ldb, T beta, T* C, int ldc) {
@@ -315,20 +315,22 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
 // - OpenBLAS with 512-bit kernels ("SkylakeX", "Cooperlake", "SapphireRapids"), or a BLAS
 //   pydl cannot name (MKL's kernels are as wide): on a 2-core Emerald Rapids VM OpenBLAS
 //   runs 75-95 GFLOP/s on one core and 125-190 on two, and its small-matrix kernels skip
-//   packing. Over 383 products (M 1-1024, N 1-1024, K 1-1024, up to 2^24) own_gemm on
-//   one core, against OpenBLAS on one, is 1.2-1.4x faster (geometric mean by size) where
-//   M, N and K are all >= 16; against OpenBLAS on two it gains little up to 2^22 and
-//   loses beyond (128 x 512 x 512, 2^25: 0.6x). Measured alone, OpenBLAS on two cores is
-//   ahead by ~10% at 2^21-2^22, but inside training it is not: its threads keep spinning
-//   after each call and slow pydl's next OpenMP kernel (a digits MLP with batch 32, layers
-//   of 32 x 256 x 256: 10% faster per trial with those in own_gemm). It is slower where its
-//   tile wastes lanes or its packing is not amortized: fewer than 16 rows or K < 16
-//   (0.65-0.95x; M = 10, a classifier's dW: 0.5-0.6x), or an output narrower than a vector
-//   (N = 10, the classifier's forward: 0.2-0.5x). So M, K >= 16, N >= a vector and
-//   operands of at most 4 MB, up to 2^24 while the BLAS pool has one thread and up to 2^22
-//   with more.
+//   packing. bench/gemm_sweep.py times the forward and dW products of 383 layer shapes
+//   (M, N, K from 1 to 1024, up to 2^24) in each kernel, interleaved. Where M, K >= 16
+//   and N >= two vectors (178 products), own_gemm on one core against OpenBLAS on one is
+//   1.17x faster (geometric mean; 16% less time in all), against OpenBLAS on two up to
+//   2^22 1.04x (154 products), and beyond 2^22 it loses (128 x 512 x 512, 2^25: 0.6x).
+//   Measured alone, OpenBLAS on two cores is ahead by ~10% at 2^21-2^22, but inside
+//   training it is not: its threads keep spinning after each call and slow pydl's next
+//   OpenMP kernel (a digits MLP with batch 32, layers of 32 x 256 x 256: ~10% faster per
+//   trial with those in own_gemm). Elsewhere its tile wastes lanes or its packing is not
+//   amortized: fewer than 16 rows (0.5-0.8x by size; M = 10, a classifier's dW: 0.5-0.6x),
+//   K < 16, or N < 16 (0.4-0.8x; N = 10, the classifier's forward: 0.2-0.5x). So M, K >=
+//   16, N >= two vectors and operands of at most 4 MB, up to 2^24 while the BLAS pool has
+//   one thread and up to 2^22 with more.
 // - AVX without AVX-512: about OpenBLAS's speed on one core, half of it on two: tiny
-//   products only.
+//   products only (beside a BLAS taken for 512-bit, e.g. MKL, only those with the shape
+//   limits above).
 constexpr std::int64_t kTinyGemm = std::int64_t(1) << (kVecBytes == 64 ? 17 : 16);
 #if defined(__AVX512F__)
 constexpr bool kOwnBeyondTiny = true;
@@ -355,16 +357,14 @@ bool is_own(int M, int N, int K) {
                                        ? kOwnGemmMaxWideOne
                                        : kOwnGemmMaxWide;
         return m * n * k <= limit && largest <= kOwnOperandBytes && m >= 16 && k >= 16 &&
-               n >= Tile<T>::L;
+               n >= Tile<T>::NR;
     }
     if (m * n * k <= kTinyGemm) return true;
     if (!kOwnBeyondTiny || k < 8) return false;
     if (g_blas_threads.load(std::memory_order_relaxed) == 1) return true;
     return m * n * k <= kOwnGemmMax && largest <= kOwnOperandBytes;
 }
-constexpr bool kHasOwnGemm = true;
 #else
-constexpr bool kHasOwnGemm = false;
 std::atomic<int> g_force{0};
 template <class T>
 void own_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
@@ -379,10 +379,16 @@ void set_blas_threads(int n) { g_blas_threads.store(n, std::memory_order_relaxed
 
 const std::string& blas_core() { return g_blas_core; }
 
-bool has_own_gemm() { return kHasOwnGemm; }
+int own_gemm_vector_bytes() {
+#if defined(__GNUC__) && (defined(__AVX512F__) || defined(__AVX__))
+    return kVecBytes;
+#else
+    return 0;
+#endif
+}
 
 void force_gemm_kernel(int kernel) {
-    if (kernel < 0 || kernel > 2 || (kernel == 1 && !kHasOwnGemm))
+    if (kernel < 0 || kernel > 2 || (kernel == 1 && own_gemm_vector_bytes() == 0))
         throw std::invalid_argument("force_gemm_kernel: 0 (the rule), 1 (own, where built) or 2");
     g_force.store(kernel, std::memory_order_relaxed);
 }

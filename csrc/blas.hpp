@@ -18,7 +18,7 @@ void set_blas_threads(int n);
 // A is (M, K) or (K, M) when trans_a, B is (K, N) or (N, K) when trans_b;
 // lda/ldb/ldc are row strides in elements. Never call from inside an OpenMP region.
 // Some products run in pydl's own single-threaded kernel instead (see is_own in blas.cpp:
-// which ones depends on the BLAS's kernels and, with 256-bit ones, on the thread count);
+// which ones depends on the BLAS's kernels and on the BLAS's thread count);
 // pydl passes alpha = 1 (with alpha = 0 that kernel would still form A*B, so inf/NaN in A
 // or B would show, unlike in BLAS).
 template <class T>
@@ -34,9 +34,10 @@ bool gemm_runs_own(int M, int N, int K);
 // when the BLAS is not an OpenBLAS that tells.
 const std::string& blas_core();
 
-// Whether this build has the own kernel (AVX or AVX-512), and, for tests: make gemm use
-// the rule (0), always the own kernel (1; refused without it) or always the BLAS (2).
-bool has_own_gemm();
+// The own kernel's vector width in bytes (64 with AVX-512, 32 with AVX; 0: not built),
+// and, for tests: make gemm use the rule (0), always the own kernel (1; refused without
+// it) or always the BLAS (2).
+int own_gemm_vector_bytes();
 void force_gemm_kernel(int kernel);
 
 }  // namespace pydl

@@ -33,7 +33,9 @@ __all__ = [
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
 has_openmp: bool = bool(_core.has_openmp)
-has_own_gemm: bool = bool(_core.has_own_gemm)  # pydl's own GEMM kernel built (AVX or AVX-512)
+# pydl's own GEMM kernel: its vector width in bytes (64: AVX-512, 32: AVX), 0 if not built
+own_gemm_vector_bytes: int = int(_core.own_gemm_vector_bytes)
+has_own_gemm: bool = own_gemm_vector_bytes > 0
 
 
 def activation_code(name: str) -> int:
@@ -397,7 +399,8 @@ def gemm_kernel(M: int, N: int, K: int, dtype="float32") -> str:
     (pydl's single-threaded kernel, for products where it beats the BLAS) or "blas" (SciPy's
     BLAS). A dense layer's three products (forward, dW, dA_prev) have (M, N, K) = (m, n_out,
     n_in), (n_out, n_in, m) and (m, n_in, n_out). The answer depends on the BLAS's kernels
-    (``blas_core()``) and, where those are 256-bit, on ``set_num_threads``.
+    (``blas_core()``) and on the BLAS's thread count as ``set_num_threads`` last set it
+    (until then, and after a limit set another way, pydl assumes more than one).
     """
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
     dt = np.dtype(dtype)
@@ -413,7 +416,7 @@ def _forced_gemm_kernel(kernel: str):
     codes = {"own": 1, "blas": 2}
     if kernel not in codes:
         raise ValueError(f"kernel: expected 'own' or 'blas', got {kernel!r}")
-    if kernel == "own" and not _core.has_own_gemm:
+    if kernel == "own" and not has_own_gemm:
         raise RuntimeError("kernel: this build has no own GEMM kernel (needs AVX or AVX-512)")
     _core.force_gemm_kernel(codes[kernel])
     try:

@@ -3,9 +3,9 @@
 pydl's own kernels split work so that each sum runs in a fixed order (per-column sums over
 row chunks and column blocks fixed by the shape, for BatchNorm and db; elementwise kernels;
 dropout masks keyed by element index), so 1 and 2 threads give bitwise identical results.
-The GEMMs (dW, dA_prev, the dense forward; M*N*K > 2^26 here) run in pydl's own
-single-threaded kernel with 1 thread and in SciPy's OpenBLAS with 2 (csrc/blas.cpp), which
-sum in other orders: those are compared with a tolerance. Arrays are large enough
+The GEMMs (dW, dA_prev, the dense forward) may run in different kernels at 1 and 2 threads
+(pydl's own single-threaded one or SciPy's OpenBLAS; see ops.gemm_kernel), which sum in
+other orders: those are compared with a tolerance. Arrays are large enough
 (several row chunks; a second shape with several column blocks and an
 uneven last one) that OpenMP really splits the work: at least 2^19 elements for the cheapest
 kernels (common.hpp, worth_parallel).

@@ -3,8 +3,8 @@
 - same seed, same thread count: bitwise the same theta, BatchNorm statistics and Adam
   moments (dropout, shuffling and BatchNorm all on);
 - 1 vs 2 threads (pydl.set_num_threads): bitwise the same shuffles and dropout masks, theta
-  equal to float32 rounding (a product above 2^26 multiply-adds runs in OpenBLAS at 2
-  threads and in pydl's own kernel at 1, which sum in another order);
+  equal to float32 rounding (a product may run in OpenBLAS at 2 threads and in pydl's own
+  kernel at 1, which sum in another order; see ops.gemm_kernel);
 - two models trained at once in two Python threads give exactly the sequential results (no
   hidden global state), and the kernels release the GIL.
 
