@@ -3,6 +3,8 @@
 // backward regenerates it instead of storing it.
 // count = number of elements of the (m, n) activation, flattened row-major.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "kernels.hpp"
 
@@ -33,6 +35,56 @@ inline bool keep(uint64_t key, std::ptrdiff_t k, uint64_t threshold) {
     return (x >> 11) < threshold;
 }
 
+#if defined(__GNUC__)
+// Eight elements at a time in GCC/Clang vector types (AVX-512DQ multiplies 64-bit lanes in
+// one instruction; elsewhere the compiler splits them). The same hash and comparison as
+// keep(), so the same bits. Written out because GCC 12 vectorizes neither form of the
+// plain loop: the 32-bit data under a 64-bit condition has "no vectype" (5.8 ns per
+// element on one core, as much as a 32 x 256 x 256 product for a 256-unit layer).
+typedef uint64_t U64x8 __attribute__((vector_size(64)));
+typedef int64_t I64x8 __attribute__((vector_size(64)));
+
+inline U64x8 mix64(U64x8 x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+// out[j] = keep(key, k + j) ? A[j] * scale : 0 for j < 8.
+template <class T>
+inline void apply8(T* out, const T* A, uint64_t key, std::ptrdiff_t k, uint64_t threshold,
+                   T scale) {
+    const U64x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const U64x8 idx = U64x8{} + uint64_t(k) + lane;
+    const U64x8 x = mix64(key ^ (idx * 0x9e3779b97f4a7c15ULL + 0x2545f4914f6cdd1dULL));
+    const I64x8 kept = (x >> 11) < threshold;  // -1 where kept, 0 where dropped
+    if constexpr (sizeof(T) == 8) {
+        typedef T V __attribute__((vector_size(64)));
+        typedef int64_t M __attribute__((vector_size(64)));
+        V a;
+        std::memcpy(&a, A, sizeof a);
+        a *= scale;
+        M bits;
+        std::memcpy(&bits, &a, sizeof bits);
+        bits &= kept;
+        std::memcpy(out, &bits, sizeof bits);
+    } else {
+        typedef T V __attribute__((vector_size(32)));
+        typedef int32_t M __attribute__((vector_size(32)));
+        V a;
+        std::memcpy(&a, A, sizeof a);
+        a *= scale;
+        M bits;
+        std::memcpy(&bits, &a, sizeof bits);
+        bits &= __builtin_convertvector(kept, M);
+        std::memcpy(out, &bits, sizeof bits);
+    }
+}
+#endif
+
 }  // namespace
 
 // D = U[0,1) < keep_prob;  out = A * D / keep_prob.   out, A (count,); out may alias A.
@@ -44,9 +96,11 @@ void dropout_forward(T* out, const T* A, std::ptrdiff_t count, uint64_t seed, ui
     const uint64_t threshold = keep_threshold(keep_prob);
     parallel_for(count, worth_parallel(count, 4),
                  [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
-#pragma omp simd
-                     for (std::ptrdiff_t k = k0; k < k1; ++k)
-                         out[k] = keep(key, k, threshold) ? A[k] * scale : T(0);
+                     std::ptrdiff_t k = k0;
+#if defined(__GNUC__)
+                     for (; k + 8 <= k1; k += 8) apply8(out + k, A + k, key, k, threshold, scale);
+#endif
+                     for (; k < k1; ++k) out[k] = keep(key, k, threshold) ? A[k] * scale : T(0);
                  });
 }
 

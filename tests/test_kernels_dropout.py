@@ -89,6 +89,36 @@ def test_same_key_same_mask_and_dtype_independent():
     assert np.array_equal(D.reshape(-1)[:999], mask(5, 6, 7, 0.5, shape=(999,)))
 
 
+def _mix64(x):
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def reference_mask(seed, step, layer, keep_prob, n):
+    """The generator as csrc/dropout.cpp documents it, in NumPy: element k is kept when the
+    top 53 bits of mix64(key ^ (k * golden + c)) are below ceil(keep_prob * 2^53), with
+    key = mix64(mix64(mix64(seed + golden) ^ step) + layer * c')."""
+    u = lambda v: np.array([v], dtype=np.uint64)  # noqa: E731
+    golden = u(0x9E3779B97F4A7C15)
+    key = _mix64(_mix64(_mix64(u(seed) + golden) ^ u(step)) + u(layer) * u(0x632BE59BD9B4E019))
+    k = np.arange(n, dtype=np.uint64)
+    x = _mix64(key ^ (k * golden + u(0x2545F4914F6CDD1D)))
+    return (x >> np.uint64(11)) < np.uint64(int(np.ceil(keep_prob * 2.0**53)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 63, 1000, 2**17 + 3])
+def test_mask_is_the_documented_generator_bit_for_bit(n, dtype):
+    # Every length around the 8-element vector blocks, and one that OpenMP splits.
+    for seed, step, layer, keep_prob in [(0, 0, 0, 0.5), (2**63 + 5, 12345, 3, 0.8), (7, 1, 2, 0.05)]:
+        got = mask(seed, step, layer, keep_prob, shape=(n,), dtype=dtype)
+        assert np.array_equal(got, reference_mask(seed, step, layer, keep_prob, n)), (seed, n)
+
+
 def test_different_seed_step_layer_give_independent_masks():
     p, shape = 0.5, (256, 256)
     keys = list(itertools.product([0, 1, 2, 2**63], [0, 1, 2], [0, 1, 2]))
