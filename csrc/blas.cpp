@@ -137,6 +137,9 @@ struct Tile {
     // K is cut into blocks of KC so that one packed KC x NR panel of op(B) (32 KB) stays
     // in the L1 cache while every row block of op(A) passes over it.
     static constexpr int KC = 32768 / (NR * int(sizeof(T)));
+    // Columns of a packed panel row the tile kernel reads: a panel of w <= NR / 2 columns
+    // takes the one-vector tile.
+    static constexpr int read_width(int w) { return w <= NR / 2 ? NR / 2 : NR; }
 };
 
 // C[rows, 0:NR] (+)= alpha * sum_p a(r, p) b[p, 0:NR] over p < kc, one MR x NR block.
@@ -238,7 +241,7 @@ void pack_transposed(T* Bp, const T* B, std::ptrdiff_t ldb, int kc, int w) {
     // Row by row, and zeros only up to the width the tile kernel reads (one vector for a
     // narrow panel): zeroing all NR columns a column at a time cost ~3.5 us at kc = 256
     // (a 1 x 256 x 1 product took 5.6 us, now 2.0).
-    const int width = w <= NR / 2 ? NR / 2 : NR;
+    const int width = Tile<T>::read_width(w);
     for (int p = 0; p < kc; ++p) {
         T* dst = Bp + std::ptrdiff_t(p) * NR;
         for (int j = p < p0 ? jt : 0; j < w; ++j) dst[j] = B[std::ptrdiff_t(j) * ldb + p];
@@ -282,7 +285,7 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
                 for (int p = 0; p < kc; ++p) {
                     T* dst = Bp + std::ptrdiff_t(p) * NR;
                     std::memcpy(dst, b + p * sb, sizeof(T) * w);
-                    for (int j = w; j < (w <= NR / 2 ? NR / 2 : NR); ++j) dst[j] = T(0);
+                    for (int j = w; j < Tile<T>::read_width(w); ++j) dst[j] = T(0);
                 }
             for (std::ptrdiff_t ic0 = 0; ic0 < M; ic0 += MR) {
                 const int ic = int(ic0);
@@ -291,7 +294,7 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
                     a_row[r] = A + std::ptrdiff_t(ic + r < M ? ic + r : M - 1) * sr + pc * sp;
                 const int rows = M - ic < MR ? M - ic : MR;
                 T* c = C + std::ptrdiff_t(ic) * ldc + jc;
-                if (w <= NR / 2)  // one vector wide: half the multiply-adds of a padded block
+                if (Tile<T>::read_width(w) == NR / 2)  // one vector: half the multiply-adds
                     tile_kernel<T, 1>(a_row, sp, Bp, NR, kc, c, ldc, rows, w, alpha, beta, mode);
                 else
                     tile_kernel<T, 2>(a_row, sp, Bp, NR, kc, c, ldc, rows, w, alpha, beta, mode);

@@ -5,13 +5,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.hpp"
 
 namespace pydl {
 namespace {
 
-inline uint64_t mix64(uint64_t x) {  // splitmix64 finalizer
+// splitmix64's finalizer, on one uint64_t or on a GCC vector of them (lane by lane)
+template <class U>
+inline U mix64(U x) {
     x ^= x >> 30;
     x *= 0xbf58476d1ce4e5b9ULL;
     x ^= x >> 27;
@@ -30,58 +33,36 @@ inline uint64_t keep_threshold(double keep_prob) {
     return uint64_t(std::ceil(keep_prob * 0x1.0p53));
 }
 
-inline bool keep(uint64_t key, std::ptrdiff_t k, uint64_t threshold) {
-    const uint64_t x = mix64(key ^ (uint64_t(k) * 0x9e3779b97f4a7c15ULL + 0x2545f4914f6cdd1dULL));
-    return (x >> 11) < threshold;
+// Whether element k is kept (k: a uint64_t, or a vector of them: -1/0 per lane).
+template <class U>
+inline auto keep(uint64_t key, U k, uint64_t threshold) {
+    return (mix64(key ^ (k * 0x9e3779b97f4a7c15ULL + 0x2545f4914f6cdd1dULL)) >> 11) < threshold;
 }
 
 #if defined(__GNUC__)
 // Eight elements at a time in GCC/Clang vector types (AVX-512DQ multiplies 64-bit lanes in
-// one instruction; elsewhere the compiler splits them). The same hash and comparison as
-// keep(), so the same bits. Written out because GCC 12 vectorizes neither form of the
-// plain loop: the 32-bit data under a 64-bit condition has "no vectype" (5.8 ns per
-// element on one core, as much as a 32 x 256 x 256 product for a 256-unit layer).
+// one instruction; elsewhere the compiler splits them): keep() on a vector of indices, so
+// the same bits. Written out because GCC 12 vectorizes neither form of the plain loop: the
+// 32-bit data under a 64-bit condition has "no vectype" (5.8 ns per element on one core,
+// as much as a 32 x 256 x 256 product for a 256-unit layer).
 typedef uint64_t U64x8 __attribute__((vector_size(64)));
-typedef int64_t I64x8 __attribute__((vector_size(64)));
-
-inline U64x8 mix64(U64x8 x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
 
 // out[j] = keep(key, k + j) ? A[j] * scale : 0 for j < 8.
 template <class T>
 inline void apply8(T* out, const T* A, uint64_t key, std::ptrdiff_t k, uint64_t threshold,
                    T scale) {
+    typedef T V __attribute__((vector_size(8 * sizeof(T))));
+    using Int = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;  // T's width
+    typedef Int M __attribute__((vector_size(8 * sizeof(T))));
     const U64x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    const U64x8 idx = U64x8{} + uint64_t(k) + lane;
-    const U64x8 x = mix64(key ^ (idx * 0x9e3779b97f4a7c15ULL + 0x2545f4914f6cdd1dULL));
-    const I64x8 kept = (x >> 11) < threshold;  // -1 where kept, 0 where dropped
-    if constexpr (sizeof(T) == 8) {
-        typedef T V __attribute__((vector_size(64)));
-        typedef int64_t M __attribute__((vector_size(64)));
-        V a;
-        std::memcpy(&a, A, sizeof a);
-        a *= scale;
-        M bits;
-        std::memcpy(&bits, &a, sizeof bits);
-        bits &= kept;
-        std::memcpy(out, &bits, sizeof bits);
-    } else {
-        typedef T V __attribute__((vector_size(32)));
-        typedef int32_t M __attribute__((vector_size(32)));
-        V a;
-        std::memcpy(&a, A, sizeof a);
-        a *= scale;
-        M bits;
-        std::memcpy(&bits, &a, sizeof bits);
-        bits &= __builtin_convertvector(kept, M);
-        std::memcpy(out, &bits, sizeof bits);
-    }
+    const M kept = __builtin_convertvector(keep(key, U64x8{} + uint64_t(k) + lane, threshold), M);
+    V a;
+    std::memcpy(&a, A, sizeof a);
+    a *= scale;
+    M bits;
+    std::memcpy(&bits, &a, sizeof bits);
+    bits &= kept;  // -1 where kept, 0 (+0.0) where dropped
+    std::memcpy(out, &bits, sizeof bits);
 }
 #endif
 
@@ -100,7 +81,8 @@ void dropout_forward(T* out, const T* A, std::ptrdiff_t count, uint64_t seed, ui
 #if defined(__GNUC__)
                      for (; k + 8 <= k1; k += 8) apply8(out + k, A + k, key, k, threshold, scale);
 #endif
-                     for (; k < k1; ++k) out[k] = keep(key, k, threshold) ? A[k] * scale : T(0);
+                     for (; k < k1; ++k)
+                         out[k] = keep(key, uint64_t(k), threshold) ? A[k] * scale : T(0);
                  });
 }
 
