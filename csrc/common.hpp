@@ -278,14 +278,27 @@ private:
 // inputs that the kernel's second pass reads again. The threshold is 3/4 of the last-level
 // cache, where glibc's memcpy also switches to non-temporal stores.
 
-// Size in bytes of the largest cache of CPU 0: Linux's sysfs (what lscpu reports), else
-// sysconf, else 32 MB. (glibc's sysconf can report a whole host's L3 inside a VM.)
-inline std::size_t last_level_cache_bytes() {
+// Size in bytes of CPU 0's data or unified cache of `level` (0: the largest of any level),
+// from Linux's sysfs (what lscpu reports); 0 when sysfs does not say.
+inline std::size_t cache_bytes(int level) {
     std::size_t best = 0;
     for (int index = 0; index < 8; ++index) {
-        const std::string path =
-            "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size";
-        std::FILE* f = std::fopen(path.c_str(), "r");
+        const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+        if (level > 0) {
+            std::FILE* f = std::fopen((dir + "/level").c_str(), "r");
+            if (f == nullptr) continue;
+            int got_level = 0;
+            const bool ok = std::fscanf(f, "%d", &got_level) == 1;
+            std::fclose(f);
+            if (!ok || got_level != level) continue;
+            if ((f = std::fopen((dir + "/type").c_str(), "r")) != nullptr) {
+                char type[32] = {0};
+                const bool typed = std::fscanf(f, "%31s", type) == 1;
+                std::fclose(f);
+                if (typed && std::strcmp(type, "Instruction") == 0) continue;
+            }
+        }
+        std::FILE* f = std::fopen((dir + "/size").c_str(), "r");
         if (f == nullptr) continue;
         unsigned long long v = 0;
         char unit = 0;
@@ -296,6 +309,13 @@ inline std::size_t last_level_cache_bytes() {
         if (got == 2 && (unit == 'M' || unit == 'm')) v <<= 20;
         if (v > best) best = std::size_t(v);
     }
+    return best;
+}
+
+// Size in bytes of the largest cache of CPU 0: sysfs, else sysconf, else 32 MB. (glibc's
+// sysconf can report a whole host's L3 inside a VM.)
+inline std::size_t last_level_cache_bytes() {
+    std::size_t best = cache_bytes(0);
 #ifdef _SC_LEVEL3_CACHE_SIZE
     if (best == 0) {
         long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
@@ -466,20 +486,46 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
 // The same contract, for batches with many rows (a whole number of chunks per thread), one column
 // panel at a time: the threads sum the panel's chunks, finish its columns (split among
 // them), then each passes over the rows of its own chunks, last row first, finding the
-// panel it has just read still in its L2 cache instead of streaming the batch in again;
-// meanwhile it asks for its rows of the next panel (rows gets that panel's width), so that
-// memory keeps streaming while the second pass runs. A panel is 512 bytes of each row
-// (128 floats; a thread's share of a 1024-row panel of one array, 512 rows on 2 threads,
-// is 256 KB of a 1 MB L2, as is its share of the next panel), its boundaries on the
-// 64-byte boundaries of the
-// rows of `align` (the output) when all its rows start at the same offset in a cache line.
-//   rows(r0, r1, j0, w, w_next): as above; w_next columns from j0 + w are the next panel's.
-constexpr int kPanelBytes = 512;
+// panel it has just read still in its L2 cache instead of streaming the batch in again.
+// A panel's boundaries fall on the 64-byte boundaries of the rows of `align` (the output)
+// when all its rows start at the same offset in a cache line.
+//   rows(r0, r1, j0, w, w_next): as above; w_next > 0: prefetch that many columns from
+//   j0 + w (the next panel's) while passing over a row.
+//
+// The panel's width follows the L2 cache (bench/README.md, "Batch norm panels"):
+// - below 2 MB per core (AMD EPYC VM, 1 MB): 512 bytes of each row, the rows pass
+//   prefetching the thread's rows of the next panel, so that memory keeps streaming while it
+//   runs (a thread's share of a 1024-row panel on 2 threads, 512 rows, is 256 KB, as is its
+//   share of the next panel);
+// - from 2 MB (Intel Emerald Rapids VM): 2048 bytes (a share of 1 MB) and no software
+//   prefetch. There, 32 cache lines per row and panel let the L2's own prefetcher stream,
+//   while software prefetches of 8 lines a row held L1's fill buffers through the mesh's
+//   long L3 latency: 512-byte prefetched panels were slower than no panels (1024 x 4096
+//   float: forward 2.8 ms, 1.6 ms in 2048-byte panels, 1.8 ms without panels).
+struct PanelShape {
+    int bytes;
+    bool prefetch;
+};
+
+// 0: the rule above; else a forced shape for tests, bytes | prefetch (threads.cpp).
+inline std::atomic<int>& forced_panel_shape() {
+    static std::atomic<int> code{0};
+    return code;
+}
+
+inline PanelShape panel_shape() {
+    static const PanelShape rule = cache_bytes(2) >= (std::size_t(2) << 20)
+                                       ? PanelShape{2048, false}
+                                       : PanelShape{512, true};
+    const int forced = forced_panel_shape().load(std::memory_order_relaxed);
+    return forced == 0 ? rule : PanelShape{forced & ~1, (forced & 1) != 0};
+}
 
 // (Each thread takes whole row chunks, so they must divide evenly among the threads: with
 // 3 chunks on 2 threads one would do twice the rows and the other wait at every panel.)
 inline bool use_panels(int m, int n, std::size_t itemsize, int nt) {
-    return nt > 1 && reduce_chunks(m) % nt == 0 && std::size_t(n) * itemsize >= 4 * kPanelBytes;
+    return nt > 1 && reduce_chunks(m) % nt == 0 &&
+           std::size_t(n) * itemsize >= 4 * std::size_t(panel_shape().bytes);
 }
 
 // Brings p[0, len) towards the cache ahead of its use.
@@ -493,7 +539,8 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize, 
                          Finish&& finish, Rows&& rows) {
     const int nchunks = reduce_chunks(m);
     const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
-    const int width = int(kPanelBytes / itemsize);
+    const PanelShape shape = panel_shape();
+    const int width = int(std::size_t(shape.bytes) / itemsize);
     const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
     int head = 0;  // columns before the first 64-byte boundary
     if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
@@ -519,7 +566,8 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize, 
         const int r1 = int(std::min<std::ptrdiff_t>(m, c1 * chunk_rows));
         for (std::ptrdiff_t j0 = 0; j0 < n;) {
             const std::ptrdiff_t j1 = panel_end(j0);
-            const int w = int(j1 - j0), w_next = int(j1 < n ? panel_end(j1) - j1 : 0);
+            const int w = int(j1 - j0);
+            const int w_next = shape.prefetch && j1 < n ? int(panel_end(j1) - j1) : 0;
             for (int c = c0; c < c1; ++c) {
                 double* acc = part.data() + std::size_t(c) * K * stride;
                 for (std::ptrdiff_t k = 0; k < K * stride; ++k) acc[k] = 0.0;

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "common.hpp"
 
@@ -81,5 +82,9 @@ int get_omp_threads();
 // non-temporal stores (common.hpp: stream_output); set returns the previous value.
 std::size_t set_stream_threshold(std::size_t bytes);
 std::size_t get_stream_threshold();
+// The column panels of a large batch's two passes (common.hpp: panel_shape): (bytes of each
+// row, software prefetch of the next panel); force: bytes 0 restores the rule (for tests).
+std::pair<int, bool> get_panel_shape();
+void force_panel_shape(int bytes, bool prefetch);
 
 }  // namespace pydl

@@ -1,5 +1,9 @@
 // OpenMP thread count (the BLAS pool is set from Python through threadpoolctl), and the
-// size above which kernels write their outputs around the caches.
+// size above which kernels write their outputs around the caches, and the shape of batch
+// norm's column panels.
+#include <stdexcept>
+#include <utility>
+
 #include "blas.hpp"
 #include "common.hpp"
 #include "kernels.hpp"
@@ -20,5 +24,16 @@ int get_omp_threads() { return max_threads(); }
 std::size_t set_stream_threshold(std::size_t bytes) { return stream_min_bytes().exchange(bytes); }
 
 std::size_t get_stream_threshold() { return stream_min_bytes().load(); }
+
+std::pair<int, bool> get_panel_shape() {
+    const PanelShape shape = panel_shape();
+    return {shape.bytes, shape.prefetch};
+}
+
+void force_panel_shape(int bytes, bool prefetch) {
+    if (bytes != 0 && (bytes < 64 || bytes > (1 << 20) || bytes % 64 != 0))
+        throw std::invalid_argument("bytes: 0 (the rule) or a multiple of 64 in [64, 2^20]");
+    forced_panel_shape().store(bytes == 0 ? 0 : bytes | int(prefetch));
+}
 
 }  // namespace pydl

@@ -447,3 +447,26 @@ def set_stream_threshold(nbytes: int) -> int:
 def get_stream_threshold() -> int:
     """The current ``set_stream_threshold`` value, in bytes."""
     return int(_core.get_stream_threshold())
+
+
+def batchnorm_panel_shape() -> tuple:
+    """(bytes, prefetch): batch norm's training kernels pass over a large batch on several
+    threads one column panel of ``bytes`` bytes of each row at a time, prefetching the next
+    panel when ``prefetch``. Chosen from the L2 cache's size: (2048, False) from 2 MB per
+    core, else (512, True). The results do not depend on it, bit for bit."""
+    nbytes, prefetch = _core.get_panel_shape()
+    return int(nbytes), bool(prefetch)
+
+
+@contextlib.contextmanager
+def _forced_panel_shape(nbytes: int, prefetch: bool):
+    """For tests: within the block batch norm's panels are ``nbytes`` wide (a multiple of
+    64) and prefetch as told, whatever the cache (process-wide)."""
+    nbytes = _int("nbytes", nbytes, 64, 2**20)
+    if nbytes % 64:
+        raise ValueError(f"nbytes: expected a multiple of 64, got {nbytes}")
+    _core.force_panel_shape(nbytes, bool(prefetch))
+    try:
+        yield
+    finally:
+        _core.force_panel_shape(0, False)

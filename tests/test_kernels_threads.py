@@ -20,7 +20,8 @@ from pydl import ops
 M, N = 1024, 515  # 8 row chunks of 128; 527k elements (>= 2^19)
 M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
 M3, N3 = 2700, 100  # BatchNorm with many rows and few columns: 16 row chunks; 270k x 2 work
-M4, N4 = 512, 1024  # BatchNorm panels whose first one starts with the columns before a 64-byte boundary
+M4, N4 = 256, 2048  # BatchNorm panels (of each shape) whose first one starts with the columns before a 64-byte boundary
+PANEL_SHAPES = [(512, True), (2048, False)]  # ops.batchnorm_panel_shape() on 1 MB / 2 MB L2
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 
@@ -115,8 +116,10 @@ def run_kernels(threads, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_one_and_two_threads_agree(dtype):
-    one, two = run_kernels(1, dtype), run_kernels(2, dtype)
+@pytest.mark.parametrize("panel", PANEL_SHAPES, ids=["panel512-prefetch", "panel2048"])
+def test_one_and_two_threads_agree(dtype, panel):
+    with ops._forced_panel_shape(*panel):
+        one, two = run_kernels(1, dtype), run_kernels(2, dtype)
     assert ops.get_num_threads() == 2
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for key in one:
