@@ -343,47 +343,54 @@ void dropout_backward(py::array dA, py::array dout, uint64_t seed, uint64_t step
 
 // ---------------------------------------------------------------- optimizers
 
-void sgd_step(py::array theta, py::array grad, double lr, double wd) {
+bool sgd_step(py::array theta, py::array grad, double lr, double wd, bool check) {
     const py::ssize_t count = nonempty_size(theta, "theta");
+    bool finite = true;
     dispatch(theta, "theta", [&](auto t) {
         using T = decltype(t);
         T* p = checked<T>(theta, "theta", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::sgd_step<T>(p, g, count, T(lr), T(wd));
+        finite = pydl::sgd_step<T>(p, g, count, T(lr), T(wd), check);
     });
+    return finite;
 }
 
-void momentum_step(py::array theta, py::array v, py::array grad, double lr, double beta,
-                   bool nesterov, double wd) {
+bool momentum_step(py::array theta, py::array v, py::array grad, double lr, double beta,
+                   bool nesterov, double wd, bool check) {
     const py::ssize_t count = nonempty_size(theta, "theta");
+    bool finite = true;
     dispatch(theta, "theta", [&](auto t) {
         using T = decltype(t);
         T* p = checked<T>(theta, "theta", {count}, true);
         T* pv = checked<T>(v, "v", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::momentum_step<T>(p, pv, g, count, T(lr), beta, nesterov, T(wd));
+        finite = pydl::momentum_step<T>(p, pv, g, count, T(lr), beta, nesterov, T(wd), check);
     });
+    return finite;
 }
 
-void rmsprop_step(py::array theta, py::array s, py::array grad, double lr, double beta, double eps,
-                  double wd) {
+bool rmsprop_step(py::array theta, py::array s, py::array grad, double lr, double beta, double eps,
+                  double wd, bool check) {
     const py::ssize_t count = nonempty_size(theta, "theta");
+    bool finite = true;
     dispatch(theta, "theta", [&](auto t) {
         using T = decltype(t);
         T* p = checked<T>(theta, "theta", {count}, true);
         T* ps = checked<T>(s, "s", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::rmsprop_step<T>(p, ps, g, count, T(lr), beta, T(eps), T(wd));
+        finite = pydl::rmsprop_step<T>(p, ps, g, count, T(lr), beta, T(eps), T(wd), check);
     });
+    return finite;
 }
 
-void adam_step(py::array theta, py::array v, py::array s, py::array grad, double lr, double beta1,
-               double beta2, double eps, int64_t step, double wd, bool decoupled) {
+bool adam_step(py::array theta, py::array v, py::array s, py::array grad, double lr, double beta1,
+               double beta2, double eps, int64_t step, double wd, bool decoupled, bool check) {
     const py::ssize_t count = nonempty_size(theta, "theta");
     if (step < 1) throw py::value_error("t must be >= 1");
+    bool finite = true;
     dispatch(theta, "theta", [&](auto t) {
         using T = decltype(t);
         T* p = checked<T>(theta, "theta", {count}, true);
@@ -391,9 +398,10 @@ void adam_step(py::array theta, py::array v, py::array s, py::array grad, double
         T* ps = checked<T>(s, "s", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
         py::gil_scoped_release nogil;
-        pydl::adam_step<T>(p, pv, ps, g, count, T(lr), beta1, beta2, T(eps), step, T(wd),
-                           decoupled);
+        finite = pydl::adam_step<T>(p, pv, ps, g, count, T(lr), beta1, beta2, T(eps), step, T(wd),
+                                    decoupled, check);
     });
+    return finite;
 }
 
 }  // namespace
@@ -425,13 +433,13 @@ PYBIND11_MODULE(_core, m) {
           "keep_prob"_a);
     m.def("dropout_backward", &dropout_backward, "dA"_a, "dout"_a, "seed"_a, "step"_a, "layer"_a,
           "keep_prob"_a);
-    m.def("sgd_step", &sgd_step, "theta"_a, "grad"_a, "lr"_a, "weight_decay"_a);
+    m.def("sgd_step", &sgd_step, "theta"_a, "grad"_a, "lr"_a, "weight_decay"_a, "check"_a);
     m.def("momentum_step", &momentum_step, "theta"_a, "v"_a, "grad"_a, "lr"_a, "beta"_a,
-          "nesterov"_a, "weight_decay"_a);
+          "nesterov"_a, "weight_decay"_a, "check"_a);
     m.def("rmsprop_step", &rmsprop_step, "theta"_a, "s"_a, "grad"_a, "lr"_a, "beta"_a, "eps"_a,
-          "weight_decay"_a);
+          "weight_decay"_a, "check"_a);
     m.def("adam_step", &adam_step, "theta"_a, "v"_a, "s"_a, "grad"_a, "lr"_a, "beta1"_a, "beta2"_a,
-          "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a);
+          "eps"_a, "t"_a, "weight_decay"_a, "decoupled"_a, "check"_a);
     m.def("gemm_runs_own", [](int M, int N, int K, bool is_double) {
         return is_double ? pydl::gemm_runs_own<double>(M, N, K) : pydl::gemm_runs_own<float>(M, N, K);
     }, "M"_a, "N"_a, "K"_a, "is_double"_a);

@@ -63,17 +63,18 @@ void dropout_backward(T* dA, const T* dout, std::ptrdiff_t count, uint64_t seed,
                       uint64_t layer, double keep_prob);
 
 // ---- optim.cpp ----
+// Each returns whether every new value is finite; with check, nothing is written unless so.
 template <class T>
-void sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay);
+bool sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay, bool check);
 template <class T>
-void momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, double beta,
-                   bool nesterov, T weight_decay);
+bool momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, double beta,
+                   bool nesterov, T weight_decay, bool check);
 template <class T>
-void rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta, T eps,
-                  T weight_decay);
+bool rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta, T eps,
+                  T weight_decay, bool check);
 template <class T>
-void adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta1,
-               double beta2, T eps, int64_t t, T weight_decay, bool decoupled);
+bool adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta1,
+               double beta2, T eps, int64_t t, T weight_decay, bool decoupled, bool check);
 
 // ---- threads.cpp ----
 void set_omp_threads(int n);

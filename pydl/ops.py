@@ -320,40 +320,50 @@ def dropout_backward(dA, dout, seed, step, layer, keep_prob):
 # ------------------------------------------------------------------ optimizers
 
 
-def sgd_step(theta, grad, lr, weight_decay=0.0):
+_STEP_RETURNS = """
+    Returns True when every new value (theta and the state) is finite. With ``check=True``
+    the update is first computed without storing anything and applied only if so: False
+    then leaves every array unchanged (one more read of the arrays)."""
+
+
+def sgd_step(theta, grad, lr, weight_decay=0.0, check=False) -> bool:
     """theta -= lr * (grad + weight_decay * theta). theta, grad (P,)."""
     lr, weight_decay = _real("lr", lr, 0.0), _real("weight_decay", weight_decay, 0.0)
     try:
-        _core.sgd_step(theta, grad, lr, weight_decay)
+        return bool(_core.sgd_step(theta, grad, lr, weight_decay, bool(check)))
     except TypeError:
         _name_non_array(theta=theta, grad=grad)
         raise
 
 
-def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0):
-    """v = beta v + (1-beta) g; theta -= lr v (Nesterov: lr (beta v + (1-beta) g))."""
+def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0,
+                  check=False) -> bool:
+    """v = beta v + (1-beta) g; theta -= lr v (Nesterov: lr (beta v + (1-beta) g)).
+    theta, v, grad (P,)."""
     lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
     weight_decay = _real("weight_decay", weight_decay, 0.0)
     try:
-        _core.momentum_step(theta, v, grad, lr, beta, bool(nesterov), weight_decay)
+        return bool(_core.momentum_step(theta, v, grad, lr, beta, bool(nesterov), weight_decay,
+                                        bool(check)))
     except TypeError:
         _name_non_array(theta=theta, v=v, grad=grad)
         raise
 
 
-def rmsprop_step(theta, s, grad, lr, beta=0.9, eps=1e-8, weight_decay=0.0):
-    """s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps)."""
+def rmsprop_step(theta, s, grad, lr, beta=0.9, eps=1e-8, weight_decay=0.0, check=False) -> bool:
+    """s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps). theta, s, grad (P,)."""
     lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
     eps, weight_decay = _real("eps", eps, 0.0, lo_open=True), _real("weight_decay", weight_decay, 0.0)
     try:
-        _core.rmsprop_step(theta, s, grad, lr, beta, eps, weight_decay)
+        return bool(_core.rmsprop_step(theta, s, grad, lr, beta, eps, weight_decay, bool(check)))
     except TypeError:
         _name_non_array(theta=theta, s=s, grad=grad)
         raise
 
 
-def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, decoupled=False):
-    """Adam with bias correction (t counts steps from 1).
+def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, decoupled=False,
+              check=False) -> bool:
+    """Adam with bias correction (t counts steps from 1). theta, v, s, grad (P,).
 
     v = b1 v + (1-b1) g; s = b2 s + (1-b2) g^2; theta -= lr (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps).
     weight_decay adds w*theta to g (L2), or with decoupled=True (AdamW) theta -= lr*w*theta.
@@ -364,10 +374,16 @@ def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, dec
     eps, t = _real("eps", eps, 0.0, lo_open=True), _int("t", t, 1)
     weight_decay = _real("weight_decay", weight_decay, 0.0)
     try:
-        _core.adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay, bool(decoupled))
+        return bool(_core.adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay,
+                                    bool(decoupled), bool(check)))
     except TypeError:
         _name_non_array(theta=theta, v=v, s=s, grad=grad)
         raise
+
+
+for _step in (sgd_step, momentum_step, rmsprop_step, adam_step):
+    _step.__doc__ += _STEP_RETURNS
+del _step
 
 
 # ------------------------------------------------------------------ threads

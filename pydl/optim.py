@@ -60,12 +60,25 @@ class Optimizer:
                 st[name] = np.zeros_like(theta)
         return [st[n] for n in self._state_names]
 
-    def step(self, model) -> None:
-        """Update model.theta in place from model.dtheta."""
-        self.t += 1
-        self._update(model.theta, model.dtheta, self._buffers(model.theta))
+    def step(self, model) -> bool:
+        """Update model.theta in place from model.dtheta; returns True.
 
-    def _update(self, theta, grad, bufs) -> None:  # pragma: no cover - overridden
+        An update that would make theta or the optimizer's state non-finite (NaN or inf)
+        is not applied: the step then returns False and leaves theta, the state and the
+        step count t as they were (the kernel computes the update once without storing
+        it, then again to store it).
+        """
+        created = self._state_names and self._state_names[0] not in self.state
+        bufs = self._buffers(model.theta)
+        self.t += 1
+        if self._update(model.theta, model.dtheta, bufs):
+            return True
+        self.t -= 1
+        if created:  # as before this step: no state yet
+            self.state = {}
+        return False
+
+    def _update(self, theta, grad, bufs) -> bool:  # pragma: no cover - overridden
         raise TypeError(f"{type(self).__name__} does not define an update")
 
     def hyperparameters(self) -> dict:
@@ -116,7 +129,7 @@ class SGD(Optimizer):
         super().__init__(lr, weight_decay)
 
     def _update(self, theta, grad, bufs):
-        ops.sgd_step(theta, grad, self.lr, self.weight_decay)
+        return ops.sgd_step(theta, grad, self.lr, self.weight_decay, check=True)
 
 
 class Momentum(Optimizer):
@@ -135,7 +148,8 @@ class Momentum(Optimizer):
         self.nesterov = bool(nesterov)
 
     def _update(self, theta, grad, bufs):
-        ops.momentum_step(theta, bufs[0], grad, self.lr, self.beta, self.nesterov, self.weight_decay)
+        return ops.momentum_step(theta, bufs[0], grad, self.lr, self.beta, self.nesterov,
+                                 self.weight_decay, check=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta": self.beta, "nesterov": self.nesterov,
@@ -154,7 +168,8 @@ class RMSprop(Optimizer):
         self.eps = _hyper("eps", eps, 0.0, lo_open=True)
 
     def _update(self, theta, grad, bufs):
-        ops.rmsprop_step(theta, bufs[0], grad, self.lr, self.beta, self.eps, self.weight_decay)
+        return ops.rmsprop_step(theta, bufs[0], grad, self.lr, self.beta, self.eps,
+                                self.weight_decay, check=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta": self.beta, "eps": self.eps, "weight_decay": self.weight_decay}
@@ -180,8 +195,8 @@ class Adam(Optimizer):
         self.decoupled = bool(decoupled)
 
     def _update(self, theta, grad, bufs):
-        ops.adam_step(theta, bufs[0], bufs[1], grad, self.lr, self.beta1, self.beta2, self.eps,
-                      self.t, self.weight_decay, self.decoupled)
+        return ops.adam_step(theta, bufs[0], bufs[1], grad, self.lr, self.beta1, self.beta2,
+                             self.eps, self.t, self.weight_decay, self.decoupled, check=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -249,5 +264,6 @@ def minimize(f, x0, optimizer: Optimizer, steps: int, grad=None):
         if not np.isfinite(g).all():
             raise FloatingPointError("the gradient became non-finite; lower the learning rate")
         point.dtheta[...] = g
-        optimizer.step(point)
+        if not optimizer.step(point):
+            raise FloatingPointError("the update would make w non-finite; lower the learning rate")
     return as_input(point.theta) if scalar else point.theta.reshape(shape)

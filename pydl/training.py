@@ -7,7 +7,6 @@ from numbers import Integral
 import numpy as np
 
 from .callbacks import Callback, History, ProgressBar
-from .model import _all_finite
 
 __all__ = ["fit", "TrainingDiverged"]
 
@@ -47,9 +46,10 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     X may be a memory-mapped array (np.memmap / np.load(mmap_mode="r")): it is then
     streamed in shuffled blocks and never read whole.
 
-    A non-finite cost, or an update that makes theta non-finite, stops training with
-    ``TrainingDiverged``; the model keeps the (finite) parameters and BatchNorm statistics
-    from before the failing step.
+    A non-finite cost, or an update that would make theta or the optimizer's state
+    non-finite (it is then not applied), stops training with ``TrainingDiverged``; the
+    model keeps the (finite) parameters, BatchNorm statistics and optimizer state from
+    before the failing step.
     """
     from .optim import Adam, get_optimizer
 
@@ -103,9 +103,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     model.history = history
     model.stop_training = False
     classification = model.loss.classification
-    theta = model.theta
-    backup = np.empty_like(theta)
-    opt_backup: dict[str, np.ndarray] = {}  # optimizer state before the current update
+    # forward and backward leave theta alone; they do move BatchNorm's running statistics
     state = [a for layer in model.layers for a in layer.state_arrays().values()]
     state_backup = [a.copy() for a in state]
     xbuf = np.empty((batch_size, model.n_in), dtype=model.dtype)
@@ -123,42 +121,26 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             for Xb, yb in _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model):
                 if augment is not None:
                     Xb = _augmented(augment, Xb, aug_rng, model.dtype)
-                np.copyto(backup, theta)
                 for a, b in zip(state, state_backup):
                     np.copyto(b, a)
                 J = model._forward_backward(Xb, yb)
                 if not math.isfinite(J):
-                    np.copyto(theta, backup)
                     for a, b in zip(state, state_backup):
                         np.copyto(a, b)
                     raise TrainingDiverged(
                         f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
                         f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
                         "a finite cost. Lower the learning rate or check the inputs.")
-                opt_t, opt_had = optimizer.t, set(optimizer.state)
-                for k, v in optimizer.state.items():
-                    b = opt_backup.get(k)
-                    if b is None or b.shape != v.shape or b.dtype != v.dtype:
-                        b = opt_backup[k] = np.empty_like(v)
-                    np.copyto(b, v)
-                optimizer.step(model)
-                # a finite cost can still give an update that overflows theta
-                if not _all_finite(theta):
-                    np.copyto(theta, backup)
+                # a finite cost can still give an update that overflows: the optimizer then
+                # applies none of it (theta, its moments and t stay as they were)
+                if not optimizer.step(model):
                     for a, b in zip(state, state_backup):
                         np.copyto(a, b)
-                    # the moments saw the same overflowing gradient: put them back too, so
-                    # the model can be saved (load refuses non-finite state) or trained on
-                    optimizer.t = opt_t
-                    for k in list(optimizer.state):
-                        if k in opt_had:
-                            np.copyto(optimizer.state[k], opt_backup[k])
-                        else:  # created by this very step
-                            del optimizer.state[k]
                     raise TrainingDiverged(
-                        f"training diverged: the update at epoch {epoch}, step {model.step} made the "
-                        f"parameters non-finite (lr={optimizer.lr:g}); the model keeps the parameters "
-                        "from before that step. Lower the learning rate or check the inputs.")
+                        f"training diverged: the update at epoch {epoch}, step {model.step} would make "
+                        f"the parameters or the optimizer's state non-finite (lr={optimizer.lr:g}); it "
+                        "was not applied, so the model keeps the parameters from before that step. "
+                        "Lower the learning rate or check the inputs.")
                 model.step += 1
                 n = Xb.shape[0]
                 loss_sum += J * n

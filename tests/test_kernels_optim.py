@@ -11,6 +11,7 @@ Each test runs 12 steps from the same start and gradient sequence in both.
 import os
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -168,3 +169,95 @@ def test_adamw_differs_from_l2_adam_only_by_decay_route():
     assert_close(out["adamw"], out["plain"] - 0.01 * 0.5 * theta0, 1e-12, 1e-15)
     assert not np.allclose(out["l2"], out["plain"])
     assert not np.allclose(out["l2"], out["adamw"])
+
+
+# ------------------------------------------------------------------ non-finite updates
+
+
+STEP_KERNELS = {  # name -> (state arrays, call(theta, state, grad, check))
+    "sgd": (0, lambda th, st, g, check: ops.sgd_step(th, g, 0.1, weight_decay=0.01, check=check)),
+    "momentum": (1, lambda th, st, g, check: ops.momentum_step(th, st[0], g, 0.1, 0.9, True, 0.01,
+                                                               check=check)),
+    "rmsprop": (1, lambda th, st, g, check: ops.rmsprop_step(th, st[0], g, 0.01, 0.9, 1e-8, 0.01,
+                                                             check=check)),
+    "adam": (2, lambda th, st, g, check: ops.adam_step(th, st[0], st[1], g, 1e-3, 0.9, 0.999, 1e-8, 3,
+                                                       weight_decay=0.01, check=check)),
+}
+
+
+def _arrays(name, count, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    n_state, _ = STEP_KERNELS[name]
+    theta = rng.standard_normal(count).astype(dtype)
+    state = [np.abs(rng.standard_normal(count)).astype(dtype) * 0.1 for _ in range(n_state)]
+    grad = rng.standard_normal(count).astype(dtype)
+    return theta, state, grad
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("count", [5, 17, 2**19 + 3])  # the last runs on 2 threads
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(STEP_KERNELS))
+def test_a_non_finite_update_is_not_applied_with_check(name, dtype, count, threads):
+    """check=True: a finite update is stored with the bits of check=False and True is
+    returned; one NaN or inf gradient anywhere (first, middle, last element) makes the step
+    return False and leave theta and the state bitwise as they were. Without check the
+    same step is stored and also returns False."""
+    old = ops.get_num_threads()
+    ops.set_num_threads(threads)
+    try:
+        _, call = STEP_KERNELS[name]
+        theta, state, grad = _arrays(name, count, dtype)
+        a = [theta.copy()] + [s.copy() for s in state]
+        b = [theta.copy()] + [s.copy() for s in state]
+        assert call(a[0], a[1:], grad, False) is True
+        assert call(b[0], b[1:], grad, True) is True
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
+        for k, bad in ((0, np.inf), (count // 2, np.nan), (count - 1, -np.inf)):
+            g = grad.copy()
+            g[k] = bad
+            arrays = [theta.copy()] + [s.copy() for s in state]
+            before = [x.copy() for x in arrays]
+            assert call(arrays[0], arrays[1:], g, True) is False
+            for x, y in zip(arrays, before):
+                assert np.array_equal(x, y), "a rejected update wrote something"
+            assert call(arrays[0], arrays[1:], g, False) is False
+            assert not np.isfinite(np.concatenate(arrays)).all()
+    finally:
+        ops.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e20), (np.float64, 1e160)])
+def test_an_overflowing_second_moment_is_caught_though_theta_stays_finite(dtype, big):
+    """g^2 overflows s to inf; theta - lr g / (sqrt(inf) + eps) is still finite. The state
+    would then be unusable (inf forever), so check=True rejects the step."""
+    theta, s, grad = np.ones(40, dtype), np.zeros(40, dtype), np.full(40, 0.5, dtype)
+    grad[7] = big
+    th2, s2 = theta.copy(), s.copy()
+    assert ops.rmsprop_step(th2, s2, grad, 0.01, check=False) is False
+    assert np.isfinite(th2).all() and np.isinf(s2[7])
+    assert ops.rmsprop_step(theta, s, grad, 0.01, check=True) is False
+    assert np.array_equal(theta, np.ones(40, dtype)) and not s.any()
+
+
+def test_optimizer_step_rejects_a_non_finite_update_and_keeps_its_count():
+    from pydl import optim
+
+    class P:
+        theta = np.ones(10, np.float32)
+        dtheta = np.full(10, 0.5, np.float32)
+
+    for opt in (optim.SGD(lr=0.1), optim.Momentum(lr=0.1), optim.RMSprop(), optim.Adam()):
+        p = P()
+        p.theta, p.dtheta = np.ones(10, np.float32), np.full(10, 0.5, np.float32)
+        p.dtheta[3] = np.nan
+        assert opt.step(p) is False  # the first step: its new state is dropped again
+        assert opt.t == 0 and opt.state == {} and np.array_equal(p.theta, np.ones(10, np.float32))
+        p.dtheta[3] = 0.5
+        assert opt.step(p) is True and opt.t == 1
+        theta, state = p.theta.copy(), {k: v.copy() for k, v in opt.state.items()}
+        p.dtheta[9] = np.inf
+        assert opt.step(p) is False and opt.t == 1
+        assert np.array_equal(p.theta, theta)
+        assert all(np.array_equal(v, state[k]) for k, v in opt.state.items())

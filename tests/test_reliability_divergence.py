@@ -149,7 +149,7 @@ def test_an_update_that_overflows_theta_is_undone_with_the_optimizer_state(tmp_p
     state = {k: v.copy() for k, v in first.state.items()}
     first.lr = lr
     with pytest.raises(pydl.TrainingDiverged,
-                       match=r"the update at epoch 2, step 8 made the parameters non-finite") as info:
+                       match=r"the update at epoch 2, step 8 would make the parameters or the optimizer's state non-finite") as info:
         model.fit(X, y, optimizer=first, epochs=50, initial_epoch=2, batch_size=16, verbose=0)
     assert _step_and_lr(str(info.value)) == (8, lr) and model.step == 8
     # the failing update is undone entirely: parameters, moments and the step count t
