@@ -17,16 +17,41 @@ namespace pydl {
 
 namespace {
 
-// body(k0, k1, store) updates [k0, k1) (storing the new values when store is true_type) and
-// returns sum of (new value * 0) over them: 0 when all are finite, NaN otherwise.
-template <class Body>
-bool run_update(std::ptrdiff_t count, int cost, bool check, Body&& body) {
-    const bool parallel = worth_parallel(count, cost);
+// One pass of an update (or, with check, two: see above). For each k, with the S state
+// arrays' values st[0..S) loaded, new_theta = rule(theta[k], grad[k], st) also leaves the new
+// state values in st; they are stored when the pass stores. Each pass sums new value * 0
+// over all of them: 0 when every one is finite, NaN otherwise.
+template <int S, class T, class Rule>
+bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int cost,
+                bool check, Rule rule) {
     std::atomic<bool> finite{true};
     auto pass = [&](auto store) {
-        parallel_for(count, parallel, [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
-            if (!(body(k0, k1, store) == 0)) finite.store(false, std::memory_order_relaxed);
-        });
+        parallel_for(count, worth_parallel(count, cost),
+                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
+                         // Locals, not captured references: a store through theta or the state
+                         // could otherwise alias them, forcing reloads that made the loop ~10x
+                         // slower.
+                         const Rule r = rule;  // a local: the stores below cannot change it
+                         T* __restrict th_p = theta;
+                         T* __restrict a_p = s0;
+                         T* __restrict b_p = s1;
+                         const T* __restrict g_p = grad;
+                         T z = 0;
+#pragma omp simd reduction(+ : z)
+                         for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                             T st[2] = {T(0), T(0)};
+                             if constexpr (S > 0) st[0] = a_p[k];
+                             if constexpr (S > 1) st[1] = b_p[k];
+                             const T th = r(th_p[k], g_p[k], st);
+                             if constexpr (decltype(store)::value) {
+                                 if constexpr (S > 0) a_p[k] = st[0];
+                                 if constexpr (S > 1) b_p[k] = st[1];
+                                 th_p[k] = th;
+                             }
+                             z += th * T(0) + st[0] * T(0) + st[1] * T(0);
+                         }
+                         if (!(z == T(0))) finite.store(false, std::memory_order_relaxed);
+                     });
     };
     if (check) {
         pass(std::false_type{});
@@ -41,20 +66,10 @@ bool run_update(std::ptrdiff_t count, int cost, bool check, Body&& body) {
 // theta -= lr * g
 template <class T>
 bool sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay, bool check) {
-    return run_update(count, 1, check, [=](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store)
-                                           PYDL_NOINLINE {
-        T* __restrict th_p = theta;
-        const T* __restrict g_p = grad;
-        T z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::ptrdiff_t k = k0; k < k1; ++k) {
-            const T g = g_p[k] + weight_decay * th_p[k];
-            const T th = th_p[k] - lr * g;
-            if constexpr (decltype(store)::value) th_p[k] = th;
-            z += th * T(0);
-        }
-        return z;
-    });
+    return run_update<0>(theta, static_cast<T*>(nullptr), static_cast<T*>(nullptr), grad, count, 1,
+                         check, [=](T th, T grad_k, T(&)[2]) {
+                             return th - lr * (grad_k + weight_decay * th);
+                         });
 }
 
 // v = beta*v + (1-beta)*g;  theta -= lr * v
@@ -63,25 +78,16 @@ template <class T>
 bool momentum_step(T* theta, T* v, const T* grad, std::ptrdiff_t count, T lr, double beta_d,
                    bool nesterov, T weight_decay, bool check) {
     const T beta = T(beta_d), c = T(1.0 - beta_d);
-    return run_update(count, 1, check, [=](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store)
-                                           PYDL_NOINLINE {
-        T* __restrict th_p = theta;
-        T* __restrict v_p = v;
-        const T* __restrict g_p = grad;
-        T z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::ptrdiff_t k = k0; k < k1; ++k) {
-            const T g = g_p[k] + weight_decay * th_p[k];
-            const T vk = beta * v_p[k] + c * g;
-            const T th = th_p[k] - lr * (nesterov ? beta * vk + c * g : vk);
-            if constexpr (decltype(store)::value) {
-                v_p[k] = vk;
-                th_p[k] = th;
-            }
-            z += th * T(0) + vk * T(0);
-        }
-        return z;
-    });
+    auto run = [&](auto nesterov_c) {  // a constant in the loop, which then vectorizes
+        return run_update<1>(theta, v, static_cast<T*>(nullptr), grad, count, 1, check,
+                             [=](T th, T grad_k, T(&st)[2]) {
+                                 const T g = grad_k + weight_decay * th;
+                                 const T vk = st[0] = beta * st[0] + c * g;
+                                 return th - lr * (decltype(nesterov_c)::value ? beta * vk + c * g
+                                                                               : vk);
+                             });
+    };
+    return nesterov ? run(std::true_type{}) : run(std::false_type{});
 }
 
 // s = beta*s + (1-beta)*g^2;  theta -= lr * g / (sqrt(s) + eps)
@@ -89,25 +95,12 @@ template <class T>
 bool rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta_d, T eps,
                   T weight_decay, bool check) {
     const T beta = T(beta_d), c = T(1.0 - beta_d);
-    return run_update(count, 2, check, [=](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store)
-                                           PYDL_NOINLINE {
-        T* __restrict th_p = theta;
-        T* __restrict s_p = s;
-        const T* __restrict g_p = grad;
-        T z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::ptrdiff_t k = k0; k < k1; ++k) {
-            const T g = g_p[k] + weight_decay * th_p[k];
-            const T sk = beta * s_p[k] + c * g * g;
-            const T th = th_p[k] - lr * g / (std::sqrt(sk) + eps);
-            if constexpr (decltype(store)::value) {
-                s_p[k] = sk;
-                th_p[k] = th;
-            }
-            z += th * T(0) + sk * T(0);
-        }
-        return z;
-    });
+    return run_update<1>(theta, s, static_cast<T*>(nullptr), grad, count, 2, check,
+                         [=](T th, T grad_k, T(&st)[2]) {
+                             const T g = grad_k + weight_decay * th;
+                             const T sk = st[0] = beta * st[0] + c * g * g;
+                             return th - lr * g / (std::sqrt(sk) + eps);
+                         });
 }
 
 // v = b1*v + (1-b1)*g;  s = b2*s + (1-b2)*g^2;  vhat = v/(1-b1^t);  shat = s/(1-b2^t)
@@ -123,30 +116,11 @@ bool adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, 
     const T step = lr / bc1;
     const T coupled = decoupled ? T(0) : weight_decay;
     const T shrink = decoupled ? lr * weight_decay : T(0);
-    return run_update(count, 2, check, [=](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store)
-                                           PYDL_NOINLINE {
-        // Locals, not captured references: a store through theta/v/s could otherwise alias
-        // them, forcing reloads that made this loop ~10x slower.
-        T* __restrict th_p = theta;
-        T* __restrict v_p = v;
-        T* __restrict s_p = s;
-        const T* __restrict g_p = grad;
-        T z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::ptrdiff_t k = k0; k < k1; ++k) {
-            const T th = th_p[k];
-            const T g = g_p[k] + coupled * th;
-            const T vk = beta1 * v_p[k] + c1 * g;
-            const T sk = beta2 * s_p[k] + c2 * g * g;
-            const T th_new = th - step * vk / (std::sqrt(sk) * inv_sqrt_bc2 + eps) - shrink * th;
-            if constexpr (decltype(store)::value) {
-                v_p[k] = vk;
-                s_p[k] = sk;
-                th_p[k] = th_new;
-            }
-            z += th_new * T(0) + vk * T(0) + sk * T(0);
-        }
-        return z;
+    return run_update<2>(theta, v, s, grad, count, 2, check, [=](T th, T grad_k, T(&st)[2]) {
+        const T g = grad_k + coupled * th;
+        const T vk = st[0] = beta1 * st[0] + c1 * g;
+        const T sk = st[1] = beta2 * st[1] + c2 * g * g;
+        return th - step * vk / (std::sqrt(sk) * inv_sqrt_bc2 + eps) - shrink * th;
     });
 }
 
