@@ -60,23 +60,26 @@ class Optimizer:
                 st[name] = np.zeros_like(theta)
         return [st[n] for n in self._state_names]
 
-    def step(self, model) -> bool:
-        """Update model.theta in place from model.dtheta; returns True.
+    def step(self, model) -> None:
+        """Update model.theta in place from model.dtheta.
 
         An update that would make theta or the optimizer's state non-finite (NaN or inf)
-        is not applied: the step then returns False and leaves theta, the state and the
-        step count t as they were (the kernel computes the update once without storing
-        it, then again to store it).
+        is not applied: the step raises ``FloatingPointError`` and leaves theta, the state
+        and the step count t as they were (the kernel computes the update once without
+        storing it, then again to store it).
         """
         created = self._state_names and self._state_names[0] not in self.state
         bufs = self._buffers(model.theta)
         self.t += 1
         if self._update(model.theta, model.dtheta, bufs):
-            return True
+            return
         self.t -= 1
         if created:  # as before this step: no state yet
             self.state = {}
-        return False
+        raise FloatingPointError(
+            f"{type(self).__name__} step {self.t + 1}: the update would make the parameters or "
+            f"the optimizer's state non-finite (lr={self.lr:g}); it was not applied. Lower the "
+            "learning rate or check the gradient for NaN/inf.")
 
     def _update(self, theta, grad, bufs) -> bool:  # pragma: no cover - overridden
         raise TypeError(f"{type(self).__name__} does not define an update")
@@ -264,6 +267,5 @@ def minimize(f, x0, optimizer: Optimizer, steps: int, grad=None):
         if not np.isfinite(g).all():
             raise FloatingPointError("the gradient became non-finite; lower the learning rate")
         point.dtheta[...] = g
-        if not optimizer.step(point):
-            raise FloatingPointError("the update would make w non-finite; lower the learning rate")
+        optimizer.step(point)  # FloatingPointError for an update that would be non-finite
     return as_input(point.theta) if scalar else point.theta.reshape(shape)

@@ -133,14 +133,16 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         "a finite cost. Lower the learning rate or check the inputs.")
                 # a finite cost can still give an update that overflows: the optimizer then
                 # applies none of it (theta, its moments and t stay as they were)
-                if not optimizer.step(model):
+                try:
+                    optimizer.step(model)
+                except FloatingPointError:
                     for a, b in zip(state, state_backup):
                         np.copyto(a, b)
                     raise TrainingDiverged(
                         f"training diverged: the update at epoch {epoch}, step {model.step} would make "
                         f"the parameters or the optimizer's state non-finite (lr={optimizer.lr:g}); it "
                         "was not applied, so the model keeps the parameters from before that step. "
-                        "Lower the learning rate or check the inputs.")
+                        "Lower the learning rate or check the inputs.") from None
                 model.step += 1
                 n = Xb.shape[0]
                 loss_sum += J * n
