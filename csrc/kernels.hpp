@@ -84,8 +84,9 @@ int get_omp_threads();
 std::size_t set_stream_threshold(std::size_t bytes);
 std::size_t get_stream_threshold();
 // The column panels of a large batch's two passes (common.hpp: panel_shape): (bytes of each
-// row, software prefetch of the next panel); force: bytes 0 restores the rule (for tests).
+// row, software prefetch of the next panel); force (for tests): bytes 0 restores the rule;
+// returns the previous forced code (0, or bytes | prefetch).
 std::pair<int, bool> get_panel_shape();
-void force_panel_shape(int bytes, bool prefetch);
+int force_panel_shape(int bytes, bool prefetch);
 
 }  // namespace pydl

@@ -3,10 +3,14 @@
 // Betas come in as double: 1 - beta and the bias corrections are taken in double, so a beta
 // that rounds to 1 in float32 (e.g. 0.99999999) still gives 1 - beta > 0, not 0 (and 0/0).
 //
-// Each returns whether every new value (theta and the state) is finite. With `check` the
-// update is first computed without storing anything, and applied only when it is all
-// finite: false then means nothing was written. (A training loop that must not keep a
-// diverged step pays one extra read of the arrays instead of copying them all beforehand.)
+// Each returns whether every new value (theta and the state) is finite, with a margin: at
+// most half the largest finite T in magnitude (2x is exact, so 2 * value * 0 is 0 exactly
+// then, NaN otherwise). With `check` the update is first computed without storing anything,
+// and applied only when it is all within that: false then means nothing was written. (A
+// training loop that must not keep a diverged step pays one extra read of the arrays
+// instead of copying them all beforehand.) The margin covers the check and the store being
+// two compiled loops: should the compiler contract a multiply-add in one and not the other,
+// their values differ in the last bits, never by 2x, so a checked update stores finite.
 #include <atomic>
 #include <cmath>
 #include <type_traits>
@@ -19,8 +23,8 @@ namespace {
 
 // One pass of an update (or, with check, two: see above). For each k, with the S state
 // arrays' values st[0..S) loaded, new_theta = rule(theta[k], grad[k], st) also leaves the new
-// state values in st; they are stored when the pass stores. Each pass sums new value * 0
-// over all of them: 0 when every one is finite, NaN otherwise.
+// state values in st; they are stored when the pass stores. Each pass sums 2 * value * 0
+// over all of them: 0 when every one is within the margin, NaN otherwise.
 template <int S, class T, class Rule>
 bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int cost,
                 bool check, Rule rule) {
@@ -48,7 +52,8 @@ bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int
                                  if constexpr (S > 1) b_p[k] = st[1];
                                  th_p[k] = th;
                              }
-                             z += th * T(0) + st[0] * T(0) + st[1] * T(0);
+                             z += (T(2) * th) * T(0) + (T(2) * st[0]) * T(0) +
+                                  (T(2) * st[1]) * T(0);
                          }
                          if (!(z == T(0))) finite.store(false, std::memory_order_relaxed);
                      });

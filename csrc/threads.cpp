@@ -30,10 +30,10 @@ std::pair<int, bool> get_panel_shape() {
     return {shape.bytes, shape.prefetch};
 }
 
-void force_panel_shape(int bytes, bool prefetch) {
+int force_panel_shape(int bytes, bool prefetch) {
     if (bytes != 0 && (bytes < 64 || bytes > (1 << 20) || bytes % 64 != 0))
         throw std::invalid_argument("bytes: 0 (the rule) or a multiple of 64 in [64, 2^20]");
-    forced_panel_shape().store(bytes == 0 ? 0 : bytes | int(prefetch));
+    return forced_panel_shape().exchange(bytes == 0 ? 0 : bytes | int(prefetch));
 }
 
 }  // namespace pydl

@@ -321,9 +321,10 @@ def dropout_backward(dA, dout, seed, step, layer, keep_prob):
 
 
 _STEP_RETURNS = """
-    Returns True when every new value (theta and the state) is finite. With ``check=True``
-    the update is first computed without storing anything and applied only if so: False
-    then leaves every array unchanged (one more read of the arrays)."""
+    Returns True when every new value (theta and the state) is finite, with a margin: at
+    most half the dtype's largest finite value in magnitude. With ``check=True`` the update
+    is first computed without storing anything and applied only if so: False then leaves
+    every array unchanged (one more read of the arrays)."""
 
 
 def sgd_step(theta, grad, lr, weight_decay=0.0, check=False) -> bool:
@@ -382,7 +383,8 @@ def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, dec
 
 
 for _step in (sgd_step, momentum_step, rmsprop_step, adam_step):
-    _step.__doc__ += _STEP_RETURNS
+    if _step.__doc__:  # None under python -OO
+        _step.__doc__ += _STEP_RETURNS
 del _step
 
 
@@ -468,8 +470,9 @@ def get_stream_threshold() -> int:
 def batchnorm_panel_shape() -> tuple:
     """(bytes, prefetch): batch norm's training kernels pass over a large batch on several
     threads one column panel of ``bytes`` bytes of each row at a time, prefetching the next
-    panel when ``prefetch``. Chosen from the L2 cache's size: (2048, False) from 2 MB per
-    core, else (512, True). The results do not depend on it, bit for bit."""
+    panel when ``prefetch``. Chosen from the size of CPU 0's L2 cache as sysfs reports it
+    (whether or not other CPUs share it): (2048, False) from 2 MB, else (512, True). The
+    results do not depend on it, bit for bit."""
     nbytes, prefetch = _core.get_panel_shape()
     return int(nbytes), bool(prefetch)
 
@@ -481,8 +484,8 @@ def _forced_panel_shape(nbytes: int, prefetch: bool):
     nbytes = _int("nbytes", nbytes, 64, 2**20)
     if nbytes % 64:
         raise ValueError(f"nbytes: expected a multiple of 64, got {nbytes}")
-    _core.force_panel_shape(nbytes, bool(prefetch))
+    previous = _core.force_panel_shape(nbytes, bool(prefetch))
     try:
         yield
     finally:
-        _core.force_panel_shape(0, False)
+        _core.force_panel_shape(previous & ~1, bool(previous & 1))

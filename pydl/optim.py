@@ -63,15 +63,19 @@ class Optimizer:
     def step(self, model) -> None:
         """Update model.theta in place from model.dtheta.
 
-        An update that would make theta or the optimizer's state non-finite (NaN or inf)
-        is not applied: the step raises ``FloatingPointError`` and leaves theta, the state
-        and the step count t as they were (the kernel computes the update once without
-        storing it, then again to store it).
+        An update that would make theta or the optimizer's state non-finite (NaN or inf,
+        or beyond half the dtype's largest value) is not applied: the step raises
+        ``FloatingPointError`` and leaves theta, the state and the step count t as they were
+        (the kernel computes the update once without storing it, then again to store it).
         """
         created = self._state_names and self._state_names[0] not in self.state
         bufs = self._buffers(model.theta)
         self.t += 1
-        if self._update(model.theta, model.dtheta, bufs):
+        finite = self._update(model.theta, model.dtheta, bufs)
+        if not isinstance(finite, (bool, np.bool_)):
+            raise TypeError(f"{type(self).__name__}._update must return whether every new value "
+                            f"is finite (a bool; check=True in pydl.ops), got {type(finite).__name__}")
+        if finite:
             return
         self.t -= 1
         if created:  # as before this step: no state yet

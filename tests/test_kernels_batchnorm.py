@@ -435,3 +435,12 @@ def test_panel_shape_follows_the_l2_cache():
             with ops._forced_panel_shape(bad, False):
                 pass
     assert ops.batchnorm_panel_shape() == expected
+
+
+def test_forced_panel_shapes_nest():
+    rule = ops.batchnorm_panel_shape()
+    with ops._forced_panel_shape(1024, False):
+        with ops._forced_panel_shape(256, True):
+            assert ops.batchnorm_panel_shape() == (256, True)
+        assert ops.batchnorm_panel_shape() == (1024, False)
+    assert ops.batchnorm_panel_shape() == rule

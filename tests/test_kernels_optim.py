@@ -263,3 +263,33 @@ def test_optimizer_step_refuses_a_non_finite_update_and_keeps_its_count():
             opt.step(p)
         assert opt.t == 1 and np.array_equal(p.theta, theta)
         assert all(np.array_equal(v, state[k]) for k, v in opt.state.items())
+
+
+def test_an_optimizer_whose_update_returns_no_verdict_is_refused():
+    """A subclass's _update must say whether its new values are finite (check=True in
+    pydl.ops): one that returns None would leave fit unable to keep a diverged step out."""
+    from pydl import optim
+
+    class Old(optim.SGD):
+        def _update(self, theta, grad, bufs):
+            ops.sgd_step(theta, grad, self.lr)  # returns its verdict, dropped here
+
+    class P:
+        theta, dtheta = np.ones(4), np.ones(4)
+
+    with pytest.raises(TypeError, match=r"Old._update must return whether every new value"):
+        Old(lr=0.1).step(P())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_check_keeps_a_margin_of_half_the_largest_value(dtype):
+    """A new value beyond half the largest finite value counts as diverged (so that the
+    check and the store, two compiled loops, can never disagree about an overflow)."""
+    big = np.finfo(dtype).max
+    theta = np.array([0.4 * big, 0.0], dtype)
+    for target, verdict in ((0.49 * big, True), (0.51 * big, False)):
+        th = theta.copy()
+        grad = np.array([(0.4 * big - target) / 1.0, 0.0], dtype)  # lr 1: th - g = target
+        assert ops.sgd_step(th, grad, 1.0, check=True) is verdict
+        assert np.isfinite(th).all()
+        assert (th[0] == dtype(0.4 * big) - grad[0]) if verdict else np.array_equal(th, theta)
