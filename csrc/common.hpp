@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -192,17 +193,22 @@ inline void with_activation(Activation act, F&& f) {
 // The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
 // region still outlines the loop and blocks its vectorization (10x slower for small
 // arrays). Ranges are rounded to multiples of 16 items.
+// Thread id's share [b, e) of n items among nt threads, as parallel_for cuts them.
+inline std::pair<std::ptrdiff_t, std::ptrdiff_t> thread_range(std::ptrdiff_t n, std::ptrdiff_t nt,
+                                                              std::ptrdiff_t id) {
+    std::ptrdiff_t chunk = (n + nt - 1) / nt;
+    if (chunk > 16) chunk = (chunk + 15) & ~std::ptrdiff_t(15);
+    const std::ptrdiff_t b = id * chunk < n ? id * chunk : n;
+    return {b, b + chunk < n ? b + chunk : n};
+}
+
 template <class F>
 inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 #ifdef PYDL_HAVE_OPENMP
     if (parallel && n > 1 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {
-            const std::ptrdiff_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-            std::ptrdiff_t chunk = (n + nt - 1) / nt;
-            if (chunk > 16) chunk = (chunk + 15) & ~std::ptrdiff_t(15);
-            const std::ptrdiff_t b = id * chunk < n ? id * chunk : n;
-            const std::ptrdiff_t e = b + chunk < n ? b + chunk : n;
+            const auto [b, e] = thread_range(n, omp_get_num_threads(), omp_get_thread_num());
             if (b < e) body(b, e);
         }
         return;

@@ -28,41 +28,58 @@ namespace {
 template <int S, class T, class Rule>
 bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int cost,
                 bool check, Rule rule) {
-    std::atomic<bool> finite{true};
-    auto pass = [&](auto store) {
-        parallel_for(count, worth_parallel(count, cost),
-                     [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
-                         // Locals, not captured references: a store through theta or the state
-                         // could otherwise alias them, forcing reloads that made the loop ~10x
-                         // slower.
-                         const Rule r = rule;  // a local: the stores below cannot change it
-                         T* __restrict th_p = theta;
-                         T* __restrict a_p = s0;
-                         T* __restrict b_p = s1;
-                         const T* __restrict g_p = grad;
-                         T z = 0;
+    // whether [k0, k1)'s new values are all within the margin; stores them if `store`
+    auto range = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store) PYDL_NOINLINE {
+        // Locals, not captured references: a store through theta or the state could
+        // otherwise alias them, forcing reloads that made the loop ~10x slower.
+        const Rule r = rule;  // a local: the stores below cannot change it
+        T* __restrict th_p = theta;
+        T* __restrict a_p = s0;
+        T* __restrict b_p = s1;
+        const T* __restrict g_p = grad;
+        T z = 0;
 #pragma omp simd reduction(+ : z)
-                         for (std::ptrdiff_t k = k0; k < k1; ++k) {
-                             T st[2] = {T(0), T(0)};
-                             if constexpr (S > 0) st[0] = a_p[k];
-                             if constexpr (S > 1) st[1] = b_p[k];
-                             const T th = r(th_p[k], g_p[k], st);
-                             if constexpr (decltype(store)::value) {
-                                 if constexpr (S > 0) a_p[k] = st[0];
-                                 if constexpr (S > 1) b_p[k] = st[1];
-                                 th_p[k] = th;
-                             }
-                             z += (T(2) * th) * T(0) + (T(2) * st[0]) * T(0) +
-                                  (T(2) * st[1]) * T(0);
-                         }
-                         if (!(z == T(0))) finite.store(false, std::memory_order_relaxed);
-                     });
+        for (std::ptrdiff_t k = k0; k < k1; ++k) {
+            T st[2] = {T(0), T(0)};
+            if constexpr (S > 0) st[0] = a_p[k];
+            if constexpr (S > 1) st[1] = b_p[k];
+            const T th = r(th_p[k], g_p[k], st);
+            if constexpr (decltype(store)::value) {
+                if constexpr (S > 0) a_p[k] = st[0];
+                if constexpr (S > 1) b_p[k] = st[1];
+                th_p[k] = th;
+            }
+            z += (T(2) * th) * T(0) + (T(2) * st[0]) * T(0) + (T(2) * st[1]) * T(0);
+        }
+        return z == T(0);
     };
-    if (check) {
-        pass(std::false_type{});
-        if (!finite.load()) return false;
+    std::atomic<bool> finite{true};
+    // Both passes in one team: each thread checks its range, meets the others at a barrier,
+    // then stores the same range, which is still in its cache (a second team would cost
+    // another wake-up, 50-100 us on a VM).
+    auto passes = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, int nt, TeamBarrier* barrier) {
+        if (check) {
+            if (k0 < k1 && !range(k0, k1, std::false_type{}))
+                finite.store(false, std::memory_order_relaxed);
+            if (nt > 1) barrier->wait(nt);
+            if (!finite.load()) return;
+        }
+        if (k0 < k1 && !range(k0, k1, std::true_type{}))
+            finite.store(false, std::memory_order_relaxed);
+    };
+#ifdef PYDL_HAVE_OPENMP
+    if (worth_parallel(count, cost) && count > 1 && omp_get_max_threads() > 1) {
+        TeamBarrier barrier;
+#pragma omp parallel
+        {
+            const int nt = omp_get_num_threads();
+            const auto [k0, k1] = thread_range(count, nt, omp_get_thread_num());
+            passes(k0, k1, nt, &barrier);
+        }
+        return finite.load();
     }
-    pass(std::true_type{});
+#endif
+    passes(0, count, 1, nullptr);
     return finite.load();
 }
 
