@@ -390,10 +390,10 @@ int own_gemm_vector_bytes() {
 #endif
 }
 
-void force_gemm_kernel(int kernel) {
+int force_gemm_kernel(int kernel) {
     if (kernel < 0 || kernel > 2 || (kernel == 1 && own_gemm_vector_bytes() == 0))
         throw std::invalid_argument("force_gemm_kernel: 0 (the rule), 1 (own, where built) or 2");
-    g_force.store(kernel, std::memory_order_relaxed);
+    return g_force.exchange(kernel, std::memory_order_relaxed);
 }
 
 template <class T>

@@ -36,8 +36,8 @@ const std::string& blas_core();
 
 // The own kernel's vector width in bytes (64 with AVX-512, 32 with AVX; 0: not built),
 // and, for tests: make gemm use the rule (0), always the own kernel (1; refused without
-// it) or always the BLAS (2).
+// it) or always the BLAS (2); returns the previous setting.
 int own_gemm_vector_bytes();
-void force_gemm_kernel(int kernel);
+int force_gemm_kernel(int kernel);
 
 }  // namespace pydl

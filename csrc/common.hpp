@@ -188,11 +188,6 @@ inline void with_activation(Activation act, F&& f) {
 // path scalar (Adam ran at 2 ns/element instead of 0.2).
 #define PYDL_NOINLINE __attribute__((noinline))
 
-// Runs body(begin, end) over [0, n) split into one contiguous range per thread when
-// `parallel` (and OpenMP is on with more than one thread), else as one serial call.
-// The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
-// region still outlines the loop and blocks its vectorization (10x slower for small
-// arrays). Ranges are rounded to multiples of 16 items.
 // Thread id's share [b, e) of n items among nt threads, as parallel_for cuts them.
 inline std::pair<std::ptrdiff_t, std::ptrdiff_t> thread_range(std::ptrdiff_t n, std::ptrdiff_t nt,
                                                               std::ptrdiff_t id) {
@@ -202,6 +197,11 @@ inline std::pair<std::ptrdiff_t, std::ptrdiff_t> thread_range(std::ptrdiff_t n, 
     return {b, b + chunk < n ? b + chunk : n};
 }
 
+// Runs body(begin, end) over [0, n) split into one contiguous range per thread when
+// `parallel` (and OpenMP is on with more than one thread), else as one serial call.
+// The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
+// region still outlines the loop and blocks its vectorization (10x slower for small
+// arrays). Ranges are rounded to multiples of 16 items.
 template <class F>
 inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 #ifdef PYDL_HAVE_OPENMP

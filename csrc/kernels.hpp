@@ -63,7 +63,8 @@ void dropout_backward(T* dA, const T* dout, std::ptrdiff_t count, uint64_t seed,
                       uint64_t layer, double keep_prob);
 
 // ---- optim.cpp ----
-// Each returns whether every new value is finite; with check, nothing is written unless so.
+// Each returns whether every new value is finite (within half the largest T: optim.cpp);
+// with check, nothing is written unless so.
 template <class T>
 bool sgd_step(T* theta, const T* grad, std::ptrdiff_t count, T lr, T weight_decay, bool check);
 template <class T>

@@ -436,11 +436,11 @@ def _forced_gemm_kernel(kernel: str):
         raise ValueError(f"kernel: expected 'own' or 'blas', got {kernel!r}")
     if kernel == "own" and not has_own_gemm:
         raise RuntimeError("kernel: this build has no own GEMM kernel (needs AVX or AVX-512)")
-    _core.force_gemm_kernel(codes[kernel])
+    previous = _core.force_gemm_kernel(codes[kernel])
     try:
         yield
     finally:
-        _core.force_gemm_kernel(0)
+        _core.force_gemm_kernel(previous)
 
 
 def blas_core() -> str:

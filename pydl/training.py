@@ -106,6 +106,10 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     # forward and backward leave theta alone; they do move BatchNorm's running statistics
     state = [a for layer in model.layers for a in layer.state_arrays().values()]
     state_backup = [a.copy() for a in state]
+
+    def restore_state():  # BatchNorm statistics as before the failing step's forward pass
+        for a, b in zip(state, state_backup):
+            np.copyto(a, b)
     xbuf = np.empty((batch_size, model.n_in), dtype=model.dtype)
     ybuf = np.empty((batch_size,) + y.shape[1:], dtype=y.dtype)
 
@@ -125,8 +129,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                     np.copyto(b, a)
                 J = model._forward_backward(Xb, yb)
                 if not math.isfinite(J):
-                    for a, b in zip(state, state_backup):
-                        np.copyto(a, b)
+                    restore_state()
                     raise TrainingDiverged(
                         f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
                         f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
@@ -136,8 +139,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                 try:
                     optimizer.step(model)
                 except FloatingPointError:
-                    for a, b in zip(state, state_backup):
-                        np.copyto(a, b)
+                    restore_state()
                     raise TrainingDiverged(
                         f"training diverged: the update at epoch {epoch}, step {model.step} would make "
                         f"the parameters or the optimizer's state non-finite (lr={optimizer.lr:g}); it "
