@@ -158,8 +158,12 @@ void two_passes(int m, int n, const T* out, double footprint, Tile&& tile, Finis
             rows(stream, r0, r1, j0, w, w_next);
             if constexpr (decltype(stream)::value) stream_fence();
         };
-        if (parallel && use_panels(m, n, sizeof(T), max_threads())) {
-            panel_passes<2>(m, n, out, sizeof(T), tile, finish, pass);
+        const PanelShape shape = panel_shape();
+        if (parallel && use_panels(m, n, sizeof(T), max_threads(), shape)) {
+            if (shape.by_columns)
+                split_passes<2>(m, n, out, sizeof(T), shape, tile, finish, pass);
+            else
+                panel_passes<2>(m, n, out, sizeof(T), shape, tile, finish, pass);
         } else {
             std::vector<double> sums(2 * std::size_t(n));
             column_passes<2>(m, n, parallel, sums.data(), tile, finish, pass);

@@ -451,7 +451,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_stream_threshold", &pydl::set_stream_threshold, "nbytes"_a);
     m.def("get_stream_threshold", &pydl::get_stream_threshold);
     m.def("get_panel_shape", &pydl::get_panel_shape);
-    m.def("force_panel_shape", &pydl::force_panel_shape, "bytes"_a, "prefetch"_a);
+    m.def("force_panel_shape", &pydl::force_panel_shape, "bytes"_a, "prefetch"_a, "by_columns"_a);
 #ifdef PYDL_HAVE_OPENMP
     m.attr("has_openmp") = true;
 #else

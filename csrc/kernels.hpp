@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 #include "common.hpp"
@@ -85,9 +86,10 @@ int get_omp_threads();
 std::size_t set_stream_threshold(std::size_t bytes);
 std::size_t get_stream_threshold();
 // The column panels of a large batch's two passes (common.hpp: panel_shape): (bytes of each
-// row, software prefetch of the next panel); force (for tests): bytes 0 restores the rule;
-// returns the previous forced code (0, or bytes | prefetch).
-std::pair<int, bool> get_panel_shape();
-int force_panel_shape(int bytes, bool prefetch);
+// row, software prefetch of the next panel, each thread its own columns); force (for tests):
+// bytes 0 restores the rule; returns the previous forced code (0, or
+// bytes | prefetch | by_columns << 1).
+std::tuple<int, bool, bool> get_panel_shape();
+int force_panel_shape(int bytes, bool prefetch, bool by_columns);
 
 }  // namespace pydl

@@ -2,6 +2,7 @@
 // size above which kernels write their outputs around the caches, and the shape of batch
 // norm's column panels.
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 
 #include "blas.hpp"
@@ -25,15 +26,15 @@ std::size_t set_stream_threshold(std::size_t bytes) { return stream_min_bytes().
 
 std::size_t get_stream_threshold() { return stream_min_bytes().load(); }
 
-std::pair<int, bool> get_panel_shape() {
+std::tuple<int, bool, bool> get_panel_shape() {
     const PanelShape shape = panel_shape();
-    return {shape.bytes, shape.prefetch};
+    return {shape.bytes, shape.prefetch, shape.by_columns};
 }
 
-int force_panel_shape(int bytes, bool prefetch) {
+int force_panel_shape(int bytes, bool prefetch, bool by_columns) {
     if (bytes != 0 && (bytes < 64 || bytes > (1 << 20) || bytes % 64 != 0))
         throw std::invalid_argument("bytes: 0 (the rule) or a multiple of 64 in [64, 2^20]");
-    return forced_panel_shape().exchange(bytes == 0 ? 0 : bytes | int(prefetch));
+    return forced_panel_shape().exchange(bytes == 0 ? 0 : bytes | int(prefetch) | int(by_columns) << 1);
 }
 
 }  // namespace pydl

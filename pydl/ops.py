@@ -455,7 +455,8 @@ def set_stream_threshold(nbytes: int) -> int:
 
     Such an output goes around the caches (no read for ownership, and it does not evict
     the inputs that a second pass reads again). The default is 3/4 of the CPU's largest
-    cache, as glibc's memcpy. 0 streams every output, a huge value none. The values
+    cache, as glibc's memcpy, counting at most 32 MB of it (a VM may report its host's whole
+    L3, shared with other tenants). 0 streams every output, a huge value none. The values
     computed are the same either way. Returns the previous threshold. (Batch norm's
     training forward and backward use it.)
     """
@@ -468,24 +469,27 @@ def get_stream_threshold() -> int:
 
 
 def batchnorm_panel_shape() -> tuple:
-    """(bytes, prefetch): batch norm's training kernels pass over a large batch on several
-    threads one column panel of ``bytes`` bytes of each row at a time, prefetching the next
-    panel when ``prefetch``. Chosen from the size of CPU 0's L2 cache as sysfs reports it
-    (whether or not other CPUs share it): (2048, False) from 2 MB, else (512, True). The
-    results do not depend on it, bit for bit."""
-    nbytes, prefetch = _core.get_panel_shape()
-    return int(nbytes), bool(prefetch)
+    """(bytes, prefetch, by_columns): batch norm's training kernels pass over a large batch
+    on several threads one column panel of ``bytes`` bytes of each row at a time, prefetching
+    the next panel when ``prefetch``. With ``by_columns`` each thread owns a contiguous range
+    of columns and its panels; otherwise the threads share each panel, split by rows. Chosen
+    from the size of CPU 0's L2 cache as sysfs reports it (whether or not other CPUs share
+    it): (4096, False, True) from 2 MB, else (512, True, False). The results do not depend
+    on it, bit for bit."""
+    nbytes, prefetch, by_columns = _core.get_panel_shape()
+    return int(nbytes), bool(prefetch), bool(by_columns)
 
 
 @contextlib.contextmanager
-def _forced_panel_shape(nbytes: int, prefetch: bool):
+def _forced_panel_shape(nbytes: int, prefetch: bool, by_columns: bool = False):
     """For tests: within the block batch norm's panels are ``nbytes`` wide (a multiple of
-    64) and prefetch as told, whatever the cache (process-wide)."""
+    64), prefetch, and are owned by one thread each as told, whatever the cache
+    (process-wide)."""
     nbytes = _int("nbytes", nbytes, 64, 2**20)
     if nbytes % 64:
         raise ValueError(f"nbytes: expected a multiple of 64, got {nbytes}")
-    previous = _core.force_panel_shape(nbytes, bool(prefetch))
+    previous = _core.force_panel_shape(nbytes, bool(prefetch), bool(by_columns))
     try:
         yield
     finally:
-        _core.force_panel_shape(previous & ~1, bool(previous & 1))
+        _core.force_panel_shape(previous & ~63, bool(previous & 1), bool(previous & 2))

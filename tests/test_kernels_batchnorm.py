@@ -277,14 +277,19 @@ def stream_threshold():
     assert ops.get_stream_threshold() == old
 
 
-@pytest.mark.parametrize("panel", [(512, True), (2048, False)], ids=["panel512-prefetch", "panel2048"])
+PANEL_SHAPES = {"panel512-prefetch": (512, True, False), "panel2048": (2048, False, False),
+                "columns4096": (4096, False, True), "columns512-prefetch": (512, True, True)}
+
+
+@pytest.mark.parametrize("panel", PANEL_SHAPES.values(), ids=PANEL_SHAPES.keys())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m, n", [(700, 515), (257, 1024), (512, 1024), (300, 2100), (256, 2048),
                                   (512, 2100), (2700, 100), (37, 300), (5, 17)])
 def test_streamed_outputs_have_the_same_bits(m, n, dtype, panel, stream_threshold):
     """Outputs written around the caches (non-temporal stores) equal the cached ones bitwise,
-    for every activation, 1 and 2 threads, column panels of either shape (2 threads, an even
-    number of row chunks, rows of >= 4 panels) and all columns at once, arrays starting
+    for every activation, 1 and 2 threads, column panels of each shape (shared by the threads:
+    2 threads, an even number of row chunks, rows of >= 4 panels; one thread's own columns:
+    rows of >= 2 KB) and all columns at once, arrays starting
     anywhere within a cache line, and dZ in place of dout."""
     rng = np.random.default_rng(m * n)
     Z0, gamma, beta = make_inputs(rng, m, n, dtype)
@@ -425,10 +430,12 @@ def _sysfs_l2_bytes():
 
 
 def test_panel_shape_follows_the_l2_cache():
-    expected = (2048, False) if _sysfs_l2_bytes() >= 2 * 2**20 else (512, True)
+    expected = (4096, False, True) if _sysfs_l2_bytes() >= 2 * 2**20 else (512, True, False)
     assert ops.batchnorm_panel_shape() == expected
     with ops._forced_panel_shape(256, True):
-        assert ops.batchnorm_panel_shape() == (256, True)
+        assert ops.batchnorm_panel_shape() == (256, True, False)
+    with ops._forced_panel_shape(192, False, True):
+        assert ops.batchnorm_panel_shape() == (192, False, True)
     assert ops.batchnorm_panel_shape() == expected
     for bad in (0, 100, 2**21):
         with pytest.raises(ValueError, match="nbytes"):
@@ -439,8 +446,8 @@ def test_panel_shape_follows_the_l2_cache():
 
 def test_forced_panel_shapes_nest():
     rule = ops.batchnorm_panel_shape()
-    with ops._forced_panel_shape(1024, False):
+    with ops._forced_panel_shape(1024, False, True):
         with ops._forced_panel_shape(256, True):
-            assert ops.batchnorm_panel_shape() == (256, True)
-        assert ops.batchnorm_panel_shape() == (1024, False)
+            assert ops.batchnorm_panel_shape() == (256, True, False)
+        assert ops.batchnorm_panel_shape() == (1024, False, True)
     assert ops.batchnorm_panel_shape() == rule

@@ -21,7 +21,9 @@ M, N = 1024, 515  # 8 row chunks of 128; 527k elements (>= 2^19)
 M2, N2 = 300, 2100  # 3 row chunks of 100 x 3 column blocks (1024, 1024, 52); 630k elements
 M3, N3 = 2700, 100  # BatchNorm with many rows and few columns: 16 row chunks; 270k x 2 work
 M4, N4 = 256, 2048  # BatchNorm panels (of each shape) whose first one starts with the columns before a 64-byte boundary
-PANEL_SHAPES = [(512, True), (2048, False)]  # ops.batchnorm_panel_shape() on 1 MB / 2 MB L2
+# ops.batchnorm_panel_shape() on 1 MB / 2 MB L2, and two more
+PANEL_SHAPES = {"panel512-prefetch": (512, True, False), "panel2048": (2048, False, False),
+                "columns4096": (4096, False, True), "columns512-prefetch": (512, True, True)}
 DTYPES = [np.float64, np.float32]
 pytestmark = pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 
@@ -116,7 +118,7 @@ def run_kernels(threads, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("panel", PANEL_SHAPES, ids=["panel512-prefetch", "panel2048"])
+@pytest.mark.parametrize("panel", PANEL_SHAPES.values(), ids=PANEL_SHAPES.keys())
 def test_one_and_two_threads_agree(dtype, panel):
     with ops._forced_panel_shape(*panel):
         one, two = run_kernels(1, dtype), run_kernels(2, dtype)
