@@ -105,7 +105,7 @@ auto dispatch(const py::array& a, const char* name, F&& f) {
 // ---------------------------------------------------------------- dense
 
 void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int act,
-                   double alpha) {
+                   double alpha, bool batch_invariant) {
     const int m = dim(A_prev, "A_prev", 2, 0), n_in = dim(A_prev, "A_prev", 2, 1);
     const int n_out = dim(W, "W", 2, 0);
     const Activation a = activation_of(act);
@@ -116,7 +116,7 @@ void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int
         const T* pb = checked_opt<T>(b, "b", {n_out}, false);
         T* pA = checked<T>(A, "A", {m, n_out}, true);
         py::gil_scoped_release nogil;
-        pydl::dense_forward<T>(pA, pX, pW, pb, m, n_in, n_out, a, T(alpha));
+        pydl::dense_forward<T>(pA, pX, pW, pb, m, n_in, n_out, a, T(alpha), batch_invariant);
     });
 }
 
@@ -411,7 +411,7 @@ PYBIND11_MODULE(_core, m) {
     pydl::blas_init();
     using namespace py::literals;
     m.def("dense_forward", &dense_forward, "A"_a, "A_prev"_a, "W"_a, "b"_a, "activation"_a,
-          "alpha"_a);
+          "alpha"_a, "batch_invariant"_a);
     m.def("dense_backward", &dense_backward, "dA_prev"_a, "dW"_a, "db"_a, "dZ"_a, "A"_a, "A_prev"_a,
           "W"_a, "activation"_a, "alpha"_a, "l2"_a, "l1"_a);
     m.def("activation_forward", &activation_forward, "A"_a, "Z"_a, "activation"_a, "alpha"_a);

@@ -25,6 +25,14 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
           const T* B, int ldb, T beta, T* C, int ldc);
 
+// C (M, N) = A (M, K) @ B^T, B (N, K), with each row of C computed from its row of A and B
+// alone, bit for bit the same whatever M and whichever rows share the call (inference
+// that does not depend on the batch): pydl's own kernel, in blocks of rows over the OpenMP
+// threads when the product is large. Without the own kernel (own_gemm_vector_bytes() == 0)
+// it is gemm, and the bits may then depend on M. Never call from inside an OpenMP region.
+template <class T>
+void gemm_rows(int M, int N, int K, const T* A, const T* B, T* C);
+
 // True when gemm<T> would run this product in pydl's own kernel now (it depends on
 // set_blas_threads); false: in the BLAS.
 template <class T>

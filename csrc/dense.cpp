@@ -13,10 +13,15 @@ namespace pydl {
 // A = g(A_prev @ W.T + b)
 // A (m, n_out) out; A_prev (m, n_in); W (n_out, n_in); b (n_out,) or null.
 // Backward needs only A (g' is written in terms of g), so Z is never stored.
+// batch_invariant: each row of A is computed from its row of A_prev alone, the same bits
+// whatever the batch (gemm_rows); else the fastest product for the shape (gemm).
 template <class T>
 void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_in, int n_out,
-                   Activation act, T alpha) {
-    gemm<T>(false, true, m, n_out, n_in, T(1), A_prev, n_in, W, n_in, T(0), A, n_out);
+                   Activation act, T alpha, bool batch_invariant) {
+    if (batch_invariant)
+        gemm_rows<T>(m, n_out, n_in, A_prev, W, A);
+    else
+        gemm<T>(false, true, m, n_out, n_in, T(1), A_prev, n_in, W, n_in, T(0), A, n_out);
     if (b == nullptr && act == Activation::identity) return;
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
     with_activation(act, [&](auto tag) {
@@ -143,7 +148,7 @@ double weight_penalty(const T* W, std::ptrdiff_t count, double l2, double l1, in
 
 #define PYDL_INSTANTIATE(T)                                                                      \
     template void dense_forward<T>(T*, const T*, const T*, const T*, int, int, int, Activation,  \
-                                   T);                                                           \
+                                   T, bool);                                                     \
     template void dense_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, int, int, int, \
                                     Activation, T, T, T);                                        \
     template void activation_forward<T>(T*, const T*, std::ptrdiff_t, Activation, T);            \

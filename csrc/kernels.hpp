@@ -17,7 +17,7 @@ namespace pydl {
 // ---- dense.cpp ----
 template <class T>
 void dense_forward(T* A, const T* A_prev, const T* W, const T* b, int m, int n_in, int n_out,
-                   Activation act, T alpha);
+                   Activation act, T alpha, bool batch_invariant);
 template <class T>
 void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev, const T* W,
                     int m, int n_in, int n_out, Activation act, T alpha, T l2, T l1);

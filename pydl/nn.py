@@ -153,12 +153,16 @@ class Dense(Layer):
         if self.use_bias:
             self.b[...] = 0
 
-    def forward(self, A_prev, training=False):
-        """A = g(A_prev @ W.T + b), g the fused activation (identity by default)."""
+    def forward(self, A_prev, training=False, batch_invariant=False):
+        """A = g(A_prev @ W.T + b), g the fused activation (identity by default).
+
+        ``batch_invariant=True``: each row of A depends on its row of A_prev alone, bit for
+        bit (``ops.dense_forward``), at some cost in speed."""
         self._check_input(A_prev)
         self._standalone(A_prev.dtype)
         A = self._buf("A", A_prev.shape[0], self.n_out, self.W.dtype)
-        ops.dense_forward(A, A_prev, self.W, self.b, self.activation, self.alpha)
+        ops.dense_forward(A, A_prev, self.W, self.b, self.activation, self.alpha,
+                          batch_invariant=batch_invariant)
         self._A_prev, self._A = A_prev, A
         return A
 

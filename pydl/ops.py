@@ -101,15 +101,24 @@ def _alpha(activation: str, alpha) -> float:
 # ------------------------------------------------------------------ dense
 
 
-def dense_forward(A, A_prev, W, b=None, activation="identity", alpha=0.01):
+def dense_forward(A, A_prev, W, b=None, activation="identity", alpha=0.01,
+                  batch_invariant=False):
     """A = g(A_prev @ W.T + b), the activation fused as an epilogue.
 
     A (m, n_out) is written; A_prev (m, n_in); W (n_out, n_in); b (n_out,) or None.
     ``alpha`` is the leaky_relu slope (in (0, 1)).
+
+    ``batch_invariant=True`` computes each row of A from its row of A_prev alone, the same
+    bits whatever else is in the batch (A[i] equals the result for A_prev[i:i+1]): pydl's
+    own GEMM kernel, in row blocks over the threads. Inference uses it so that a
+    prediction does not depend on the batch. On CPUs without AVX, where that kernel is not
+    built (``own_gemm_vector_bytes == 0``), it is the BLAS, whose bits may depend on m.
     """
     code, alpha = activation_code(activation), _alpha(activation, alpha)
+    if not isinstance(batch_invariant, (bool, np.bool_)):
+        raise TypeError(f"batch_invariant must be a bool, got {type(batch_invariant).__name__}")
     try:
-        _core.dense_forward(A, A_prev, W, b, code, alpha)
+        _core.dense_forward(A, A_prev, W, b, code, alpha, bool(batch_invariant))
     except TypeError:
         _name_non_array(("b",), A=A, A_prev=A_prev, W=W, b=b)
         raise

@@ -205,11 +205,13 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _logits(self, X):
-        """float64 logits (m, n_out) of validated X."""
+        """float64 logits (m, n_out) of validated X; each row from its row of X alone, bit
+        for bit, whatever else X holds (scikit-learn's contract: predicting on a subset of
+        the rows gives those rows' predictions)."""
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         X = _as_model_input(X, self.model_.dtype)
-        return self.model_.forward(X).astype(np.float64)
+        return self.model_.forward(X, batch_invariant=True).astype(np.float64)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):

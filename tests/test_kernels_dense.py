@@ -51,6 +51,46 @@ def test_dense_forward_matches_reference(m, n_in, n_out, act, use_bias, dtype, s
     assert_close(A, g_ref(Z, act, alpha), rtol, rtol * bound)
 
 
+# batch_invariant=True: each row of A from its row of A_prev alone (own kernel in row blocks
+# over the threads), so any subset of the rows, in any batch, gives the same bits.
+@pytest.mark.skipif(not ops.has_own_gemm, reason="the own GEMM kernel is not built (no AVX)")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n_in, n_out", [(1, 1, 1), (1, 784, 256), (7, 3, 10), (20, 5, 32),
+                                            (300, 64, 10), (257, 513, 33), (1000, 300, 70)])
+def test_dense_forward_batch_invariant_rows_do_not_depend_on_the_batch(m, n_in, n_out, dtype):
+    """Rows of a batch equal, bit for bit, the same rows computed alone, in a batch of a
+    shuffled subset, and on 1 or 2 threads; and they match the float64 reference."""
+    rng = np.random.default_rng(m * 1000 + n_in)
+    X = rng.standard_normal((m, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+
+    def run(rows, threads=2):
+        ops.set_num_threads(threads)
+        try:
+            A = np.full((len(rows), n_out), np.nan, dtype)
+            return ops.dense_forward(A, np.ascontiguousarray(X[rows]), W, b, "tanh",
+                                     batch_invariant=True)
+        finally:
+            ops.set_num_threads(2)
+
+    full = run(np.arange(m))
+    Z = f64(X) @ f64(W).T + f64(b)
+    rtol = RTOL[dtype]
+    assert_close(full, g_ref(Z, "tanh", 0.01), rtol, rtol * (np.abs(f64(X)) @ np.abs(f64(W)).T + np.abs(f64(b))))
+    assert np.array_equal(run(np.arange(m), threads=1), full)
+    for i in sorted({0, m // 2, m - 1}):
+        assert np.array_equal(run(np.array([i]))[0], full[i]), f"row {i} alone"
+    subset = rng.permutation(m)[: max(1, (2 * m) // 3)]
+    assert np.array_equal(run(subset), full[subset])
+
+
+def test_dense_forward_batch_invariant_must_be_a_bool():
+    X, W = np.ones((2, 3)), np.ones((4, 3))
+    with pytest.raises(TypeError, match="batch_invariant"):
+        ops.dense_forward(np.empty((2, 4)), X, W, batch_invariant="yes")
+
+
 # ------------------------------------------------------------------ GEMM (csrc/blas.cpp)
 # A dense layer's three products go through gemm, row-major C (M, N) = op(A) op(B) + beta C:
 #   forward  A  = X @ W.T    M = m,      N = n_out,  K = n_in    (op(B) = W.T, transposed)

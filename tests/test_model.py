@@ -476,6 +476,43 @@ def test_batchnorm_model_eval_predicts_a_row_alone_as_in_a_batch():
         assert_close(mod.forward(Xd[perm]), Z[perm], rtol, rtol * np.abs(Z).max())
 
 
+@pytest.mark.skipif(not pydl.ops.has_own_gemm, reason="the own GEMM kernel is not built (no AVX)")
+def test_batch_invariant_predictions_do_not_depend_on_the_batch():
+    """forward/predict_proba/predict(batch_invariant=True): a row alone, in a permuted
+    batch, or across the evaluation chunks gives the same bits as in the whole batch; and
+    the values agree with the default (BLAS) path to rounding."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    model = pydl.mlp([64, 100, 50, 10], batchnorm=True, seed=2)
+    model.fit(X, y, epochs=1, batch_size=32, verbose=0)
+    for dt in (np.float32, np.float64):
+        mod = model.astype(dt)
+        Xd = X.astype(dt)
+        Z = mod.forward(Xd, batch_invariant=True)
+        P = mod.predict_proba(Xd, batch_invariant=True)
+        for i in (0, 1, 150, 299):
+            assert np.array_equal(mod.forward(Xd[i:i + 1], batch_invariant=True)[0], Z[i])
+            assert np.array_equal(mod.predict_proba(Xd[i:i + 1], batch_invariant=True)[0], P[i])
+        perm = rng.permutation(300)[:123]
+        assert np.array_equal(mod.forward(Xd[perm], batch_invariant=True), Z[perm])
+        assert np.array_equal(mod.predict(Xd[perm], batch_invariant=True), P[perm].argmax(1))
+        rtol = 1e-5 if dt == np.float32 else 1e-12
+        assert_close(mod.forward(Xd), Z, rtol, rtol * np.abs(Z).max())
+    big = np.repeat(X, 15, axis=0)  # 4500 rows: two evaluation chunks
+    assert np.array_equal(model.forward(big, batch_invariant=True)[4096:],
+                          model.forward(big[4096:], batch_invariant=True))
+
+
+def test_batch_invariant_is_for_evaluation_only():
+    model = pydl.mlp([4, 3, 2], seed=0)
+    X = np.ones((5, 4), np.float32)
+    with pytest.raises(ValueError, match="training=False"):
+        model.forward(X, training=True, batch_invariant=True)
+    with pytest.raises(TypeError, match="batch_invariant"):
+        model.forward(X, batch_invariant=1)
+
+
 # ============================================================================ validation
 
 def test_sequential_bad_construction():
