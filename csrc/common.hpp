@@ -197,6 +197,14 @@ inline std::pair<std::ptrdiff_t, std::ptrdiff_t> thread_range(std::ptrdiff_t n, 
     return {b, b + chunk < n ? b + chunk : n};
 }
 
+inline int max_threads() {
+#ifdef PYDL_HAVE_OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 // Runs body(begin, end) over [0, n) split into one contiguous range per thread when
 // `parallel` (and OpenMP is on with more than one thread), else as one serial call.
 // The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
@@ -631,6 +639,9 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
     if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
         head = std::ptrdiff_t(((64 - addr % 64) % 64) / itemsize);
     const std::ptrdiff_t lines = (n - head + line - 1) / line;  // after the head
+    const std::ptrdiff_t stride = width + line;  // the first panel has the head more
+    const std::size_t per_thread = std::size_t(nchunks + 1) * K * stride;  // + the totals
+    std::vector<double> parts(std::size_t(max_threads()) * per_thread);
 #ifdef PYDL_HAVE_OPENMP
 #pragma omp parallel
 #endif
@@ -646,9 +657,8 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
                           : std::min<std::ptrdiff_t>(n, head + lines * t / nt * line);
         };
         const std::ptrdiff_t c0 = cut(id), c1 = id == nt - 1 ? std::ptrdiff_t(n) : cut(id + 1);
-        const std::ptrdiff_t stride = width + line;  // the first panel has the head more
-        std::vector<double> part(std::size_t(nchunks + 1) * K * stride);  // + the totals
-        double* const total = part.data() + std::size_t(nchunks) * K * stride;
+        double* const part = parts.data() + std::size_t(id) * per_thread;
+        double* const total = part + std::size_t(nchunks) * K * stride;
         auto panel_end = [&](std::ptrdiff_t j0) {
             return std::min<std::ptrdiff_t>(c1, (j0 == 0 ? head : j0) + width);
         };
@@ -657,7 +667,7 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
             const int w = int(j1 - j0);
             const int w_next = shape.prefetch && j1 < c1 ? int(panel_end(j1) - j1) : 0;
             for (int c = 0; c < nchunks; ++c) {
-                double* acc = part.data() + std::size_t(c) * K * stride;
+                double* acc = part + std::size_t(c) * K * stride;
                 for (std::ptrdiff_t k = 0; k < K * stride; ++k) acc[k] = 0.0;
                 const std::ptrdiff_t i0 = c * chunk_rows;
                 const std::ptrdiff_t i1 = std::min<std::ptrdiff_t>(m, i0 + chunk_rows);
@@ -665,8 +675,7 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
             }
             for (int k = 0; k < K; ++k)
                 for (int j = 0; j < w; ++j)
-                    total[k * stride + j] =
-                        chunk_total(part.data(), nchunks, K * stride, k * stride + j);
+                    total[k * stride + j] = chunk_total(part, nchunks, K * stride, k * stride + j);
             finish(int(j0), int(j1), static_cast<const double*>(total), stride);
             rows(0, m, int(j0), w, w_next);
             j0 = j1;
@@ -681,14 +690,6 @@ inline void column_reduce(int m, int n, bool parallel, double* out, Tile&& tile)
     column_passes<K>(
         m, n, parallel && !one_tile, out, tile, [](int, int, const double*, std::ptrdiff_t) {},
         NoRows{});
-}
-
-inline int max_threads() {
-#ifdef PYDL_HAVE_OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
 }
 
 }  // namespace pydl
