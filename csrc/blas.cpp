@@ -410,9 +410,11 @@ constexpr std::int64_t kRowsParallelWork = std::int64_t(1) << 22;
 // each) whatever the row block it falls in, so rows may be cut anywhere.
 template <class T>
 void gemm_rows(int M, int N, int K, const T* A, const T* B, T* C) {
-    if (own_gemm_vector_bytes() == 0) return gemm<T>(false, true, M, N, K, T(1), A, K, B, K, T(0), C, N);
+    if (own_gemm_vector_bytes() == 0)
+        return gemm<T>(false, true, M, N, K, T(1), A, K, B, K, T(0), C, N);
     const std::int64_t work = std::int64_t(M) * N * std::max(K, 1);
-    parallel_for(M, M >= 32 && work >= kRowsParallelWork, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
+    const bool parallel = M >= 32 && work >= kRowsParallelWork;
+    parallel_for(M, parallel, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) {
         own_gemm<T>(false, true, int(hi - lo), N, K, T(1), A + lo * std::ptrdiff_t(K), K, B, K,
                     T(0), C + lo * std::ptrdiff_t(N), N);
     });

@@ -545,17 +545,20 @@ inline PanelShape panel_shape() {
     return forced == 0 ? rule : PanelShape{forced & ~63, (forced & 1) != 0, (forced & 2) != 0};
 }
 
-// (Each thread takes whole row chunks, so they must divide evenly among the threads: with
-// 3 chunks on 2 threads one would do twice the rows and the other wait at every panel.)
-// By columns, each thread's share of a row must be at least kSplitMinBytes: shorter runs
-// of a row make short streams for the prefetchers, and a thread's panel grows tall (4096 x
-// 1024 float on 2 threads: 7.0 ms by columns, 6.5 ms with all columns at once).
+// Whether a batch goes in panels of `shape` on nt threads.
+// - Shared panels: each thread takes whole row chunks, so they must divide evenly among the
+//   threads (with 3 chunks on 2 threads one would do twice the rows and the other wait at
+//   every panel), and a row must hold at least 4 panels.
+// - By columns: each thread's share of a row must be at least kSplitMinBytes; shorter runs
+//   make short streams for the prefetchers, and a thread's panel grows tall (4096 x 1024
+//   float on 2 threads: 7.0 ms by columns, 6.5 ms with all columns at once).
 constexpr std::size_t kSplitMinBytes = 4096;
 
 inline bool use_panels(int m, int n, std::size_t itemsize, int nt, const PanelShape& shape) {
+    const std::size_t row_bytes = std::size_t(n) * itemsize;
     if (nt < 2) return false;
-    if (shape.by_columns) return std::size_t(n) * itemsize >= std::size_t(nt) * kSplitMinBytes;
-    return reduce_chunks(m) % nt == 0 && std::size_t(n) * itemsize >= 4 * std::size_t(shape.bytes);
+    if (shape.by_columns) return row_bytes >= std::size_t(nt) * kSplitMinBytes;
+    return reduce_chunks(m) % nt == 0 && row_bytes >= 4 * std::size_t(shape.bytes);
 }
 
 // Brings p[0, len) towards the cache ahead of its use.

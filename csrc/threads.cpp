@@ -34,7 +34,8 @@ std::tuple<int, bool, bool> get_panel_shape() {
 int force_panel_shape(int bytes, bool prefetch, bool by_columns) {
     if (bytes != 0 && (bytes < 64 || bytes > (1 << 20) || bytes % 64 != 0))
         throw std::invalid_argument("bytes: 0 (the rule) or a multiple of 64 in [64, 2^20]");
-    return forced_panel_shape().exchange(bytes == 0 ? 0 : bytes | int(prefetch) | int(by_columns) << 1);
+    const int code = bytes == 0 ? 0 : bytes | int(prefetch) | int(by_columns) << 1;
+    return forced_panel_shape().exchange(code);
 }
 
 }  // namespace pydl

@@ -254,7 +254,8 @@ class Sequential:
             for d in self._dropouts:
                 d.step = self.step
             return self._forward(X, True).copy()
-        return np.concatenate([self._forward(X[i:i + _EVAL_CHUNK], False, bool(batch_invariant)).copy()
+        invariant = bool(batch_invariant)
+        return np.concatenate([self._forward(X[i:i + _EVAL_CHUNK], False, invariant).copy()
                                for i in range(0, X.shape[0], _EVAL_CHUNK)])
 
     def forward_backward(self, X, y) -> float:
