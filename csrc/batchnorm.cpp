@@ -2,8 +2,9 @@
 // m = batch size, n = features. Row-major (m, n) activations, (n,) per-feature vectors.
 // Training forward and backward are two passes each (common.hpp): per-feature sums whose
 // bits do not depend on the thread count, then an elementwise pass over the rows. Large
-// batches go one column panel at a time (panel_passes), so that the second pass reads the
-// panel from cache, and write an output larger than the cache with non-temporal stores.
+// batches go one column panel at a time (panel_passes, split_passes), so that the second
+// pass finds at least part of the panel in cache, and a kernel whose arrays are too large
+// for the cache writes its output with non-temporal stores.
 // Memory-bound: xhat is never stored.
 #include <algorithm>
 #include <cmath>

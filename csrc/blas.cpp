@@ -293,7 +293,7 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
                 const int ic = int(ic0);
                 const T* a_row[MR];
                 for (int r = 0; r < MR; ++r)
-                    a_row[r] = A + std::ptrdiff_t(ic + r < M ? ic + r : M - 1) * sr + pc * sp;
+                    a_row[r] = A + (ic0 + r < M ? ic0 + r : M - 1) * sr + pc * sp;
                 const int rows = M - ic < MR ? M - ic : MR;
                 T* c = C + std::ptrdiff_t(ic) * ldc + jc;
                 if (Tile<T>::read_width(w) == NR / 2)  // one vector: half the multiply-adds

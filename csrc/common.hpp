@@ -513,17 +513,18 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
 //   rows(r0, r1, j0, w, w_next): as above; w_next > 0: prefetch that many columns from
 //   j0 + w (the next panel's) while passing over a row.
 //
-// The panel's width follows the size of CPU 0's L2 cache as sysfs reports it (shared with
-// other CPUs or not; bench/README.md, "Batch norm panels"):
-// - below 2 MB (AMD EPYC VM, 1 MB per core): 512 bytes of each row, the rows pass
-//   prefetching the thread's rows of the next panel, so that memory keeps streaming while it
-//   runs (a thread's share of a 1024-row panel on 2 threads, 512 rows, is 256 KB, as is its
-//   share of the next panel);
-// - from 2 MB (Intel Emerald Rapids VM, 2 MB per core): 2048 bytes (a share of 1 MB) and
-//   no software prefetch. There, 32 cache lines per row and panel let the L2's own
-//   prefetcher stream, while software prefetches of 8 lines a row held L1's fill buffers
-//   through the mesh's long L3 latency: 512-byte prefetched panels were slower than no
-//   panels (1024 x 4096 float: forward 2.8 ms, 1.6 ms in 2048-byte panels, 1.8 ms without).
+// The panels follow the size of CPU 0's L2 cache as sysfs reports it (shared with other
+// CPUs or not; bench/README.md, "Batch norm panels"):
+// - below 2 MB (AMD EPYC VM, 1 MB per core): panels of 512 bytes of each row shared by the
+//   threads (panel_passes), the rows pass prefetching the thread's rows of the next panel,
+//   so that memory keeps streaming while it runs (a thread's share of a 1024-row panel on
+//   2 threads, 512 rows, is 256 KB, as is its share of the next panel);
+// - from 2 MB (Intel Emerald Rapids VM, 2 MB per core): each thread its own columns in
+//   panels of 4096 bytes (split_passes), no software prefetch. There, software prefetches
+//   of 8 lines a row held L1's fill buffers through the mesh's long L3 latency: 512-byte
+//   prefetched panels were slower than no panels (1024 x 4096 float: forward 2.8 ms,
+//   1.6 ms in shared 2048-byte panels, 1.8 ms without); and split_passes, without the
+//   shared panels' barriers, is 1.08-1.16x faster again (with the outputs streamed).
 struct PanelShape {
     int bytes;
     bool prefetch;

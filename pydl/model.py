@@ -240,17 +240,19 @@ class Sequential:
         batch_invariant=True (evaluation only): each row of Z is computed from its row of X
         alone, bit for bit, so ``forward(X)[i]`` equals ``forward(X[i:i+1])[0]`` and a
         prediction never depends on the rest of the batch. The dense layers then multiply in
-        pydl's own kernel instead of the BLAS: 1.1-1.6x slower on large batches, ~3.5x on
-        a single row. Without it the two can differ in the last bits (a few float32 ulps),
-        as the BLAS takes different kernels for different batch sizes.
+        pydl's own kernel instead of the BLAS: 1.1-1.6x slower on large batches, 1.3-5x on
+        a single row (by layer size). Without it the two can differ in the last bits (a few
+        float32 ulps), as the BLAS takes different kernels for different batch sizes.
+        Where the own kernel is not built (``pydl.ops.has_own_gemm`` False) the BLAS is
+        used either way.
         """
         X = self._check_X(X)
         if not isinstance(batch_invariant, (bool, np.bool_)):
             raise TypeError(f"batch_invariant must be a bool, got {type(batch_invariant).__name__}")
         if training:
             if batch_invariant:
-                raise ValueError("batch_invariant=True needs training=False: training mode "
-                                 "normalizes with the batch's own statistics")
+                raise ValueError("batch_invariant=True is for evaluation (training=False): in "
+                                 "training, batch norm normalizes with the batch's statistics")
             for d in self._dropouts:
                 d.step = self.step
             return self._forward(X, True).copy()

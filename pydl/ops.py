@@ -111,8 +111,9 @@ def dense_forward(A, A_prev, W, b=None, activation="identity", alpha=0.01,
     ``batch_invariant=True`` computes each row of A from its row of A_prev alone, the same
     bits whatever else is in the batch (A[i] equals the result for A_prev[i:i+1]): pydl's
     own GEMM kernel, in row blocks over the threads. Inference uses it so that a
-    prediction does not depend on the batch. On CPUs without AVX, where that kernel is not
-    built (``own_gemm_vector_bytes == 0``), it is the BLAS, whose bits may depend on m.
+    prediction does not depend on the batch. Where that kernel is not built (an x86-64
+    build without AVX, e.g. ``-DPYDL_NATIVE=OFF``, or ARM: ``has_own_gemm`` is False) it is
+    the BLAS, whose bits may depend on m.
     """
     code, alpha = activation_code(activation), _alpha(activation, alpha)
     if not isinstance(batch_invariant, (bool, np.bool_)):

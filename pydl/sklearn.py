@@ -207,7 +207,8 @@ class _BaseMLP(BaseEstimator):
     def _logits(self, X):
         """float64 logits (m, n_out) of validated X; each row from its row of X alone, bit
         for bit, whatever else X holds (scikit-learn's contract: predicting on a subset of
-        the rows gives those rows' predictions)."""
+        the rows gives those rows' predictions), where pydl's own GEMM kernel is built
+        (``pydl.ops.has_own_gemm``; else through the BLAS, equal to rounding)."""
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         X = _as_model_input(X, self.model_.dtype)

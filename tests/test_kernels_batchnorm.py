@@ -288,8 +288,8 @@ PANEL_SHAPES = {"panel512-prefetch": (512, True, False), "panel2048": (2048, Fal
 def test_streamed_outputs_have_the_same_bits(m, n, dtype, panel, stream_threshold):
     """Outputs written around the caches (non-temporal stores) equal the cached ones bitwise,
     for every activation, 1 and 2 threads, column panels of each shape (shared by the threads:
-    2 threads, an even number of row chunks, rows of >= 4 panels; one thread's own columns:
-    rows of >= 2 KB) and all columns at once, arrays starting
+    2 threads, an even number of row chunks, rows of >= 4 panels; each thread its own
+    columns: rows of >= 8 KB on 2 threads) and all columns at once, arrays starting
     anywhere within a cache line, and dZ in place of dout."""
     rng = np.random.default_rng(m * n)
     Z0, gamma, beta = make_inputs(rng, m, n, dtype)
@@ -326,6 +326,38 @@ def test_streamed_outputs_have_the_same_bits(m, n, dtype, panel, stream_threshol
                               results[False, 1, act]):
             assert np.array_equal(a, b), (name, act, stream, nt)
     assert np.isfinite(results[True, 2, "tanh"][3]).all()
+
+
+@pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n", [(64, 8192), (40, 7000), (129, 6000), (1000, 4100)])
+def test_own_columns_give_the_same_bits_on_any_number_of_threads(m, n, dtype):
+    """Each thread its own columns (split_passes): 2, 3 and 4 threads, one row chunk (m <=
+    128) or several, rows that are not a whole number of cache lines, give the bits of one
+    thread, forward and backward."""
+    rng = np.random.default_rng(m + n)
+    Z, gamma, beta = make_inputs(rng, m, n, dtype)
+    dout = rng.standard_normal((m, n)).astype(dtype)
+    threads = ops.get_num_threads()
+    results = {}
+    try:
+        with ops._forced_panel_shape(512, True, True):
+            for nt in (1, 2, 3, 4):
+                ops.set_num_threads(nt)
+                out, mean, invstd = np.empty((m, n), dtype), np.empty(n, dtype), np.empty(n, dtype)
+                rm, rv = np.zeros(n, dtype), np.ones(n, dtype)
+                ops.batchnorm_forward_train(out, mean, invstd, rm, rv, Z, gamma, beta,
+                                            activation="relu")
+                dZ, dgamma, dbeta = np.empty((m, n), dtype), np.empty(n, dtype), np.empty(n, dtype)
+                ops.batchnorm_backward(dZ, dgamma, dbeta, dout, out, Z, gamma, mean, invstd,
+                                       activation="relu")
+                results[nt] = [out, mean, invstd, rm, rv, dZ, dgamma, dbeta]
+    finally:
+        ops.set_num_threads(threads)
+    for nt in (2, 3, 4):
+        for name, a, b in zip(["out", "mean", "invstd", "running_mean", "running_var", "dZ",
+                               "dgamma", "dbeta"], results[nt], results[1]):
+            assert np.array_equal(a, b), (name, nt)
 
 
 def test_stream_threshold_is_checked(stream_threshold):

@@ -66,13 +66,14 @@ def test_dense_forward_batch_invariant_rows_do_not_depend_on_the_batch(m, n_in, 
     b = rng.standard_normal(n_out).astype(dtype)
 
     def run(rows, threads=2):
+        previous = ops.get_num_threads()
         ops.set_num_threads(threads)
         try:
             A = np.full((len(rows), n_out), np.nan, dtype)
             return ops.dense_forward(A, np.ascontiguousarray(X[rows]), W, b, "tanh",
                                      batch_invariant=True)
         finally:
-            ops.set_num_threads(2)
+            ops.set_num_threads(previous)
 
     full = run(np.arange(m))
     Z = f64(X) @ f64(W).T + f64(b)
