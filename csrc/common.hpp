@@ -504,6 +504,26 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
     body(1, 0);
 }
 
+// Runs body(nt, id) on each of the nt threads of a parallel region (once, as (1, 0),
+// without OpenMP).
+template <class F>
+inline void in_team(F&& body) {
+#ifdef PYDL_HAVE_OPENMP
+#pragma omp parallel
+    body(omp_get_num_threads(), omp_get_thread_num());
+#else
+    body(1, 0);
+#endif
+}
+
+// Columns before the first 64-byte boundary of every row of the (m, n) array at `align`,
+// when all rows start at the same offset in a cache line; else 0.
+inline int row_head(int n, const void* align, std::size_t itemsize) {
+    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
+    if ((std::size_t(n) * itemsize) % 64 != 0 || addr % itemsize != 0) return 0;
+    return int(((64 - addr % 64) % 64) / itemsize);
+}
+
 // The same contract, for batches with many rows (a whole number of chunks per thread), one column
 // panel at a time: the threads sum the panel's chunks, finish its columns (split among
 // them), then each passes over the rows of its own chunks, last row first, finding the
@@ -574,10 +594,7 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize,
     const int nchunks = reduce_chunks(m);
     const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
     const int width = int(std::size_t(shape.bytes) / itemsize);
-    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
-    int head = 0;  // columns before the first 64-byte boundary
-    if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
-        head = int(((64 - addr % 64) % 64) / itemsize);
+    const int head = row_head(n, align, itemsize);
     const std::ptrdiff_t stride = width + int(64 / itemsize);  // the first panel has head more
     std::vector<double> part(std::size_t(nchunks + 1) * K * stride);  // + the totals
     double* const total = part.data() + std::size_t(nchunks) * K * stride;
@@ -585,15 +602,7 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize,
         return std::min<std::ptrdiff_t>(n, (j0 == 0 ? head : j0) + width);
     };
     TeamBarrier barrier;
-#ifdef PYDL_HAVE_OPENMP
-#pragma omp parallel
-#endif
-    {
-#ifdef PYDL_HAVE_OPENMP
-        const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-        const int nt = 1, id = 0;
-#endif
+    in_team([&](int nt, int id) {
         const int c0 = nchunks * id / nt, c1 = nchunks * (id + 1) / nt;  // this thread's chunks
         const int r0 = int(std::min<std::ptrdiff_t>(m, c0 * chunk_rows));
         const int r1 = int(std::min<std::ptrdiff_t>(m, c1 * chunk_rows));
@@ -623,7 +632,7 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize,
             if (r0 < r1) rows(r0, r1, int(j0), w, w_next);
             j0 = j1;
         }
-    }
+    });
 }
 
 // The same contract without barriers (PanelShape::by_columns): each thread owns a contiguous
@@ -638,23 +647,12 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
     const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
     const std::ptrdiff_t line = std::ptrdiff_t(64 / itemsize);
     const std::ptrdiff_t width = std::ptrdiff_t(std::size_t(shape.bytes) / itemsize);
-    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(align);
-    std::ptrdiff_t head = 0;  // columns before the first 64-byte boundary of every row
-    if ((std::size_t(n) * itemsize) % 64 == 0 && addr % itemsize == 0)
-        head = std::ptrdiff_t(((64 - addr % 64) % 64) / itemsize);
+    const std::ptrdiff_t head = row_head(n, align, itemsize);
     const std::ptrdiff_t lines = (n - head + line - 1) / line;  // after the head
     const std::ptrdiff_t stride = width + line;  // the first panel has the head more
     const std::size_t per_thread = std::size_t(nchunks + 1) * K * stride;  // + the totals
     std::vector<double> parts(std::size_t(max_threads()) * per_thread);
-#ifdef PYDL_HAVE_OPENMP
-#pragma omp parallel
-#endif
-    {
-#ifdef PYDL_HAVE_OPENMP
-        const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-        const int nt = 1, id = 0;
-#endif
+    in_team([&](int nt, int id) {
         // this thread's columns [c0, c1): whole lines; the head goes to thread 0
         auto cut = [&](int t) {
             return t == 0 ? std::ptrdiff_t(0)
@@ -684,7 +682,7 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
             rows(0, m, int(j0), w, w_next);
             j0 = j1;
         }
-    }
+    });
 }
 
 // column_passes without the elementwise pass: out[k * n + j] = the K column sums.
