@@ -210,19 +210,27 @@ inline int max_threads() {
 // The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
 // region still outlines the loop and blocks its vectorization (10x slower for small
 // arrays). Ranges are rounded to multiples of 16 items.
+// Runs body(nt, id) on each of the nt threads of a parallel region (once, as (1, 0),
+// without OpenMP).
+template <class F>
+inline void in_team(F&& body) {
+#ifdef PYDL_HAVE_OPENMP
+#pragma omp parallel
+    body(omp_get_num_threads(), omp_get_thread_num());
+#else
+    body(1, 0);
+#endif
+}
+
 template <class F>
 inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
-#ifdef PYDL_HAVE_OPENMP
-    if (parallel && n > 1 && omp_get_max_threads() > 1) {
-#pragma omp parallel
-        {
-            const auto [b, e] = thread_range(n, omp_get_num_threads(), omp_get_thread_num());
+    if (parallel && n > 1 && max_threads() > 1) {
+        in_team([&](int nt, int id) {
+            const auto [b, e] = thread_range(n, nt, id);
             if (b < e) body(b, e);
-        }
+        });
         return;
     }
-#endif
-    (void)parallel;
     if (n > 0) body(std::ptrdiff_t(0), n);
 }
 
@@ -493,27 +501,33 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
             if (r0 < r1) rows(r0, r1, 0, n, 0);
         }
     };
-#ifdef PYDL_HAVE_OPENMP
-    if (parallel && omp_get_max_threads() > 1) {
-#pragma omp parallel
-        body(omp_get_num_threads(), omp_get_thread_num());
-        return;
-    }
-#endif
-    (void)parallel;
-    body(1, 0);
+    if (parallel && max_threads() > 1)
+        in_team(body);
+    else
+        body(1, 0);
 }
 
-// Runs body(nt, id) on each of the nt threads of a parallel region (once, as (1, 0),
-// without OpenMP).
-template <class F>
-inline void in_team(F&& body) {
-#ifdef PYDL_HAVE_OPENMP
-#pragma omp parallel
-    body(omp_get_num_threads(), omp_get_thread_num());
-#else
-    body(1, 0);
-#endif
+// The partial sums of chunks [c0, c1) of a panel (columns [j0, j0 + w)) into part, K * stride
+// per chunk (zeroed first): tile(i0, i1, j0, w, acc, stride) over each chunk's rows.
+template <int K, class Tile>
+inline void sum_chunks(int m, std::ptrdiff_t chunk_rows, int c0, int c1, int j0, int w,
+                       double* part, std::ptrdiff_t stride, Tile&& tile) {
+    for (int c = c0; c < c1; ++c) {
+        double* acc = part + std::size_t(c) * K * stride;
+        for (std::ptrdiff_t k = 0; k < K * stride; ++k) acc[k] = 0.0;
+        const std::ptrdiff_t i0 = c * chunk_rows;
+        const std::ptrdiff_t i1 = std::min<std::ptrdiff_t>(m, i0 + chunk_rows);
+        if (i0 < i1) tile(int(i0), int(i1), j0, w, acc, stride);
+    }
+}
+
+// total[k * stride + j] = the chunks' k-th sums of column j, in chunk order, for j in [f0, f1).
+template <int K>
+inline void chunk_totals(const double* part, int nchunks, std::ptrdiff_t stride, int f0, int f1,
+                         double* total) {
+    for (int k = 0; k < K; ++k)
+        for (int j = f0; j < f1; ++j)
+            total[k * stride + j] = chunk_total(part, nchunks, K * stride, k * stride + j);
 }
 
 // Columns before the first 64-byte boundary of every row of the (m, n) array at `align`,
@@ -610,22 +624,13 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize,
             const std::ptrdiff_t j1 = panel_end(j0);
             const int w = int(j1 - j0);
             const int w_next = shape.prefetch && j1 < n ? int(panel_end(j1) - j1) : 0;
-            for (int c = c0; c < c1; ++c) {
-                double* acc = part.data() + std::size_t(c) * K * stride;
-                for (std::ptrdiff_t k = 0; k < K * stride; ++k) acc[k] = 0.0;
-                const std::ptrdiff_t i0 = c * chunk_rows;
-                const std::ptrdiff_t i1 = std::min<std::ptrdiff_t>(m, i0 + chunk_rows);
-                if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc, stride);
-            }
+            sum_chunks<K>(m, chunk_rows, c0, c1, int(j0), w, part.data(), stride, tile);
             if (nt > 1) barrier.wait(nt);
             // this thread's share of the panel's columns: totals in chunk order, then finish
             const int f0 = int(std::ptrdiff_t(w) * id / nt);
             const int f1 = int(std::ptrdiff_t(w) * (id + 1) / nt);
             if (f0 < f1) {
-                for (int k = 0; k < K; ++k)
-                    for (int j = f0; j < f1; ++j)
-                        total[k * stride + j] =
-                            chunk_total(part.data(), nchunks, K * stride, k * stride + j);
+                chunk_totals<K>(part.data(), nchunks, stride, f0, f1, total);
                 finish(int(j0) + f0, int(j0) + f1, static_cast<const double*>(total + f0), stride);
             }
             if (nt > 1) barrier.wait(nt);
@@ -668,16 +673,8 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
             const std::ptrdiff_t j1 = panel_end(j0);
             const int w = int(j1 - j0);
             const int w_next = shape.prefetch && j1 < c1 ? int(panel_end(j1) - j1) : 0;
-            for (int c = 0; c < nchunks; ++c) {
-                double* acc = part + std::size_t(c) * K * stride;
-                for (std::ptrdiff_t k = 0; k < K * stride; ++k) acc[k] = 0.0;
-                const std::ptrdiff_t i0 = c * chunk_rows;
-                const std::ptrdiff_t i1 = std::min<std::ptrdiff_t>(m, i0 + chunk_rows);
-                if (i0 < i1) tile(int(i0), int(i1), int(j0), w, acc, stride);
-            }
-            for (int k = 0; k < K; ++k)
-                for (int j = 0; j < w; ++j)
-                    total[k * stride + j] = chunk_total(part, nchunks, K * stride, k * stride + j);
+            sum_chunks<K>(m, chunk_rows, 0, nchunks, int(j0), w, part, stride, tile);
+            chunk_totals<K>(part, nchunks, stride, 0, w, total);
             finish(int(j0), int(j1), static_cast<const double*>(total), stride);
             rows(0, m, int(j0), w, w_next);
             j0 = j1;

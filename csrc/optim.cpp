@@ -67,19 +67,15 @@ bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int
         if (k0 < k1 && !range(k0, k1, std::true_type{}))
             finite.store(false, std::memory_order_relaxed);
     };
-#ifdef PYDL_HAVE_OPENMP
-    if (worth_parallel(count, cost) && count > 1 && omp_get_max_threads() > 1) {
+    if (worth_parallel(count, cost) && count > 1 && max_threads() > 1) {
         TeamBarrier barrier;
-#pragma omp parallel
-        {
-            const int nt = omp_get_num_threads();
-            const auto [k0, k1] = thread_range(count, nt, omp_get_thread_num());
+        in_team([&](int nt, int id) {
+            const auto [k0, k1] = thread_range(count, nt, id);
             passes(k0, k1, nt, &barrier);
-        }
-        return finite.load();
+        });
+    } else {
+        passes(0, count, 1, nullptr);
     }
-#endif
-    passes(0, count, 1, nullptr);
     return finite.load();
 }
 
