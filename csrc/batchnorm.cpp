@@ -8,7 +8,6 @@
 // Memory-bound: xhat is never stored.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "kernels.hpp"
 
@@ -166,8 +165,8 @@ void two_passes(int m, int n, const T* out, double footprint, Tile&& tile, Finis
             else
                 panel_passes<2>(m, n, out, sizeof(T), shape, tile, finish, pass);
         } else {
-            std::vector<double> sums(2 * std::size_t(n));
-            column_passes<2>(m, n, parallel, sums.data(), tile, finish, pass);
+            double* const sums = scratch<double>(Scratch::sums, 2 * std::size_t(n));
+            column_passes<2>(m, n, parallel, sums, tile, finish, pass);
         }
     };
     if (stream_output(footprint))
@@ -226,8 +225,7 @@ template <class T>
 void batchnorm_forward_eval(T* out, const T* Z, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, int m, int n, T eps,
                             Activation act, T alpha) {
-    std::vector<T> coef(2 * std::size_t(n));
-    T* const scale = coef.data();
+    T* const scale = scratch<T>(Scratch::coef, 2 * std::size_t(n));
     T* const shift = scale + n;
     for (int j = 0; j < n; ++j) {
         scale[j] = gamma[j] * (T(1) / std::sqrt(running_var[j] + eps));
@@ -260,7 +258,8 @@ template <class T>
 void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out, const T* Z,
                         const T* gamma, const T* mean, const T* invstd, int m, int n,
                         Activation act, T alpha) {
-    std::vector<T> k(n);  // gamma * invstd / m; the row pass also reads dbeta and dgamma
+    T* const k = scratch<T>(Scratch::coef, n);  // gamma * invstd / m; the rows also read
+                                                // dbeta and dgamma
     const int arrays = act == Activation::identity ? 3 : 4;  // dout, Z, dZ (+ out)
     auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
         for (int j = j0; j < j1; ++j) {
@@ -277,7 +276,7 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
         two_passes(m, n, dZ, double(arrays) * double(m) * n * sizeof(T), tile, finish,
                    [&](auto stream, int r0, int r1, int j0, int w, int w_next) {
                        backward_rows<decltype(stream)::value, ACT>(
-                           dZ, dout, out, Z, mean, invstd, k.data(), dbeta, dgamma, n, m, r0, r1,
+                           dZ, dout, out, Z, mean, invstd, k, dbeta, dgamma, n, m, r0, r1,
                            j0, w, w_next, alpha);
                    });
     });

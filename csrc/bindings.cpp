@@ -6,10 +6,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
-#include <vector>
+#include <initializer_list>
 
 #include "blas.hpp"
 #include "kernels.hpp"
@@ -21,10 +22,23 @@ namespace {
 
 enum class DType { f32, f64 };
 
-std::string shape_str(const std::vector<py::ssize_t>& s) {
+// A shape to check against, held without allocating (a training step calls these checks
+// dozens of times): the dims of a braced list, which lives until the end of the call it is
+// an argument of, or of an array.
+struct Shape {
+    const py::ssize_t* dims;
+    std::size_t ndim;
+    Shape(std::initializer_list<py::ssize_t> list) : dims(list.begin()), ndim(list.size()) {}
+    explicit Shape(const py::array& a) : dims(a.shape()), ndim(std::size_t(a.ndim())) {}
+    bool operator==(const Shape& o) const {
+        return ndim == o.ndim && std::equal(dims, dims + ndim, o.dims);
+    }
+};
+
+std::string shape_str(const Shape& s) {
     std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + (s.size() == 1 ? ",)" : ")");
+    for (size_t i = 0; i < s.ndim; ++i) out += (i ? ", " : "") + std::to_string(s.dims[i]);
+    return out + (s.ndim == 1 ? ",)" : ")");
 }
 
 // Same type as `want`: identity is the fast path, but an equal dtype can be another object
@@ -44,16 +58,15 @@ DType dtype_of(const py::array& a, const char* name) {
 
 // Checks dtype T, C-contiguity, exact shape and (for outputs) writability; returns data.
 template <class T>
-T* checked(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape,
-           bool writable) {
+T* checked(const py::array& a, const char* name, const Shape& shape, bool writable) {
     if (!has_dtype(a, py::dtype::of<T>()))
         throw py::type_error(std::string(name) + " must have dtype " +
                              std::string(py::str(py::dtype::of<T>())) + ", got " +
                              std::string(py::str(a.dtype())));
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(name) + " must be C-contiguous");
-    std::vector<py::ssize_t> got(a.shape(), a.shape() + a.ndim());
-    if (got != shape)
+    const Shape got(a);
+    if (!(got == shape))
         throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) +
                               ", got " + shape_str(got));
     if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writable");
@@ -61,8 +74,7 @@ T* checked(const py::array& a, const char* name, const std::vector<py::ssize_t>&
 }
 
 template <class T>
-T* checked_opt(const py::object& o, const char* name, const std::vector<py::ssize_t>& shape,
-               bool writable) {
+T* checked_opt(const py::object& o, const char* name, const Shape& shape, bool writable) {
     if (o.is_none()) return nullptr;
     if (!py::isinstance<py::array>(o))
         throw py::type_error(std::string(name) + " must be a numpy array or None");
@@ -77,7 +89,7 @@ int dim(const py::array& a, const char* name, int ndim, int axis) {
     for (int k = 0; k < ndim; ++k)
         if (a.shape(k) < 1 || a.shape(k) > INT_MAX)
             throw py::value_error(std::string(name) + " has an empty or too large axis " +
-                                  shape_str(std::vector<py::ssize_t>(a.shape(), a.shape() + ndim)));
+                                  shape_str(Shape(a)));
     return int(a.shape(axis));
 }
 
@@ -86,9 +98,7 @@ py::ssize_t nonempty_size(const py::array& a, const char* name) {
     return a.size();
 }
 
-std::vector<py::ssize_t> shape_of(const py::array& a) {
-    return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
-}
+Shape shape_of(const py::array& a) { return Shape(a); }
 
 Activation activation_of(int act) {
     if (act < 0 || act > 4) throw py::value_error("activation must be a code in 0..4");
@@ -452,6 +462,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_stream_threshold", &pydl::get_stream_threshold);
     m.def("get_panel_shape", &pydl::get_panel_shape);
     m.def("force_panel_shape", &pydl::force_panel_shape, "bytes"_a, "prefetch"_a, "by_columns"_a);
+    m.def("scratch_growth_count", &pydl::scratch_growth_count);
 #ifdef PYDL_HAVE_OPENMP
     m.attr("has_openmp") = true;
 #else

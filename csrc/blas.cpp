@@ -13,7 +13,6 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -268,9 +267,7 @@ void own_gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
             }
         return;
     }
-    thread_local std::vector<T> packed;
-    if (packed.size() < std::size_t(KC) * NR) packed.resize(std::size_t(KC) * NR);
-    T* const Bp = packed.data();
+    T* const Bp = scratch<T>(Scratch::pack, std::size_t(KC) * NR);
     // op(A)[i, p] = A[i * sr + p * sp]; op(B)[p, j] = B[p * sb + j * sj]
     const std::ptrdiff_t sr = trans_a ? 1 : lda, sp = trans_a ? lda : 1;
     const std::ptrdiff_t sb = trans_b ? 1 : ldb, sj = trans_b ? ldb : 1;

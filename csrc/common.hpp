@@ -11,10 +11,10 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include <unistd.h>
 
@@ -205,11 +205,49 @@ inline int max_threads() {
 #endif
 }
 
-// Runs body(begin, end) over [0, n) split into one contiguous range per thread when
-// `parallel` (and OpenMP is on with more than one thread), else as one serial call.
-// The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
-// region still outlines the loop and blocks its vectorization (10x slower for small
-// arrays). Ranges are rounded to multiples of 16 items.
+// ---- Scratch memory.
+// A kernel's small working arrays (per-feature sums, partial sums, a packed panel) live in
+// scratch buffers, so that no kernel allocates inside a training step once buffers exist.
+// Each thread that calls kernels (they release the GIL, so Python threads may run them at
+// once) keeps one 64-byte-aligned buffer per Scratch slot, grows it to the largest request
+// so far (at least 1.5x at a time) and keeps it for its life; the threads of a parallel
+// region share their caller's. A slot holds what its last user left there. Slots that are
+// in use at the same time differ: sums (a kernel's per-feature totals), coef (its
+// per-feature coefficients), parts (a reduction's partial sums), pack (own_gemm's panel).
+enum class Scratch : int { sums, coef, parts, pack, count };
+
+// How many times a scratch buffer has grown, over all threads (tests: none in a step).
+inline std::atomic<long long>& scratch_growths() {
+    static std::atomic<long long> count{0};
+    return count;
+}
+
+inline void* scratch_bytes(Scratch slot, std::size_t bytes) {
+    struct Buffer {
+        void* data = nullptr;
+        std::size_t bytes = 0;
+        ~Buffer() { ::operator delete(data, std::align_val_t(64)); }
+    };
+    thread_local Buffer buffers[int(Scratch::count)];
+    Buffer& b = buffers[int(slot)];
+    if (bytes > b.bytes) {
+        const std::size_t grown = std::max(bytes, b.bytes + b.bytes / 2);
+        void* data = ::operator new(grown, std::align_val_t(64));  // may throw bad_alloc
+        ::operator delete(b.data, std::align_val_t(64));
+        b.data = data;
+        b.bytes = grown;
+        scratch_growths().fetch_add(1, std::memory_order_relaxed);
+    }
+    return b.data;
+}
+
+// count uninitialized T's of `slot`'s buffer.
+template <class T>
+inline T* scratch(Scratch slot, std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return static_cast<T*>(scratch_bytes(slot, count * sizeof(T)));
+}
+
 // Runs body(nt, id) on each of the nt threads of a parallel region (once, as (1, 0),
 // without OpenMP).
 template <class F>
@@ -222,6 +260,11 @@ inline void in_team(F&& body) {
 #endif
 }
 
+// Runs body(begin, end) over [0, n) split into one contiguous range per thread when
+// `parallel` (and OpenMP is on with more than one thread), else as one serial call.
+// The serial path stays outside any OpenMP construct: an `omp parallel ... if(false)`
+// region still outlines the loop and blocks its vectorization (10x slower for small
+// arrays). Ranges are rounded to multiples of 16 items.
 template <class F>
 inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
     if (parallel && n > 1 && max_threads() > 1) {
@@ -468,8 +511,10 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
     const std::ptrdiff_t chunk_rows = (std::ptrdiff_t(m) + nchunks - 1) / nchunks;
     const std::ptrdiff_t nblocks = (std::ptrdiff_t(n) + kReduceBlock - 1) / kReduceBlock;
     const std::ptrdiff_t stride = std::ptrdiff_t(K) * n;  // one chunk's partials
-    std::vector<double> part(nchunks > 1 ? std::size_t(nchunks) * std::size_t(stride) : 0);
-    double* const base = nchunks > 1 ? part.data() : sums;
+    double* const part =
+        nchunks > 1 ? scratch<double>(Scratch::parts, std::size_t(nchunks) * std::size_t(stride))
+                    : nullptr;
+    double* const base = nchunks > 1 ? part : sums;
     constexpr bool has_rows = !std::is_same_v<std::decay_t<Rows>, NoRows>;
     TeamBarrier barrier;
     auto body = [&](int nt, int id) PYDL_NOINLINE {
@@ -491,7 +536,7 @@ inline void column_passes(int m, int n, bool parallel, double* sums, Tile&& tile
         if (id == 0) {
             if (nchunks > 1)
                 for (std::ptrdiff_t k = 0; k < stride; ++k)
-                    sums[k] = chunk_total(part.data(), int(nchunks), stride, k);
+                    sums[k] = chunk_total(part, int(nchunks), stride, k);
             finish(0, n, static_cast<const double*>(sums), std::ptrdiff_t(n));
         }
         if constexpr (has_rows) {
@@ -610,8 +655,9 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize,
     const int width = int(std::size_t(shape.bytes) / itemsize);
     const int head = row_head(n, align, itemsize);
     const std::ptrdiff_t stride = width + int(64 / itemsize);  // the first panel has head more
-    std::vector<double> part(std::size_t(nchunks + 1) * K * stride);  // + the totals
-    double* const total = part.data() + std::size_t(nchunks) * K * stride;
+    double* const part = scratch<double>(Scratch::parts,  // + the totals
+                                         std::size_t(nchunks + 1) * K * stride);
+    double* const total = part + std::size_t(nchunks) * K * stride;
     auto panel_end = [&](std::ptrdiff_t j0) {
         return std::min<std::ptrdiff_t>(n, (j0 == 0 ? head : j0) + width);
     };
@@ -624,13 +670,13 @@ inline void panel_passes(int m, int n, const void* align, std::size_t itemsize,
             const std::ptrdiff_t j1 = panel_end(j0);
             const int w = int(j1 - j0);
             const int w_next = shape.prefetch && j1 < n ? int(panel_end(j1) - j1) : 0;
-            sum_chunks<K>(m, chunk_rows, c0, c1, int(j0), w, part.data(), stride, tile);
+            sum_chunks<K>(m, chunk_rows, c0, c1, int(j0), w, part, stride, tile);
             if (nt > 1) barrier.wait(nt);
             // this thread's share of the panel's columns: totals in chunk order, then finish
             const int f0 = int(std::ptrdiff_t(w) * id / nt);
             const int f1 = int(std::ptrdiff_t(w) * (id + 1) / nt);
             if (f0 < f1) {
-                chunk_totals<K>(part.data(), nchunks, stride, f0, f1, total);
+                chunk_totals<K>(part, nchunks, stride, f0, f1, total);
                 finish(int(j0) + f0, int(j0) + f1, static_cast<const double*>(total + f0), stride);
             }
             if (nt > 1) barrier.wait(nt);
@@ -656,7 +702,7 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
     const std::ptrdiff_t lines = (n - head + line - 1) / line;  // after the head
     const std::ptrdiff_t stride = width + line;  // the first panel has the head more
     const std::size_t per_thread = std::size_t(nchunks + 1) * K * stride;  // + the totals
-    std::vector<double> parts(std::size_t(max_threads()) * per_thread);
+    double* const parts = scratch<double>(Scratch::parts, std::size_t(max_threads()) * per_thread);
     in_team([&](int nt, int id) {
         // this thread's columns [c0, c1): whole lines; the head goes to thread 0
         auto cut = [&](int t) {
@@ -664,7 +710,7 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
                           : std::min<std::ptrdiff_t>(n, head + lines * t / nt * line);
         };
         const std::ptrdiff_t c0 = cut(id), c1 = id == nt - 1 ? std::ptrdiff_t(n) : cut(id + 1);
-        double* const part = parts.data() + std::size_t(id) * per_thread;
+        double* const part = parts + std::size_t(id) * per_thread;
         double* const total = part + std::size_t(nchunks) * K * stride;
         auto panel_end = [&](std::ptrdiff_t j0) {
             return std::min<std::ptrdiff_t>(c1, (j0 == 0 ? head : j0) + width);

@@ -3,7 +3,6 @@
 // W is (n_out, n_in).
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "blas.hpp"
 #include "kernels.hpp"
@@ -73,10 +72,10 @@ void dense_backward(T* dA_prev, T* dW, T* db, T* dZ, const T* A, const T* A_prev
                     int n_in, int n_out, Activation act, T alpha, T l2, T l1) {
     const std::ptrdiff_t total = std::ptrdiff_t(m) * n_out;
     if (db != nullptr) {
-        std::vector<double> sums(n_out);
+        double* const sums = scratch<double>(Scratch::sums, std::size_t(n_out));
         with_activation(act, [&](auto tag) {
             constexpr Activation ACT = decltype(tag)::value;
-            column_reduce<1>(m, n_out, worth_parallel(total, 1), sums.data(),
+            column_reduce<1>(m, n_out, worth_parallel(total, 1), sums,
                              [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t) {
                                  bias_grad_tile<ACT>(dZ, A, n_out, i0, i1, j0, w, alpha, acc);
                              });

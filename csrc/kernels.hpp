@@ -91,5 +91,7 @@ std::size_t get_stream_threshold();
 // bytes | prefetch | by_columns << 1).
 std::tuple<int, bool, bool> get_panel_shape();
 int force_panel_shape(int bytes, bool prefetch, bool by_columns);
+// How many times a kernel's scratch buffer has grown (common.hpp: scratch), over all threads.
+long long scratch_growth_count();
 
 }  // namespace pydl

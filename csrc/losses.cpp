@@ -2,7 +2,6 @@
 // m = batch size, C = classes, count = m * outputs. Row-major.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "kernels.hpp"
 
@@ -16,12 +15,14 @@ template <class F>
 double ordered_sum(std::ptrdiff_t n, bool parallel, F&& body) {
 #ifdef PYDL_HAVE_OPENMP
     if (parallel && n > 1 && omp_get_max_threads() > 1) {
-        std::vector<double> part(omp_get_max_threads(), 0.0);
+        const int nt = omp_get_max_threads();
+        double* const part = scratch<double>(Scratch::parts, std::size_t(nt));
+        std::fill(part, part + nt, 0.0);
         parallel_for(n, true, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
             part[omp_get_thread_num()] = body(lo, hi);
         });
         double sum = 0.0;
-        for (double p : part) sum += p;
+        for (int t = 0; t < nt; ++t) sum += part[t];
         return sum;
     }
 #endif

@@ -38,4 +38,6 @@ int force_panel_shape(int bytes, bool prefetch, bool by_columns) {
     return forced_panel_shape().exchange(code);
 }
 
+long long scratch_growth_count() { return scratch_growths().load(); }
+
 }  // namespace pydl

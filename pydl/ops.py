@@ -478,6 +478,13 @@ def get_stream_threshold() -> int:
     return int(_core.get_stream_threshold())
 
 
+def _scratch_growth_count() -> int:
+    """For tests: how many times a kernel's scratch buffer has grown, over all threads. Each
+    thread that calls kernels keeps their working arrays (per-feature sums, partial sums, a
+    packed panel) and grows them only for a larger call, so repeating a call adds nothing."""
+    return int(_core.scratch_growth_count())
+
+
 def batchnorm_panel_shape() -> tuple:
     """(bytes, prefetch, by_columns): batch norm's training kernels pass over a large batch
     on several threads one column panel of ``bytes`` bytes of each row at a time, prefetching
