@@ -134,28 +134,62 @@ inline T activation_grad(T a, T alpha) {
 }
 
 
-// max_j z[j] over j < n (n >= 1), vectorized.
+// t[0, r) = z[0, r) and t[r, 16) = fill, for r < 16: a short row or a row's tail as one
+// full vector. (Loops of a variable count under 16 ran scalar, and a reduction's epilogue
+// went through the stack: a row of 10 classes took ~100 ns.)
+template <class T>
+inline void tail16(T (&t)[16], const T* z, int r, T fill) {
+    for (int l = 0; l < 16; ++l) t[l] = fill;
+    for (int l = 0; l < r; ++l) t[l] = z[l];
+}
+
+#ifdef __AVX512F__
+// One masked load: scalar stores read back as a vector miss store forwarding (~20 cycles).
+inline void tail16(float (&t)[16], const float* z, int r, float fill) {
+    const __mmask16 keep = __mmask16((1u << r) - 1);  // lanes [0, r): never reads z[r, 16)
+    _mm512_storeu_ps(t, _mm512_mask_loadu_ps(_mm512_set1_ps(fill), keep, z));
+}
+#endif
+
+// max_j z[j] over j < n (n >= 1), vectorized. A NaN is the result only in z[0] (then exp of
+// every shifted value is NaN, and so is what uses them).
 template <class T>
 inline T row_max(const T* z, int n) {
     T zmax = z[0];
+    const int body = n - n % 16;
 #pragma omp simd reduction(max : zmax)
-    for (int j = 1; j < n; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+    for (int j = 0; j < body; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+    if (body < n) {
+        T t[16];
+        tail16(t, z + body, n - body, zmax);
+        for (int l = 0; l < 16; ++l) zmax = t[l] > zmax ? t[l] : zmax;
+    }
     return zmax;
 }
 
-// out[j] = exp_vec(z[j] - shift) for j < n; returns their sum, accumulated in 16
-// independent lanes so that both loops vectorize without reassociating a reduction.
+// out[j] = exp_vec(z[j] - shift) for j < n; returns their sum: 16 lanes in T (column l of
+// the row seen as rows of 16), then added pairwise in double. Every step is in a fixed
+// order, so that the loops vectorize without reassociating a reduction.
 template <class T>
 inline double exp_shifted_sum(T* __restrict out, const T* __restrict z, int n, T shift) {
-    for (int j = 0; j < n; ++j) out[j] = exp_vec(z[j] - shift);
+    const int body = n - n % 16;
     T lanes[16] = {};
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
+    for (int j = 0; j < body; ++j) out[j] = exp_vec(z[j] - shift);
+    for (int j = 0; j < body; j += 16)
         for (int l = 0; l < 16; ++l) lanes[l] += out[j + l];
-    double sum = 0.0;
-    for (; j < n; ++j) sum += out[j];
-    for (int l = 0; l < 16; ++l) sum += lanes[l];
-    return sum;
+    if (body < n) {
+        const int r = n - body;
+        T t[16];
+        tail16(t, z + body, r, shift);
+        for (int l = 0; l < 16; ++l) t[l] = exp_vec(t[l] - shift);
+        for (int l = 0; l < 16; ++l) lanes[l] += l < r ? t[l] : T(0);
+        for (int l = 0; l < r; ++l) out[body + l] = t[l];
+    }
+    double s[8];
+    for (int l = 0; l < 8; ++l) s[l] = double(lanes[l]) + double(lanes[l + 8]);
+    for (int w = 4; w >= 1; w /= 2)
+        for (int l = 0; l < w; ++l) s[l] += s[l + w];
+    return s[0];
 }
 
 template <Activation A>
