@@ -123,3 +123,31 @@ def test_optimizer_step(benchmark, bench_threads, opt, check):
     fn = steps[opt]
     assert fn() is True
     benchmark(fn)
+
+
+@pytest.mark.parametrize("state", ["normal", "subnormal v and s", "gradient 1e-20"])
+def test_adam_step_with_subnormals(benchmark, bench_threads, state):
+    """Adam over the 2410 parameters of a 64-32-10 MLP where the state has decayed into the
+    subnormal range (a gradient that stays 0) or the gradient's square is subnormal. x86
+    cores take ~100 cycles per subnormal operand or result unless the step flushes them
+    (csrc/common.hpp: FlushSubnormals): the three should time alike (~4 us here; 50-95 us
+    before the flush)."""
+    import numpy as np
+
+    from pydl import ops
+
+    n = 2410
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(n, np.float32)
+    grad = (1e-3 * rng.standard_normal(n)).astype(np.float32)
+    v, s = (1e-3 * rng.standard_normal(n)).astype(np.float32), np.full(n, 1e-6, np.float32)
+    if state == "subnormal v and s":
+        grad[:] = 0
+        v[:], s[:] = 5e-39, 5e-39
+    elif state == "gradient 1e-20":
+        grad[:] = 1e-20
+    benchmark.group = f"Adam step, 2410 float32 params ({bench_threads} threads)"
+    benchmark.extra_info.update(threads=bench_threads, state=state)
+    fn = lambda: ops.adam_step(theta, v, s, grad, 1e-3, 0.9, 0.999, 1e-8, 5, check=True)  # noqa: E731
+    assert fn() is True
+    benchmark(fn)

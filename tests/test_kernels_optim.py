@@ -9,6 +9,7 @@ AdamW:    g = grad (no coupling) and theta -= lr w theta_old as well.
 Each test runs 12 steps from the same start and gradient sequence in both.
 """
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -293,3 +294,89 @@ def test_the_check_keeps_a_margin_of_half_the_largest_value(dtype):
         assert ops.sgd_step(th, grad, 1.0, check=True) is verdict
         assert np.isfinite(th).all()
         assert (th[0] == dtype(0.4 * big) - grad[0]) if verdict else np.array_equal(th, theta)
+
+
+# ---- subnormal numbers count as 0 (csrc/optim.cpp: flush_subnormal, FlushSubnormals)
+
+TINY = {np.float32: np.finfo(np.float32).tiny, np.float64: np.finfo(np.float64).tiny}
+x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                              reason="the steps flush subnormals through x86's MXCSR")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("count", [17, 2**19 + 3])  # the last runs on 2 threads
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam"])
+@x86_only
+def test_state_that_decays_below_the_smallest_normal_is_stored_as_zero(name, dtype, count,
+                                                                      threads):
+    """Where the gradient is 0 the state decays geometrically. Stored subnormal, it would
+    make every later step take a ~100-cycle assist per operation on Intel cores."""
+    import pydl
+
+    n_state, call = STEP_KERNELS[name]
+    theta, state, grad = _arrays(name, count, dtype)
+    dead = np.arange(count) % 3 == 0
+    grad[dead] = 0.0
+    theta[dead] = 0.0  # with weight decay the gradient is grad + w*theta: 0 here
+    tiny = TINY[dtype]
+    for k, st in enumerate(state):
+        st[dead] = np.where(np.arange(count)[dead] % 2 == 0, 1.0005 * tiny, 0.5 * tiny)  # normal, subnormal
+    before = [f64(st) for st in state]
+    previous = pydl.get_num_threads()
+    pydl.set_num_threads(threads)
+    try:
+        assert call(theta, state, grad, True)
+    finally:
+        pydl.set_num_threads(previous)
+    for st, st0 in zip(state, before):
+        assert not np.any((st != 0) & (np.abs(st) < tiny)), "a subnormal value was stored"
+        assert np.all(st[dead] == 0)  # beta * 1.0005 tiny is subnormal for beta <= 0.999
+        live = ~dead
+        assert np.all(np.abs(st[live]) > tiny)  # the others are untouched by the flush
+        assert not np.array_equal(st[live], st0[live])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@x86_only
+def test_adam_with_a_gradient_whose_square_is_subnormal_matches_the_reference(dtype):
+    """g = 1e-20 (float32) or 1e-160 (float64): g^2 is below the smallest normal and counts
+    as 0, so s stays 0 and the step is lr * vhat / eps, as in float64 to the last digits."""
+    g0 = 1e-20 if dtype == np.float32 else 1e-160
+    theta = np.ones(64, dtype)
+    v, s = np.zeros(64, dtype), np.zeros(64, dtype)
+    grad = np.full(64, g0, dtype)
+    lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-8
+    assert ops.adam_step(theta, v, s, grad, lr, b1, b2, eps, 1, check=True)
+    v_ref = (1 - b1) * f64(grad)
+    s_ref = (1 - b2) * f64(grad) ** 2  # < tiny: a subnormal (float32) or below it (float64)
+    assert np.all(s_ref < TINY[dtype])
+    theta_ref = 1.0 - lr * (v_ref / (1 - b1)) / (np.sqrt(s_ref / (1 - b2)) + eps)
+    np.testing.assert_array_equal(s, 0)
+    assert_close(v, v_ref, RTOL[dtype])
+    assert_close(theta, theta_ref, RTOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam"])
+def test_the_threads_floating_point_mode_is_restored_after_a_step(name, threads):
+    """Subnormals are flushed only inside the step: afterwards NumPy on the calling thread and
+    a parallel pydl kernel on the OpenMP threads (relu passes a subnormal through unless
+    DAZ reads it as 0) see them again."""
+    import pydl
+
+    n_state, call = STEP_KERNELS[name]
+    count = 2**19 + 3  # parallel on 2 threads
+    theta, state, grad = _arrays(name, count, np.float32)
+    previous = pydl.get_num_threads()
+    pydl.set_num_threads(threads)
+    try:
+        assert call(theta, state, grad, True)
+        half_tiny = np.float32(TINY[np.float32]) * np.float32(0.5)
+        assert half_tiny != 0 and half_tiny < TINY[np.float32]
+        sub = np.full(2**20, half_tiny, np.float32)
+        out = np.empty_like(sub)
+        ops.activation_forward(out, sub, "relu")
+        np.testing.assert_array_equal(out, sub)
+    finally:
+        pydl.set_num_threads(previous)
