@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <initializer_list>
+#include <stdexcept>
 
 #include "blas.hpp"
 #include "kernels.hpp"
@@ -23,13 +24,19 @@ namespace {
 enum class DType { f32, f64 };
 
 // A shape to check against, held without allocating (a training step calls these checks
-// dozens of times): the dims of a braced list, which lives until the end of the call it is
-// an argument of, or of an array.
+// dozens of times): up to 4 dims of a braced list, copied, or an array's (valid while the
+// array lives).
 struct Shape {
+    py::ssize_t own[4] = {0, 0, 0, 0};
     const py::ssize_t* dims;
     std::size_t ndim;
-    Shape(std::initializer_list<py::ssize_t> list) : dims(list.begin()), ndim(list.size()) {}
+    Shape(std::initializer_list<py::ssize_t> list) : dims(own), ndim(list.size()) {
+        if (ndim > 4) throw std::logic_error("Shape: more than 4 dims in a braced list");
+        std::copy(list.begin(), list.end(), own);
+    }
     explicit Shape(const py::array& a) : dims(a.shape()), ndim(std::size_t(a.ndim())) {}
+    Shape(const Shape&) = delete;  // dims may point into own
+    Shape& operator=(const Shape&) = delete;
     bool operator==(const Shape& o) const {
         return ndim == o.ndim && std::equal(dims, dims + ndim, o.dims);
     }

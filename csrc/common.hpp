@@ -134,36 +134,44 @@ inline T activation_grad(T a, T alpha) {
 }
 
 
-// t[0, r) = z[0, r) and t[r, 16) = fill, for r < 16: a short row or a row's tail as one
-// full vector. (Loops of a variable count under 16 ran scalar, and a reduction's epilogue
-// went through the stack: a row of 10 classes took ~100 ns.)
-template <class T>
-inline void tail16(T (&t)[16], const T* z, int r, T fill) {
-    for (int l = 0; l < 16; ++l) t[l] = fill;
-    for (int l = 0; l < r; ++l) t[l] = z[l];
-}
-
+// A row's tail of r < 16 values goes as one 16-lane vector, through a masked load, for float
+// with AVX-512 when r >= 4. (Loops of a variable count under 16 ran scalar, and a
+// reduction's epilogue went through the stack: a row of 10 classes took ~100 ns. A shorter
+// tail, or double, whose exp_vec is std::exp, goes element by element.)
 #ifdef __AVX512F__
-// One masked load: scalar stores read back as a vector miss store forwarding (~20 cycles).
+template <class T>
+constexpr bool kVectorTail = std::is_same_v<T, float>;
+
+// t = z[0, r) then `fill` up to 16; lanes [r, 16) of z are never read.
 inline void tail16(float (&t)[16], const float* z, int r, float fill) {
-    const __mmask16 keep = __mmask16((1u << r) - 1);  // lanes [0, r): never reads z[r, 16)
+    const __mmask16 keep = __mmask16((1u << r) - 1);
     _mm512_storeu_ps(t, _mm512_mask_loadu_ps(_mm512_set1_ps(fill), keep, z));
 }
+#else
+template <class T>
+constexpr bool kVectorTail = false;
+
+template <class T>
+inline void tail16(T (&)[16], const T*, int, T) {}
 #endif
 
-// max_j z[j] over j < n (n >= 1), vectorized. A NaN is the result only in z[0] (then exp of
-// every shifted value is NaN, and so is what uses them).
+// max_j z[j] over j < n (n >= 1), vectorized. A NaN (never the max by this comparison)
+// may be dropped; then exp of the NaN makes the row's sum NaN anyway.
 template <class T>
 inline T row_max(const T* z, int n) {
     T zmax = z[0];
     const int body = n - n % 16;
 #pragma omp simd reduction(max : zmax)
     for (int j = 0; j < body; ++j) zmax = z[j] > zmax ? z[j] : zmax;
-    if (body < n) {
-        T t[16];
-        tail16(t, z + body, n - body, zmax);
-        for (int l = 0; l < 16; ++l) zmax = t[l] > zmax ? t[l] : zmax;
+    if constexpr (kVectorTail<T>) {
+        if (n - body >= 4) {
+            T t[16];
+            tail16(t, z + body, n - body, zmax);
+            for (int l = 0; l < 16; ++l) zmax = t[l] > zmax ? t[l] : zmax;
+            return zmax;
+        }
     }
+    for (int j = body; j < n; ++j) zmax = z[j] > zmax ? z[j] : zmax;
     return zmax;
 }
 
@@ -172,19 +180,24 @@ inline T row_max(const T* z, int n) {
 // order, so that the loops vectorize without reassociating a reduction.
 template <class T>
 inline double exp_shifted_sum(T* __restrict out, const T* __restrict z, int n, T shift) {
-    const int body = n - n % 16;
+    const int body = n - n % 16, r = n - body;
     T lanes[16] = {};
     for (int j = 0; j < body; ++j) out[j] = exp_vec(z[j] - shift);
     for (int j = 0; j < body; j += 16)
         for (int l = 0; l < 16; ++l) lanes[l] += out[j + l];
-    if (body < n) {
-        const int r = n - body;
-        T t[16];
-        tail16(t, z + body, r, shift);
-        for (int l = 0; l < 16; ++l) t[l] = exp_vec(t[l] - shift);
-        for (int l = 0; l < 16; ++l) lanes[l] += l < r ? t[l] : T(0);
-        for (int l = 0; l < r; ++l) out[body + l] = t[l];
+    bool tail_done = false;
+    if constexpr (kVectorTail<T>) {
+        if (r >= 4) {
+            T t[16];
+            tail16(t, z + body, r, shift);
+            for (int l = 0; l < 16; ++l) t[l] = exp_vec(t[l] - shift);
+            for (int l = 0; l < 16; ++l) lanes[l] += l < r ? t[l] : T(0);
+            for (int l = 0; l < r; ++l) out[body + l] = t[l];
+            tail_done = true;
+        }
     }
+    if (!tail_done)
+        for (int l = 0; l < r; ++l) lanes[l] += out[body + l] = exp_vec(z[body + l] - shift);
     double s[8];
     for (int l = 0; l < 8; ++l) s[l] = double(lanes[l]) + double(lanes[l + 8]);
     for (int w = 4; w >= 1; w /= 2)
@@ -231,9 +244,18 @@ inline std::pair<std::ptrdiff_t, std::ptrdiff_t> thread_range(std::ptrdiff_t n, 
     return {b, b + chunk < n ? b + chunk : n};
 }
 
+// The thread count set by pydl.set_num_threads, for every calling thread (0: OpenMP's
+// default). omp_set_num_threads alone sets it for the thread that calls it: a kernel called
+// from another Python thread (a server's, Dask's) would run on the default count.
+inline std::atomic<int>& thread_count() {
+    static std::atomic<int> count{0};
+    return count;
+}
+
 inline int max_threads() {
 #ifdef PYDL_HAVE_OPENMP
-    return omp_get_max_threads();
+    const int n = thread_count().load(std::memory_order_relaxed);
+    return n > 0 ? n : omp_get_max_threads();
 #else
     return 1;
 #endif
@@ -245,12 +267,15 @@ inline int max_threads() {
 // outside the (non-inlined) loops it covers: a call is a point the compiler cannot move
 // arithmetic across. No effect off x86 (ARM cores take subnormals at full speed).
 class FlushSubnormals {
-#if defined(__SSE2__) || defined(_M_X64)
+#if defined(__SSE2__)
     const unsigned saved_ = _mm_getcsr();
 
 public:
     FlushSubnormals() { _mm_setcsr(saved_ | 0x8040u); }  // FTZ (bit 15) | DAZ (bit 6)
     ~FlushSubnormals() { _mm_setcsr(saved_); }
+#else
+public:
+    FlushSubnormals() {}
 #endif
     FlushSubnormals(const FlushSubnormals&) = delete;
     FlushSubnormals& operator=(const FlushSubnormals&) = delete;
@@ -261,8 +286,10 @@ public:
 // scratch buffers, so that no kernel allocates inside a training step once buffers exist.
 // Each thread that calls kernels (they release the GIL, so Python threads may run them at
 // once) keeps one 64-byte-aligned buffer per Scratch slot, grows it to the largest request
-// so far (at least 1.5x at a time) and keeps it for its life; the threads of a parallel
-// region share their caller's. A slot holds what its last user left there. Slots that are
+// so far (at least 1.5x at a time) and keeps it for its life (a batch norm over 65536
+// features on one thread keeps ~16 MB). A kernel takes its buffers before its parallel
+// region, whose threads share them; own_gemm, which runs on each worker of gemm_rows, has
+// each worker's own pack. A slot holds what its last user left there. Slots that are
 // in use at the same time differ: sums (a kernel's per-feature totals), coef (its
 // per-feature coefficients), parts (a reduction's partial sums), pack (own_gemm's panel).
 enum class Scratch : int { sums, coef, parts, pack, count };
@@ -304,7 +331,7 @@ inline T* scratch(Scratch slot, std::size_t count) {
 template <class F>
 inline void in_team(F&& body) {
 #ifdef PYDL_HAVE_OPENMP
-#pragma omp parallel
+#pragma omp parallel num_threads(max_threads())
     body(omp_get_num_threads(), omp_get_thread_num());
 #else
     body(1, 0);

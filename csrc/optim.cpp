@@ -6,8 +6,8 @@
 // On x86 the steps count subnormal numbers as 0, in and out (FlushSubnormals, common.hpp):
 // the state of a parameter whose gradient is 0 (a dead unit, an input feature that is always
 // 0) decays geometrically into the subnormal range, and a subnormal operand or result costs
-// an Intel core an assist of ~100 cycles (Adam over 2410 floats with a subnormal v: 50 us
-// instead of 4; with a gradient of 1e-20, whose square is subnormal: 63 us).
+// an Intel core an assist of ~100 cycles (Adam over 2410 floats with subnormal v or s:
+// 50-95 us instead of 4; with a gradient of 1e-20, whose square is subnormal: 45-63 us).
 //
 // Each returns whether every new value (theta and the state) is finite, with a margin: at
 // most half the largest finite T in magnitude (2x is exact, so 2 * value * 0 is 0 exactly

@@ -15,6 +15,7 @@ void set_omp_threads(int n) {
     set_blas_threads(n);
 #ifdef PYDL_HAVE_OPENMP
     omp_set_num_threads(n);
+    thread_count().store(n);
 #else
     (void)n;
 #endif

@@ -338,8 +338,8 @@ _STEP_RETURNS = """
 
     On x86 the step counts subnormal numbers (below 1.2e-38 in float32) as 0, read and
     written: a parameter whose gradient stays 0 has its state decay into them, and each
-    operation on one costs an Intel core ~100 cycles (Adam over 2410 floats: 50 us instead
-    of 4). The calling thread's floating-point mode is as before afterwards."""
+    operation on one costs an Intel core ~100 cycles (Adam over 2410 floats: 45-95 us
+    instead of 4). The calling thread's floating-point mode is as before afterwards."""
 
 
 def sgd_step(theta, grad, lr, weight_decay=0.0, check=False) -> bool:

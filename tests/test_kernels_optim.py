@@ -296,7 +296,7 @@ def test_the_check_keeps_a_margin_of_half_the_largest_value(dtype):
         assert (th[0] == dtype(0.4 * big) - grad[0]) if verdict else np.array_equal(th, theta)
 
 
-# ---- subnormal numbers count as 0 (csrc/optim.cpp: flush_subnormal, FlushSubnormals)
+# ---- subnormal numbers count as 0 in a step on x86 (csrc/common.hpp: FlushSubnormals)
 
 TINY = {np.float32: np.finfo(np.float32).tiny, np.float64: np.finfo(np.float64).tiny}
 x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
@@ -361,8 +361,9 @@ def test_adam_with_a_gradient_whose_square_is_subnormal_matches_the_reference(dt
 @pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam"])
 def test_the_threads_floating_point_mode_is_restored_after_a_step(name, threads):
     """Subnormals are flushed only inside the step: afterwards NumPy on the calling thread and
-    a parallel pydl kernel on the OpenMP threads (relu passes a subnormal through unless
-    DAZ reads it as 0) see them again."""
+    a parallel pydl kernel on the OpenMP threads see them again. Leaky ReLU with alpha 0.5
+    keeps half a tiny (DAZ would read it as 0) and makes -tiny into a subnormal (FTZ would
+    flush it)."""
     import pydl
 
     n_state, call = STEP_KERNELS[name]
@@ -374,9 +375,12 @@ def test_the_threads_floating_point_mode_is_restored_after_a_step(name, threads)
         assert call(theta, state, grad, True)
         half_tiny = np.float32(TINY[np.float32]) * np.float32(0.5)
         assert half_tiny != 0 and half_tiny < TINY[np.float32]
-        sub = np.full(2**20, half_tiny, np.float32)
-        out = np.empty_like(sub)
-        ops.activation_forward(out, sub, "relu")
-        np.testing.assert_array_equal(out, sub)
+        tiny = np.float32(TINY[np.float32])
+        Z = np.where(np.arange(2**20) % 2 == 0, half_tiny, -tiny).astype(np.float32)
+        out = np.empty_like(Z)
+        ops.activation_forward(out, Z, "leaky_relu", alpha=0.5)  # 2^20 elements: parallel
+        expected = np.where(Z > 0, Z, np.float32(0.5) * Z)
+        assert np.all(expected != 0)
+        np.testing.assert_array_equal(out, expected)
     finally:
         pydl.set_num_threads(previous)

@@ -79,9 +79,14 @@ def training_loop(dtype, steps):
 @pytest.mark.parametrize("kind", list(PANEL_KINDS))
 def test_a_training_step_grows_no_scratch_once_warm(threads, dtype, n_threads, kind):
     pydl.set_num_threads(n_threads)
+
+    def loop():
+        assert pydl.get_num_threads() == n_threads  # the count holds on every thread
+        return training_loop(dtype, steps=5)
+
     with ops._forced_panel_shape(*PANEL_KINDS[kind]):
         before = ops._scratch_growth_count()
-        after_warmup, after_steps = in_new_thread(lambda: training_loop(dtype, steps=5))
+        after_warmup, after_steps = in_new_thread(loop)
     assert after_warmup > before, "the kernels did not take their buffers from scratch"
     assert after_steps == after_warmup, f"{after_steps - after_warmup} growths in 5 steps"
 
