@@ -150,9 +150,6 @@ inline void tail16(float (&t)[16], const float* z, int r, float fill) {
 #else
 template <class T>
 constexpr bool kVectorTail = false;
-
-template <class T>
-inline void tail16(T (&)[16], const T*, int, T) {}
 #endif
 
 // max_j z[j] over j < n (n >= 1), vectorized. A NaN (never the max by this comparison)
@@ -245,7 +242,7 @@ inline std::pair<std::ptrdiff_t, std::ptrdiff_t> thread_range(std::ptrdiff_t n, 
 }
 
 // The thread count set by pydl.set_num_threads, for every calling thread (0: OpenMP's
-// default). omp_set_num_threads alone sets it for the thread that calls it: a kernel called
+// default). omp_set_num_threads would set it for the calling thread only: a kernel called
 // from another Python thread (a server's, Dask's) would run on the default count.
 inline std::atomic<int>& thread_count() {
     static std::atomic<int> count{0};

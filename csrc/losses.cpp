@@ -14,8 +14,8 @@ namespace {
 template <class F>
 double ordered_sum(std::ptrdiff_t n, bool parallel, F&& body) {
 #ifdef PYDL_HAVE_OPENMP
-    if (parallel && n > 1 && max_threads() > 1) {
-        const int nt = max_threads();
+    const int nt = max_threads();
+    if (parallel && n > 1 && nt > 1) {
         double* const part = scratch<double>(Scratch::parts, std::size_t(nt));
         std::fill(part, part + nt, 0.0);
         parallel_for(n, true, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {

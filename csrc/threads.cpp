@@ -11,14 +11,10 @@
 
 namespace pydl {
 
+// One count for every calling thread: the parallel regions ask for it (common.hpp: in_team).
 void set_omp_threads(int n) {
     set_blas_threads(n);
-#ifdef PYDL_HAVE_OPENMP
-    omp_set_num_threads(n);
     thread_count().store(n);
-#else
-    (void)n;
-#endif
 }
 
 int get_omp_threads() { return max_threads(); }

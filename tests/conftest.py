@@ -1,5 +1,6 @@
 """Shared test helpers: tolerances and the float64 reference pieces several suites use."""
 import numpy as np
+import pytest
 from scipy.special import expit
 
 
@@ -79,3 +80,13 @@ def numerical_grad(J, x, eps=1e-6):
         flat[k] = old
         gflat[k] = (jp - jm) / (2 * eps)
     return grad
+
+
+@pytest.fixture
+def restore_threads():
+    """The test may call pydl.set_num_threads: the count it found comes back afterwards."""
+    from pydl import ops
+
+    before = ops.get_num_threads()
+    yield
+    ops.set_num_threads(before)

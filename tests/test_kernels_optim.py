@@ -309,26 +309,20 @@ x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd6
 @pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam"])
 @x86_only
 def test_state_that_decays_below_the_smallest_normal_is_stored_as_zero(name, dtype, count,
-                                                                      threads):
+                                                                      threads, restore_threads):
     """Where the gradient is 0 the state decays geometrically. Stored subnormal, it would
     make every later step take a ~100-cycle assist per operation on Intel cores."""
-    import pydl
-
-    n_state, call = STEP_KERNELS[name]
+    _, call = STEP_KERNELS[name]
     theta, state, grad = _arrays(name, count, dtype)
     dead = np.arange(count) % 3 == 0
     grad[dead] = 0.0
     theta[dead] = 0.0  # with weight decay the gradient is grad + w*theta: 0 here
     tiny = TINY[dtype]
-    for k, st in enumerate(state):
+    for st in state:
         st[dead] = np.where(np.arange(count)[dead] % 2 == 0, 1.0005 * tiny, 0.5 * tiny)  # normal, subnormal
     before = [f64(st) for st in state]
-    previous = pydl.get_num_threads()
-    pydl.set_num_threads(threads)
-    try:
-        assert call(theta, state, grad, True)
-    finally:
-        pydl.set_num_threads(previous)
+    ops.set_num_threads(threads)
+    assert call(theta, state, grad, True)
     for st, st0 in zip(state, before):
         assert not np.any((st != 0) & (np.abs(st) < tiny)), "a subnormal value was stored"
         assert np.all(st[dead] == 0)  # beta * 1.0005 tiny is subnormal for beta <= 0.999
@@ -359,28 +353,23 @@ def test_adam_with_a_gradient_whose_square_is_subnormal_matches_the_reference(dt
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam"])
-def test_the_threads_floating_point_mode_is_restored_after_a_step(name, threads):
+def test_the_threads_floating_point_mode_is_restored_after_a_step(name, threads,
+                                                                  restore_threads):
     """Subnormals are flushed only inside the step: afterwards NumPy on the calling thread and
     a parallel pydl kernel on the OpenMP threads see them again. Leaky ReLU with alpha 0.5
     keeps half a tiny (DAZ would read it as 0) and makes -tiny into a subnormal (FTZ would
     flush it)."""
-    import pydl
-
-    n_state, call = STEP_KERNELS[name]
+    _, call = STEP_KERNELS[name]
     count = 2**19 + 3  # parallel on 2 threads
     theta, state, grad = _arrays(name, count, np.float32)
-    previous = pydl.get_num_threads()
-    pydl.set_num_threads(threads)
-    try:
-        assert call(theta, state, grad, True)
-        half_tiny = np.float32(TINY[np.float32]) * np.float32(0.5)
-        assert half_tiny != 0 and half_tiny < TINY[np.float32]
-        tiny = np.float32(TINY[np.float32])
-        Z = np.where(np.arange(2**20) % 2 == 0, half_tiny, -tiny).astype(np.float32)
-        out = np.empty_like(Z)
-        ops.activation_forward(out, Z, "leaky_relu", alpha=0.5)  # 2^20 elements: parallel
-        expected = np.where(Z > 0, Z, np.float32(0.5) * Z)
-        assert np.all(expected != 0)
-        np.testing.assert_array_equal(out, expected)
-    finally:
-        pydl.set_num_threads(previous)
+    ops.set_num_threads(threads)
+    assert call(theta, state, grad, True)
+    half_tiny = np.float32(TINY[np.float32]) * np.float32(0.5)
+    assert half_tiny != 0 and half_tiny < TINY[np.float32]
+    tiny = np.float32(TINY[np.float32])
+    Z = np.where(np.arange(2**20) % 2 == 0, half_tiny, -tiny).astype(np.float32)
+    out = np.empty_like(Z)
+    ops.activation_forward(out, Z, "leaky_relu", alpha=0.5)  # 2^20 elements: parallel
+    expected = np.where(Z > 0, Z, np.float32(0.5) * Z)
+    assert np.all(expected != 0)
+    np.testing.assert_array_equal(out, expected)

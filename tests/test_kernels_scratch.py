@@ -40,13 +40,6 @@ def in_new_thread(fn):
     return out["value"]
 
 
-@pytest.fixture
-def threads():
-    before = pydl.get_num_threads()
-    yield
-    pydl.set_num_threads(before)
-
-
 def training_loop(dtype, steps):
     """A model whose step runs every kernel that uses scratch: dense backward with a bias
     (its sums), batch norm over 256 x 2048 (large enough for the threads and the panels;
@@ -77,7 +70,7 @@ def training_loop(dtype, steps):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("kind", list(PANEL_KINDS))
-def test_a_training_step_grows_no_scratch_once_warm(threads, dtype, n_threads, kind):
+def test_a_training_step_grows_no_scratch_once_warm(restore_threads, dtype, n_threads, kind):
     pydl.set_num_threads(n_threads)
 
     def loop():
@@ -91,7 +84,7 @@ def test_a_training_step_grows_no_scratch_once_warm(threads, dtype, n_threads, k
     assert after_steps == after_warmup, f"{after_steps - after_warmup} growths in 5 steps"
 
 
-def test_a_new_thread_gets_its_own_buffers(threads):
+def test_a_new_thread_gets_its_own_buffers(restore_threads):
     pydl.set_num_threads(1)
     rng = np.random.default_rng(1)
     Z = rng.standard_normal((64, 300)).astype(np.float32)
@@ -108,7 +101,7 @@ def test_a_new_thread_gets_its_own_buffers(threads):
     assert ops._scratch_growth_count() > warm  # the new thread's own, not this one's
 
 
-def test_softmax_cost_ignores_a_previous_calls_partial_sums(threads):
+def test_softmax_cost_ignores_a_previous_calls_partial_sums(restore_threads):
     """The cost is summed from one partial per thread. On 3 threads a batch of 49 rows goes
     out in ranges of 32 (rounded to 16s), so thread 2 gets no rows: its slot must count 0,
     not what a larger batch left there."""
@@ -127,7 +120,7 @@ def test_softmax_cost_ignores_a_previous_calls_partial_sums(threads):
 
 
 @pytest.mark.parametrize("kind", list(PANEL_KINDS))
-def test_batchnorm_gives_the_same_bits_after_other_sizes(threads, kind):
+def test_batchnorm_gives_the_same_bits_after_other_sizes(restore_threads, kind):
     """A reused buffer holds the last call's sums: a call after wider and narrower ones
     returns the bits of the same call on a fresh thread."""
     pydl.set_num_threads(2)

@@ -149,24 +149,20 @@ def test_set_num_threads_sets_openmp_and_blas():
         assert _blas_threads() and all(t == n for t in _blas_threads())
 
 
-def test_set_num_threads_holds_for_kernels_called_from_other_threads():
+def test_set_num_threads_holds_for_kernels_called_from_other_threads(restore_threads):
     """OpenMP keeps a thread count per calling thread: without pydl's own, a kernel called
     from another Python thread (a server's, Dask's) would run on the default count (the
     kernels' parallel regions ask for the count get_num_threads returns)."""
     import threading
 
-    old = ops.get_num_threads()
     seen = {}
 
     def worker():
         seen["threads"] = ops.get_num_threads()
 
-    try:
-        for n in (1, 3):
-            ops.set_num_threads(n)
-            t = threading.Thread(target=worker)
-            t.start()
-            t.join()
-            assert seen["threads"] == n
-    finally:
-        ops.set_num_threads(old)
+    for n in (1, 3):
+        ops.set_num_threads(n)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen["threads"] == n
