@@ -470,6 +470,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_panel_shape", &pydl::get_panel_shape);
     m.def("force_panel_shape", &pydl::force_panel_shape, "bytes"_a, "prefetch"_a, "by_columns"_a);
     m.def("scratch_growth_count", &pydl::scratch_growth_count);
+    m.def("fail_scratch_growths", &pydl::fail_scratch_growths, "count"_a);
 #ifdef PYDL_HAVE_OPENMP
     m.attr("has_openmp") = true;
 #else

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <new>
 #include <string>
@@ -297,6 +298,13 @@ inline std::atomic<long long>& scratch_growths() {
     return count;
 }
 
+// For tests: this many of the next growths, on any thread, throw std::bad_alloc as if the
+// allocation had failed (a worker thread's failure must reach Python as MemoryError).
+inline std::atomic<int>& scratch_failures() {
+    static std::atomic<int> count{0};
+    return count;
+}
+
 inline void* scratch_bytes(Scratch slot, std::size_t bytes) {
     struct Buffer {
         void* data = nullptr;
@@ -307,6 +315,8 @@ inline void* scratch_bytes(Scratch slot, std::size_t bytes) {
     Buffer& b = buffers[int(slot)];
     if (bytes > b.bytes) {
         const std::size_t grown = std::max(bytes, b.bytes + b.bytes / 2);
+        for (int left = scratch_failures().load(); left > 0;)
+            if (scratch_failures().compare_exchange_weak(left, left - 1)) throw std::bad_alloc();
         void* data = ::operator new(grown, std::align_val_t(64));  // may throw bad_alloc
         ::operator delete(b.data, std::align_val_t(64));
         b.data = data;
@@ -324,12 +334,25 @@ inline T* scratch(Scratch slot, std::size_t count) {
 }
 
 // Runs body(nt, id) on each of the nt threads of a parallel region (once, as (1, 0),
-// without OpenMP).
+// without OpenMP). An exception thrown by body on any thread (std::bad_alloc from a
+// worker's scratch) is rethrown on the calling thread after the region, the first one if
+// several threads throw: leaving an OpenMP region by an exception would terminate the
+// process. A body that meets its team at a barrier (panel_passes) must not throw between
+// barriers; those bodies take no memory.
 template <class F>
 inline void in_team(F&& body) {
 #ifdef PYDL_HAVE_OPENMP
+    std::exception_ptr error;
+    std::atomic<bool> failed{false};
 #pragma omp parallel num_threads(max_threads())
-    body(omp_get_num_threads(), omp_get_thread_num());
+    {
+        try {
+            body(omp_get_num_threads(), omp_get_thread_num());
+        } catch (...) {
+            if (!failed.exchange(true)) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
 #else
     body(1, 0);
 #endif

@@ -93,5 +93,8 @@ std::tuple<int, bool, bool> get_panel_shape();
 int force_panel_shape(int bytes, bool prefetch, bool by_columns);
 // How many times a kernel's scratch buffer has grown (common.hpp: scratch), over all threads.
 long long scratch_growth_count();
+// For tests: the next `count` scratch growths throw std::bad_alloc; returns the count left
+// over from before.
+int fail_scratch_growths(int count);
 
 }  // namespace pydl

@@ -37,4 +37,9 @@ int force_panel_shape(int bytes, bool prefetch, bool by_columns) {
 
 long long scratch_growth_count() { return scratch_growths().load(); }
 
+int fail_scratch_growths(int count) {
+    if (count < 0) throw std::invalid_argument("count: must be >= 0");
+    return scratch_failures().exchange(count);
+}
+
 }  // namespace pydl

@@ -490,6 +490,17 @@ def _scratch_growth_count() -> int:
     return int(_core.scratch_growth_count())
 
 
+@contextlib.contextmanager
+def _failing_scratch_growths(count: int):
+    """For tests: within the block the next ``count`` scratch growths, on any thread, fail
+    as an exhausted memory would (the kernel raises MemoryError); disarmed on leaving."""
+    _core.fail_scratch_growths(int(count))
+    try:
+        yield
+    finally:
+        _core.fail_scratch_growths(0)
+
+
 def batchnorm_panel_shape() -> tuple:
     """(bytes, prefetch, by_columns): batch norm's training kernels pass over a large batch
     on several threads one column panel of ``bytes`` bytes of each row at a time, prefetching

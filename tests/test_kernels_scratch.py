@@ -4,6 +4,8 @@ per-thread scratch buffers that grow only for a larger call, and what a buffer h
 never leaks into a result."""
 import pathlib
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -147,6 +149,61 @@ def test_batchnorm_gives_the_same_bits_after_other_sizes(restore_threads, kind):
         reused = bn(512, 3000)
     for a, b in zip(fresh, reused):
         np.testing.assert_array_equal(a, b)
+
+
+# In a new process, so that no thread has a packed panel yet and a regression (an exception
+# leaving an OpenMP region terminates the process) fails this test instead of ending pytest.
+_WORKER_OOM = """
+import numpy as np, pydl
+from pydl import ops
+pydl.set_num_threads(2)
+rng = np.random.default_rng(0)
+A_prev, W = rng.standard_normal((256, 300)), rng.standard_normal((200, 300))
+b = rng.standard_normal(200)
+A = np.full((256, 200), 7.0)
+with ops._failing_scratch_growths(2):  # both threads' first pack (own_gemm, gemm_rows)
+    try:
+        ops.dense_forward(A, A_prev, W, b, activation="relu", batch_invariant=True)
+        print("no error")
+    except MemoryError:
+        print("MemoryError")
+ops.dense_forward(A, A_prev, W, b, activation="relu", batch_invariant=True)
+np.testing.assert_allclose(A, np.maximum(A_prev @ W.T + b, 0.0), rtol=1e-12, atol=1e-12)
+print("then right")
+"""
+
+
+@pytest.mark.skipif(not (ops.has_own_gemm and ops.has_openmp),
+                    reason="no parallel region takes scratch memory in this build")
+def test_a_failed_allocation_on_a_worker_thread_raises_memoryerror():
+    """own_gemm packs its panel in each worker's scratch inside the parallel region; an
+    allocation that fails there raises MemoryError on the caller (it used to terminate
+    the interpreter), and the next call, with memory, computes the right product."""
+    r = subprocess.run([sys.executable, "-c", _WORKER_OOM], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    assert r.stdout.split() == ["MemoryError", "then", "right"]
+
+
+def test_a_failed_allocation_on_the_calling_thread_raises_memoryerror(restore_threads):
+    """Batch norm takes its sums before its parallel region: MemoryError, and the same
+    call then succeeds with the float64 reference's statistics."""
+    pydl.set_num_threads(2)
+    rng = np.random.default_rng(1)
+    Z = rng.standard_normal((64, 300)) * 3 + 1
+    out = np.empty_like(Z)
+    mean, invstd = np.empty(300), np.empty(300)
+    one, zero = np.ones(300), np.zeros(300)
+
+    def run():
+        with ops._failing_scratch_growths(1):
+            with pytest.raises(MemoryError):
+                ops.batchnorm_forward_train(out, mean, invstd, None, None, Z, one, zero)
+        ops.batchnorm_forward_train(out, mean, invstd, None, None, Z, one, zero)
+
+    in_new_thread(run)  # a new thread: its buffers must grow
+    np.testing.assert_allclose(mean, Z.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(Z.var(axis=0) + 1e-5), rtol=1e-12)
 
 
 def test_kernel_sources_allocate_only_through_scratch():
