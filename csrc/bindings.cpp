@@ -107,6 +107,36 @@ py::ssize_t nonempty_size(const py::array& a, const char* name) {
 
 Shape shape_of(const py::array& a) { return Shape(a); }
 
+// The memory of one checked argument: `count` T's from p (p null: an absent optional).
+struct Mem {
+    const char* name;
+    std::uintptr_t at;
+    std::size_t bytes;
+    template <class T>
+    Mem(const char* name_, const T* p, py::ssize_t count)
+        : name(name_), at(reinterpret_cast<std::uintptr_t>(p)),
+          bytes(p == nullptr ? 0 : std::size_t(count) * sizeof(T)) {}
+};
+
+bool overlap(const Mem& a, const Mem& b) {
+    return a.bytes > 0 && b.bytes > 0 && a.at < b.at + b.bytes && b.at < a.at + a.bytes;
+}
+
+// An output must not share memory with another argument: the result would depend on the
+// order of the kernel's loads and stores (and, threaded, on timing).
+void disjoint(const Mem& out, std::initializer_list<Mem> others) {
+    for (const Mem& o : others)
+        if (overlap(out, o))
+            throw py::value_error(std::string(out.name) + " must not overlap " + o.name);
+}
+
+// An elementwise kernel may also write in place: out exactly `in` (the same array memory).
+void same_or_disjoint(const Mem& out, const Mem& in) {
+    if (overlap(out, in) && !(out.at == in.at && out.bytes == in.bytes))
+        throw py::value_error(std::string(out.name) + " must be " + in.name +
+                              " itself (in place) or not overlap it");
+}
+
 Activation activation_of(int act) {
     if (act < 0 || act > 4) throw py::value_error("activation must be a code in 0..4");
     return Activation(act);
@@ -132,6 +162,9 @@ void dense_forward(py::array A, py::array A_prev, py::array W, py::object b, int
         const T* pW = checked<T>(W, "W", {n_out, n_in}, false);
         const T* pb = checked_opt<T>(b, "b", {n_out}, false);
         T* pA = checked<T>(A, "A", {m, n_out}, true);
+        disjoint({"A", pA, py::ssize_t(m) * n_out},
+                 {{"A_prev", pX, py::ssize_t(m) * n_in}, {"W", pW, py::ssize_t(n_out) * n_in},
+                  {"b", pb, n_out}});
         py::gil_scoped_release nogil;
         pydl::dense_forward<T>(pA, pX, pW, pb, m, n_in, n_out, a, T(alpha), batch_invariant);
     });
@@ -151,6 +184,15 @@ void dense_backward(py::object dA_prev, py::array dW, py::object db, py::array d
         T* pdW = checked<T>(dW, "dW", {n_out, n_in}, true);
         T* pdb = checked_opt<T>(db, "db", {n_out}, true);
         T* pdX = checked_opt<T>(dA_prev, "dA_prev", {m, n_in}, true);
+        const py::ssize_t mi = py::ssize_t(m) * n_in, mo = py::ssize_t(m) * n_out;
+        const py::ssize_t oi = py::ssize_t(n_out) * n_in;
+        const Mem X{"A_prev", pX, mi}, Wm{"W", pW, oi}, Am{"A", pA, mo};
+        const Mem dZm{"dZ", pdZ, mo}, dWm{"dW", pdW, oi}, dbm{"db", pdb, n_out};
+        const Mem dXm{"dA_prev", pdX, mi};
+        disjoint(dZm, {X, Wm, Am});
+        disjoint(dWm, {X, Wm, Am, dZm});
+        disjoint(dbm, {X, Wm, Am, dZm, dWm});
+        disjoint(dXm, {X, Wm, Am, dZm, dWm, dbm});
         py::gil_scoped_release nogil;
         pydl::dense_backward<T>(pdX, pdW, pdb, pdZ, pA, pX, pW, m, n_in, n_out, a, T(alpha), T(l2),
                                 T(l1));
@@ -164,6 +206,7 @@ void activation_forward(py::array A, py::array Z, int act, double alpha) {
         using T = decltype(t);
         const T* pZ = checked<T>(Z, "Z", shape_of(Z), false);
         T* pA = checked<T>(A, "A", shape_of(Z), true);
+        same_or_disjoint({"A", pA, count}, {"Z", pZ, count});
         py::gil_scoped_release nogil;
         pydl::activation_forward<T>(pA, pZ, count, a, T(alpha));
     });
@@ -177,6 +220,8 @@ void activation_backward(py::array dZ, py::array dA, py::array A, int act, doubl
         const T* pAo = checked<T>(A, "A", shape_of(A), false);
         const T* pdA = checked<T>(dA, "dA", shape_of(A), false);
         T* pdZ = checked<T>(dZ, "dZ", shape_of(A), true);
+        same_or_disjoint({"dZ", pdZ, count}, {"dA", pdA, count});
+        same_or_disjoint({"dZ", pdZ, count}, {"A", pAo, count});
         py::gil_scoped_release nogil;
         pydl::activation_backward<T>(pdZ, pdA, pAo, count, a, T(alpha));
     });
@@ -213,6 +258,15 @@ void batchnorm_forward_train(py::array out, py::array mean, py::array invstd,
         const T* pZ = checked<T>(Z, "Z", {m, n}, false);
         const T* pg = checked<T>(gamma, "gamma", {n}, false);
         const T* pb = checked<T>(beta, "beta", {n}, false);
+        const py::ssize_t mn = py::ssize_t(m) * n;
+        const Mem Zm{"Z", pZ, mn}, gm{"gamma", pg, n}, bm{"beta", pb, n};
+        const Mem outm{"out", pout, mn}, mum{"mean", pmu, n}, invm{"invstd", pinv, n};
+        const Mem rmm{"running_mean", prm, n}, rvm{"running_var", prv, n};
+        disjoint(outm, {Zm, gm, bm});
+        disjoint(mum, {Zm, gm, bm, outm});
+        disjoint(invm, {Zm, gm, bm, outm, mum});
+        disjoint(rmm, {Zm, gm, bm, outm, mum, invm});
+        disjoint(rvm, {Zm, gm, bm, outm, mum, invm, rmm});
         py::gil_scoped_release nogil;
         pydl::batchnorm_forward_train<T>(pout, pmu, pinv, prm, prv, pZ, pg, pb, m, n,
                                          T(momentum), T(eps), a, T(alpha));
@@ -232,6 +286,11 @@ void batchnorm_forward_eval(py::array out, py::array Z, py::array gamma, py::arr
         const T* pb = checked<T>(beta, "beta", {n}, false);
         const T* prm = checked<T>(running_mean, "running_mean", {n}, false);
         const T* prv = checked<T>(running_var, "running_var", {n}, false);
+        const py::ssize_t mn = py::ssize_t(m) * n;
+        const Mem outm{"out", pout, mn};
+        same_or_disjoint(outm, {"Z", pZ, mn});
+        disjoint(outm, {{"gamma", pg, n}, {"beta", pb, n}, {"running_mean", prm, n},
+                        {"running_var", prv, n}});
         py::gil_scoped_release nogil;
         pydl::batchnorm_forward_eval<T>(pout, pZ, pg, pb, prm, prv, m, n, T(eps), a, T(alpha));
     });
@@ -253,6 +312,14 @@ void batchnorm_backward(py::array dZ, py::array dgamma, py::array dbeta, py::arr
         const T* pg = checked<T>(gamma, "gamma", {n}, false);
         const T* pmu = checked<T>(mean, "mean", {n}, false);
         const T* pinv = checked<T>(invstd, "invstd", {n}, false);
+        const py::ssize_t mn = py::ssize_t(m) * n;
+        const Mem om{"out", po, mn}, Zm{"Z", pZ, mn}, gm{"gamma", pg, n}, mum{"mean", pmu, n};
+        const Mem invm{"invstd", pinv, n}, dZm{"dZ", pdZ, mn}, dom{"dout", pdo, mn};
+        const Mem dgm{"dgamma", pdg, n}, dbm{"dbeta", pdb, n};
+        same_or_disjoint(dZm, dom);
+        disjoint(dZm, {om, Zm, gm, mum, invm});
+        disjoint(dgm, {om, Zm, gm, mum, invm, dZm, dom});
+        disjoint(dbm, {om, Zm, gm, mum, invm, dZm, dom, dgm});
         py::gil_scoped_release nogil;
         pydl::batchnorm_backward<T>(pdZ, pdg, pdb, pdo, po, pZ, pg, pmu, pinv, m, n, a, T(alpha));
     });
@@ -275,6 +342,8 @@ double softmax_cross_entropy(py::object dZ, py::array Z, py::object labels, py::
         T* pdZ = checked_opt<T>(dZ, "dZ", {m, C}, true);
         const T* pZ = checked<T>(Z, "Z", {m, C}, false);
         const T* pY = checked_opt<T>(Y, "Y", {m, C}, false);
+        const py::ssize_t mc = py::ssize_t(m) * C;
+        disjoint({"dZ", pdZ, mc}, {{"Z", pZ, mc}, {"Y", pY, mc}, {"labels", pl, m}});
         int64_t bad = 0;
         double cost;
         {
@@ -294,6 +363,7 @@ void softmax(py::array P, py::array Z) {
         using T = decltype(t);
         T* pP = checked<T>(P, "P", {m, C}, true);
         const T* pZ = checked<T>(Z, "Z", {m, C}, false);
+        same_or_disjoint({"P", pP, py::ssize_t(m) * C}, {"Z", pZ, py::ssize_t(m) * C});
         py::gil_scoped_release nogil;
         pydl::softmax<T>(pP, pZ, m, C);
     });
@@ -308,6 +378,7 @@ double sigmoid_cross_entropy(py::object dZ, py::array Z, py::array Y) {
         T* pdZ = checked_opt<T>(dZ, "dZ", shape_of(Z), true);
         const T* pZ = checked<T>(Z, "Z", shape_of(Z), false);
         const T* pY = checked<T>(Y, "Y", shape_of(Z), false);
+        disjoint({"dZ", pdZ, count}, {{"Z", pZ, count}, {"Y", pY, count}});
         py::gil_scoped_release nogil;
         return pydl::sigmoid_cross_entropy<T>(pdZ, pZ, pY, count, m);
     });
@@ -320,6 +391,7 @@ double mean_squared_error(py::object dZ, py::array Yhat, py::array Y) {
         T* pdZ = checked_opt<T>(dZ, "dZ", shape_of(Yhat), true);
         const T* pYh = checked<T>(Yhat, "Yhat", shape_of(Yhat), false);
         const T* pY = checked<T>(Y, "Y", shape_of(Yhat), false);
+        disjoint({"dZ", pdZ, count}, {{"Yhat", pYh, count}, {"Y", pY, count}});
         py::gil_scoped_release nogil;
         return pydl::mean_squared_error<T>(pdZ, pYh, pY, count);
     });
@@ -340,6 +412,7 @@ void dropout_forward(py::array out, py::array A, uint64_t seed, uint64_t step, u
         using T = decltype(t);
         T* po = checked<T>(out, "out", shape_of(A), true);
         const T* pA = checked<T>(A, "A", shape_of(A), false);
+        same_or_disjoint({"out", po, count}, {"A", pA, count});
         py::gil_scoped_release nogil;
         pydl::dropout_forward<T>(po, pA, count, seed, step, layer, keep_prob);
     });
@@ -353,6 +426,7 @@ void dropout_backward(py::array dA, py::array dout, uint64_t seed, uint64_t step
         using T = decltype(t);
         T* pdA = checked<T>(dA, "dA", shape_of(dout), true);
         const T* pdo = checked<T>(dout, "dout", shape_of(dout), false);
+        same_or_disjoint({"dA", pdA, count}, {"dout", pdo, count});
         py::gil_scoped_release nogil;
         pydl::dropout_backward<T>(pdA, pdo, count, seed, step, layer, keep_prob);
     });
@@ -367,6 +441,7 @@ bool sgd_step(py::array theta, py::array grad, double lr, double wd, bool check)
         using T = decltype(t);
         T* p = checked<T>(theta, "theta", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
+        disjoint({"theta", p, count}, {{"grad", g, count}});
         py::gil_scoped_release nogil;
         finite = pydl::sgd_step<T>(p, g, count, T(lr), T(wd), check);
     });
@@ -382,6 +457,8 @@ bool momentum_step(py::array theta, py::array v, py::array grad, double lr, doub
         T* p = checked<T>(theta, "theta", {count}, true);
         T* pv = checked<T>(v, "v", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
+        disjoint({"theta", p, count}, {{"v", pv, count}, {"grad", g, count}});
+        disjoint({"v", pv, count}, {{"grad", g, count}});
         py::gil_scoped_release nogil;
         finite = pydl::momentum_step<T>(p, pv, g, count, T(lr), beta, nesterov, T(wd), check);
     });
@@ -397,6 +474,8 @@ bool rmsprop_step(py::array theta, py::array s, py::array grad, double lr, doubl
         T* p = checked<T>(theta, "theta", {count}, true);
         T* ps = checked<T>(s, "s", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
+        disjoint({"theta", p, count}, {{"s", ps, count}, {"grad", g, count}});
+        disjoint({"s", ps, count}, {{"grad", g, count}});
         py::gil_scoped_release nogil;
         finite = pydl::rmsprop_step<T>(p, ps, g, count, T(lr), beta, T(eps), T(wd), check);
     });
@@ -414,6 +493,9 @@ bool adam_step(py::array theta, py::array v, py::array s, py::array grad, double
         T* pv = checked<T>(v, "v", {count}, true);
         T* ps = checked<T>(s, "s", {count}, true);
         const T* g = checked<T>(grad, "grad", {count}, false);
+        disjoint({"theta", p, count}, {{"v", pv, count}, {"s", ps, count}, {"grad", g, count}});
+        disjoint({"v", pv, count}, {{"s", ps, count}, {"grad", g, count}});
+        disjoint({"s", ps, count}, {{"grad", g, count}});
         py::gil_scoped_release nogil;
         finite = pydl::adam_step<T>(p, pv, ps, g, count, T(lr), beta1, beta2, T(eps), step, T(wd),
                                     decoupled, check);

@@ -339,12 +339,15 @@ inline T* scratch(Scratch slot, std::size_t count) {
 // several threads throw: leaving an OpenMP region by an exception would terminate the
 // process. A body that meets its team at a barrier (panel_passes) must not throw between
 // barriers; those bodies take no memory.
+// A kernel that sizes per-thread memory by the thread count passes the count it read,
+// `threads`: the team has at most that many threads even if pydl.set_num_threads changes
+// the count meanwhile (from another Python thread).
 template <class F>
-inline void in_team(F&& body) {
+inline void in_team(int threads, F&& body) {
 #ifdef PYDL_HAVE_OPENMP
     std::exception_ptr error;
     std::atomic<bool> failed{false};
-#pragma omp parallel num_threads(max_threads())
+#pragma omp parallel num_threads(threads)
     {
         try {
             body(omp_get_num_threads(), omp_get_thread_num());
@@ -354,8 +357,14 @@ inline void in_team(F&& body) {
     }
     if (error) std::rethrow_exception(error);
 #else
+    (void)threads;
     body(1, 0);
 #endif
+}
+
+template <class F>
+inline void in_team(F&& body) {
+    in_team(max_threads(), std::forward<F>(body));
 }
 
 // Runs body(begin, end) over [0, n) split into one contiguous range per thread when
@@ -800,8 +809,9 @@ inline void split_passes(int m, int n, const void* align, std::size_t itemsize,
     const std::ptrdiff_t lines = (n - head + line - 1) / line;  // after the head
     const std::ptrdiff_t stride = width + line;  // the first panel has the head more
     const std::size_t per_thread = std::size_t(nchunks + 1) * K * stride;  // + the totals
-    double* const parts = scratch<double>(Scratch::parts, std::size_t(max_threads()) * per_thread);
-    in_team([&](int nt, int id) {
+    const int threads = max_threads();  // read once: parts has room for this many
+    double* const parts = scratch<double>(Scratch::parts, std::size_t(threads) * per_thread);
+    in_team(threads, [&](int nt, int id) {
         // this thread's columns [c0, c1): whole lines; the head goes to thread 0
         auto cut = [&](int t) {
             return t == 0 ? std::ptrdiff_t(0)

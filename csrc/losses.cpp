@@ -14,15 +14,16 @@ namespace {
 template <class F>
 double ordered_sum(std::ptrdiff_t n, bool parallel, F&& body) {
 #ifdef PYDL_HAVE_OPENMP
-    const int nt = max_threads();
-    if (parallel && n > 1 && nt > 1) {
-        double* const part = scratch<double>(Scratch::parts, std::size_t(nt));
-        std::fill(part, part + nt, 0.0);
-        parallel_for(n, true, [&](std::ptrdiff_t lo, std::ptrdiff_t hi) PYDL_NOINLINE {
-            part[omp_get_thread_num()] = body(lo, hi);
+    const int threads = max_threads();  // read once: part has room for this many
+    if (parallel && n > 1 && threads > 1) {
+        double* const part = scratch<double>(Scratch::parts, std::size_t(threads));
+        std::fill(part, part + threads, 0.0);
+        in_team(threads, [&](int nt, int id) PYDL_NOINLINE {
+            const auto [lo, hi] = thread_range(n, nt, id);
+            if (lo < hi) part[id] = body(lo, hi);
         });
         double sum = 0.0;
-        for (int t = 0; t < nt; ++t) sum += part[t];
+        for (int t = 0; t < threads; ++t) sum += part[t];
         return sum;
     }
 #endif

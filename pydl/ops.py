@@ -8,12 +8,16 @@ Kernels release the GIL.
 
 Shapes: m = batch size, n_in = input features, n_out = output features, n = features,
 C = classes. Row-major; weights ``W`` are (n_out, n_in). Outputs come first, as in the
-kernels; a function whose docstring says "in place" overwrites that argument.
+kernels; a function whose docstring says "in place" overwrites that argument. An output
+never shares memory with another argument (ValueError) unless it is that argument itself
+where the kernel works in place: activations, dropout, softmax and batch norm's
+evaluation forward elementwise, batch norm's backward over dout.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -51,7 +55,10 @@ def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=Fa
     if type(value) is not float:  # fast path: plain floats skip the ABC checks
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.floating, np.integer)):
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond float's range
+            raise ValueError(f"{name} must be finite, got an integer of {value.bit_length()} bits") from None
     if (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi) \
             and value - value == 0.0:
         return value
@@ -60,6 +67,30 @@ def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=Fa
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
     raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value}")
+
+
+def _bool(name: str, value) -> bool:
+    """A bool (or NumPy bool); any other truthy value is refused rather than taken as True."""
+    if value is True or value is False or isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+# eps as the kernels see it: a normal number of the arrays' dtype. A smaller one is 0 there
+# (it rounds to 0 in float32, or the optimizer steps count a subnormal as 0), and 0 gives
+# 0/0 where a gradient or a variance is 0; a larger one is inf in float32.
+_EPS_RANGE = {np.dtype(t): (float(np.finfo(t).tiny), float(np.finfo(t).max))
+              for t in (np.float32, np.float64)}
+
+
+def _eps(value, like) -> float:
+    """eps > 0 (float), within the normal range of ``like``'s dtype when that is float32/64."""
+    eps = _real("eps", value, 0.0, lo_open=True)
+    lim = _EPS_RANGE.get(getattr(like, "dtype", None))
+    if lim is not None and not lim[0] <= eps <= lim[1]:
+        raise ValueError(f"eps must be in [{lim[0]:.4g}, {lim[1]:.4g}] for {like.dtype} arrays "
+                         f"(a normal number: smaller ones act as 0), got {eps}")
+    return eps
 
 
 def _int(name: str, value, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -116,10 +147,9 @@ def dense_forward(A, A_prev, W, b=None, activation="identity", alpha=0.01,
     the BLAS, whose bits may depend on m.
     """
     code, alpha = activation_code(activation), _alpha(activation, alpha)
-    if not isinstance(batch_invariant, (bool, np.bool_)):
-        raise TypeError(f"batch_invariant must be a bool, got {type(batch_invariant).__name__}")
+    batch_invariant = _bool("batch_invariant", batch_invariant)
     try:
-        _core.dense_forward(A, A_prev, W, b, code, alpha, bool(batch_invariant))
+        _core.dense_forward(A, A_prev, W, b, code, alpha, batch_invariant)
     except TypeError:
         _name_non_array(("b",), A=A, A_prev=A_prev, W=W, b=b)
         raise
@@ -196,10 +226,8 @@ def batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gam
     must stay unchanged until then (and out must not be Z).
     """
     momentum = _real("momentum", momentum, 0.0, 1.0)
-    eps = _real("eps", eps, 0.0, lo_open=True)
+    eps = _eps(eps, Z)
     code, alpha = activation_code(activation), _alpha(activation, alpha)
-    if isinstance(out, np.ndarray) and isinstance(Z, np.ndarray) and np.may_share_memory(out, Z):
-        raise ValueError("out must not overlap Z: batchnorm_backward reads Z again")
     try:
         _core.batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gamma,
                                       beta, momentum, eps, code, alpha)
@@ -214,7 +242,7 @@ def batchnorm_forward_train(out, mean, invstd, running_mean, running_var, Z, gam
 def batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var, eps=1e-5,
                            activation="identity", alpha=0.01):
     """out = g(gamma * (Z - running_mean) / sqrt(running_var + eps) + beta), (m, n)."""
-    eps = _real("eps", eps, 0.0, lo_open=True)
+    eps = _eps(eps, Z)
     code, alpha = activation_code(activation), _alpha(activation, alpha)
     try:
         _core.batchnorm_forward_eval(out, Z, gamma, beta, running_mean, running_var, eps, code,
@@ -346,7 +374,7 @@ def sgd_step(theta, grad, lr, weight_decay=0.0, check=False) -> bool:
     """theta -= lr * (grad + weight_decay * theta). theta, grad (P,)."""
     lr, weight_decay = _real("lr", lr, 0.0), _real("weight_decay", weight_decay, 0.0)
     try:
-        return bool(_core.sgd_step(theta, grad, lr, weight_decay, bool(check)))
+        return bool(_core.sgd_step(theta, grad, lr, weight_decay, _bool("check", check)))
     except TypeError:
         _name_non_array(theta=theta, grad=grad)
         raise
@@ -359,8 +387,8 @@ def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0
     lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
     weight_decay = _real("weight_decay", weight_decay, 0.0)
     try:
-        return bool(_core.momentum_step(theta, v, grad, lr, beta, bool(nesterov), weight_decay,
-                                        bool(check)))
+        return bool(_core.momentum_step(theta, v, grad, lr, beta, _bool("nesterov", nesterov),
+                                        weight_decay, _bool("check", check)))
     except TypeError:
         _name_non_array(theta=theta, v=v, grad=grad)
         raise
@@ -369,9 +397,10 @@ def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0
 def rmsprop_step(theta, s, grad, lr, beta=0.9, eps=1e-8, weight_decay=0.0, check=False) -> bool:
     """s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps). theta, s, grad (P,)."""
     lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
-    eps, weight_decay = _real("eps", eps, 0.0, lo_open=True), _real("weight_decay", weight_decay, 0.0)
+    eps, weight_decay = _eps(eps, theta), _real("weight_decay", weight_decay, 0.0)
     try:
-        return bool(_core.rmsprop_step(theta, s, grad, lr, beta, eps, weight_decay, bool(check)))
+        return bool(_core.rmsprop_step(theta, s, grad, lr, beta, eps, weight_decay,
+                                       _bool("check", check)))
     except TypeError:
         _name_non_array(theta=theta, s=s, grad=grad)
         raise
@@ -387,11 +416,11 @@ def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, dec
     lr = _real("lr", lr, 0.0)
     beta1 = _real("beta1", beta1, 0.0, 1.0, hi_open=True)
     beta2 = _real("beta2", beta2, 0.0, 1.0, hi_open=True)
-    eps, t = _real("eps", eps, 0.0, lo_open=True), _int("t", t, 1)
+    eps, t = _eps(eps, theta), _int("t", t, 1)
     weight_decay = _real("weight_decay", weight_decay, 0.0)
     try:
         return bool(_core.adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay,
-                                    bool(decoupled), bool(check)))
+                                    _bool("decoupled", decoupled), _bool("check", check)))
     except TypeError:
         _name_non_array(theta=theta, v=v, s=s, grad=grad)
         raise
@@ -408,14 +437,26 @@ del _step
 _blas_limiter = None
 
 
+def _thread_limit() -> int:
+    """The largest count set_num_threads takes: 4 per CPU this process may run on, and
+    at least 64."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(64, 4 * cpus)
+
+
 def set_num_threads(n: int) -> None:
     """Use n threads for both pydl's OpenMP kernels and SciPy's BLAS pool.
 
     The two pools never run at once (BLAS is never called inside an OpenMP region), so
-    n = number of cores does not oversubscribe.
+    n = number of cores does not oversubscribe. n is at most 4 per CPU this process may
+    run on (and at least 64 is allowed): OpenMP ends the process when it cannot start a
+    thread.
     """
     global _blas_limiter
-    n = _int("n", n, 1, _INT_MAX)
+    n = _int("n", n, 1, _thread_limit())
     _core.set_num_threads(n)
     from threadpoolctl import threadpool_limits
 
@@ -436,7 +477,7 @@ def gemm_kernel(M: int, N: int, K: int, dtype="float32") -> str:
     (until then, and after a limit set another way, pydl assumes more than one).
     """
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
-    dt = np.dtype(dtype)
+    dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) is float64
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dt}")
     return "own" if _core.gemm_runs_own(M, N, K, dt == np.float64) else "blas"

@@ -323,6 +323,21 @@ HYPER = [
     ("adam_step", "t", True, TypeError),
     ("adam_step", "weight_decay", INF, ValueError),
     ("adam_step", "lr", np.float32("nan"), ValueError),
+    # an int beyond float's range
+    ("dense_forward", "alpha", 10**400, ValueError),
+    ("adam_step", "lr", 10**400, ValueError),
+    # eps below the dtype's normal range acts as 0 (subnormals are 0 in the optimizer steps)
+    ("rmsprop_step", "eps", 1e-310, ValueError),
+    ("adam_step", "eps", 1e-310, ValueError),
+    ("batchnorm_forward_train", "eps", 1e-310, ValueError),
+    ("batchnorm_forward_eval", "eps", 5e-324, ValueError),
+    # flags must be bools: "no" would be truthy
+    ("dense_forward", "batch_invariant", 1, TypeError),
+    ("sgd_step", "check", "yes", TypeError),
+    ("momentum_step", "nesterov", "no", TypeError),
+    ("rmsprop_step", "check", None, TypeError),
+    ("adam_step", "decoupled", "no", TypeError),
+    ("adam_step", "check", 1, TypeError),
 ]
 
 
@@ -342,12 +357,37 @@ def test_numpy_scalar_hyperparameters_are_accepted():
 
 
 @pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), (2**31, ValueError),
+                                    (ops._thread_limit() + 1, ValueError), (10**5, ValueError),
                                     (1.0, TypeError), (None, TypeError)])
 def test_bad_thread_count_is_named(n, exc):
     before = ops.get_num_threads()
     with pytest.raises(exc, match=names_regex("n")):
         ops.set_num_threads(n)
     assert ops.get_num_threads() == before
+
+
+def test_thread_limit_allows_oversubscription():
+    """OpenMP ends the process when it cannot start a thread (40000 threads here), so the
+    count is capped, but well above the cores."""
+    import os
+    assert ops._thread_limit() >= max(64, 4 * len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("name, low_ok", [("adam_step", 1e-30), ("rmsprop_step", 1e-30),
+                                          ("batchnorm_forward_train", 1e-30),
+                                          ("batchnorm_forward_eval", 1e-30)])
+def test_eps_must_be_a_normal_number_of_the_dtype(name, low_ok):
+    """1e-40 is subnormal in float32 (0 to the optimizer steps) but normal in float64;
+    1e39 is inf in float32."""
+    for value in (1e-40, 1e39):
+        call_expecting(name, dict(SPECS[name]["make"](np.float32), eps=value), ValueError, ["eps"])
+        op_of(name)(**dict(SPECS[name]["make"](np.float64), eps=value))
+    op_of(name)(**dict(SPECS[name]["make"](np.float32), eps=low_ok))
+
+
+def test_gemm_kernel_needs_a_dtype():
+    with pytest.raises(TypeError, match="dtype"):
+        ops.gemm_kernel(4, 4, 4, dtype=None)
 
 
 # ------------------------------------------------------------------ labels and pairs
@@ -399,3 +439,65 @@ def test_aliasing_allowed_where_documented():
     d = _r(M, N_OUT)
     ops.batchnorm_backward(d, np.empty(N_OUT), np.empty(N_OUT), d, _r(M, N_OUT), _r(M, N_OUT),
                            _r(N_OUT), _r(N_OUT), _r(N_OUT))
+
+
+# ------------------------------------------------------------------ overlapping arrays
+
+# (op, output, input) pairs where the output may be the input itself: elementwise kernels,
+# and batch norm's backward, whose dZ may hold dout.
+IN_PLACE = {("activation_forward", "A", "Z"), ("activation_backward", "dZ", "dA"),
+            ("activation_backward", "dZ", "A"), ("batchnorm_forward_eval", "out", "Z"),
+            ("batchnorm_backward", "dZ", "dout"), ("softmax", "P", "Z"),
+            ("dropout_forward", "out", "A"), ("dropout_backward", "dA", "dout")}
+
+
+def _overlap_cases(dtypes=(np.float64, np.float32)):
+    for name, spec in SPECS.items():
+        for dtype in dtypes:
+            kwargs = spec["make"](dtype)
+            for out in sorted(spec["out"]):
+                for other in arrays_of(kwargs):
+                    # (int64 labels overlap only float64 arrays)
+                    if other != out and kwargs[other].itemsize == kwargs[out].itemsize:
+                        yield name, out, other, dtype
+
+
+@pytest.mark.parametrize("name, out, other, dtype", list(_overlap_cases()))
+def test_an_output_overlapping_another_argument_is_refused(name, out, other, dtype):
+    """An output sharing memory with another argument (here: both views of one buffer,
+    the other one element further on) is refused naming one of the two; the kernels would
+    read values they had already overwritten."""
+    kwargs = SPECS[name]["make"](dtype)
+    a, b = kwargs[out], kwargs[other]
+    buf = np.zeros(a.size + b.size, dtype)
+    kwargs[out] = buf[:a.size].reshape(a.shape)
+    kwargs[other] = buf[1:1 + b.size].view(b.dtype).reshape(b.shape)
+    kwargs[out][...] = a
+    kwargs[other][...] = b
+    call_expecting(name, kwargs, ValueError, [out, other])
+
+
+def _same_array_cases():
+    for name, out, other, dtype in _overlap_cases():
+        kwargs = SPECS[name]["make"](dtype)
+        if kwargs[out].shape == kwargs[other].shape and kwargs[other].dtype == dtype:
+            yield name, out, other, dtype
+
+
+@pytest.mark.parametrize("name, out, other, dtype", list(_same_array_cases()))
+def test_an_output_that_is_another_argument_works_only_in_place(name, out, other, dtype):
+    """The same array as output and input: the documented in-place uses give what separate
+    arrays give; any other pair is refused."""
+    kwargs = SPECS[name]["make"](dtype)
+    if (name, out, other) not in IN_PLACE:
+        kwargs[out] = kwargs[other]
+        call_expecting(name, kwargs, ValueError, [out, other])
+        return
+    separate = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    separate[out] = kwargs[other].copy()  # what the in-place call starts from
+    ret_sep = op_of(name)(**separate)
+    kwargs[out] = kwargs[other]
+    ret_in = op_of(name)(**kwargs)
+    np.testing.assert_array_equal(kwargs[out], separate[out])
+    if isinstance(ret_sep, float):
+        assert ret_in == ret_sep

@@ -166,3 +166,63 @@ def test_set_num_threads_holds_for_kernels_called_from_other_threads(restore_thr
         t.start()
         t.join()
         assert seen["threads"] == n
+
+
+# A new process: the toggling leaves 64-thread teams behind, and the bug this guards
+# against corrupted the heap (segfault) instead of raising.
+_TOGGLE = """
+import sys, threading, time
+import numpy as np
+from pydl import ops
+rng = np.random.default_rng(0)
+Z = rng.standard_normal((65536, 8))
+labels = rng.integers(0, 8, 65536)
+lse = np.log(np.exp(Z).sum(axis=1))
+ref = float(np.mean(lse - Z[np.arange(65536), labels]))
+Zb = rng.standard_normal((64, 4096))
+stop = threading.Event()
+
+def toggle():  # the core's own setter: ops.set_num_threads also asks threadpoolctl (~ms)
+    i = 0
+    while not stop.is_set():
+        ops._core.set_num_threads(2 if i % 2 else 64)
+        i += 1
+
+toggler = threading.Thread(target=toggle)
+toggler.start()
+calls, wrong = 0, []
+t_end = time.perf_counter() + float(sys.argv[1])
+while time.perf_counter() < t_end:
+    got = {}
+
+    def call():  # on a new thread: its scratch buffers start empty, sized by this call
+        got["cost"] = ops.softmax_cross_entropy(None, Z, labels=labels)
+        out, mean, inv = np.empty_like(Zb), np.empty(4096), np.empty(4096)
+        ops.batchnorm_forward_train(out, mean, inv, None, None, Zb, np.ones(4096), np.zeros(4096))
+        got["mean"] = mean
+
+    t = threading.Thread(target=call)
+    t.start()
+    t.join()
+    calls += 1
+    if abs(got["cost"] - ref) > 1e-12 * ref or not np.allclose(got["mean"], Zb.mean(axis=0), rtol=1e-12, atol=1e-15):
+        wrong.append(calls)
+stop.set()
+toggler.join()
+print(calls, len(wrong))
+"""
+
+
+def test_kernels_size_per_thread_memory_by_the_count_they_run_with():
+    """set_num_threads from one thread while others run kernels: each kernel reads the count
+    once, sizes its per-thread partial sums by it and runs a team of at most that many
+    (the softmax cost's and batch norm's column split: reading it twice let a 64-thread team
+    write past partial sums sized for 2)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _TOGGLE, "4"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    calls, wrong = map(int, r.stdout.split())
+    assert calls > 20 and wrong == 0, r.stdout
