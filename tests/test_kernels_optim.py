@@ -59,11 +59,27 @@ def grad_scale(grads, thmax, wd):
     return np.abs(f64(grads)).max(axis=0) + wd * thmax
 
 
-def check(theta, theta_ref, dtype, lr):
+def check(theta, theta_ref, dtype, lr, keep=None):
     rtol = RTOL[dtype]
     # Rounding of theta each step (~|theta|) and of each update (~lr * O(1), up to a
     # few for RMSprop's first step 1/sqrt(1-beta)): allow STEPS of each.
+    if keep is not None:
+        theta, theta_ref = theta[keep], theta_ref[keep]
     assert_close(theta, theta_ref, rtol, rtol * (np.abs(theta_ref) + 10 * lr))
+
+
+def cancelled(grad, th, wd, dtype):
+    """Where g = grad + wd*theta nearly cancels: within 1e3 roundings of its terms in dtype.
+    RMSprop and Adam divide g by ~|g| (sqrt(s) with s = 0 at first, or small), so there the
+    step is ~lr * sign(g) and the dtype's rounding of the sum decides it: such coordinates
+    are not compared with the float64 reference (about 1 in 10^4 in float32)."""
+    return np.abs(f64(grad) + wd * th) <= 1e3 * np.finfo(dtype).eps * (np.abs(f64(grad)) + wd * np.abs(th))
+
+
+def compared(fragile):
+    """The coordinates to compare; the others are few and finite-checked by the caller."""
+    assert fragile.mean() < 0.01, f"{fragile.sum()} of {fragile.size} coordinates cancel"
+    return ~fragile
 
 
 @SETTINGS
@@ -102,21 +118,30 @@ def test_momentum_matches_reference_loop(count, lr, beta, nesterov, wd, warm, dt
 @given(count=counts, lr=st.floats(1e-4, 0.1), beta=st.sampled_from([0.5, 0.9, 0.999]),
        eps=st.sampled_from([1e-8, 1e-3]), wd=st.sampled_from([0.0, 1e-3, 0.3]),
        warm=st.booleans(), dtype=st.sampled_from(DTYPES), seed=seeds)
+# g = grad + 0.3*theta is -4.3e-6 at coordinate 4853's first step: float32's rounding of
+# the sum decides its step (not compared; it failed a comparison before)
+@example(count=70001, lr=0.0625, beta=0.999, eps=1e-8, wd=0.3, warm=False, dtype=np.float32,
+         seed=307)
 def test_rmsprop_matches_reference_loop(count, lr, beta, eps, wd, warm, dtype, seed):
     # (beta = 0 is sign descent, lr*g/(|g|+eps): discontinuous at g = 0, so any rounding
     # difference near g = 0 flips a step; not compared.)
     theta, grads, _, s = problem(count, dtype, seed, warm, zero_grads=wd == 0)
     th, sr = f64(theta), f64(s)
     thmax = np.abs(th)
+    fragile = np.zeros(count, bool)
     for t in range(STEPS):
         ops.rmsprop_step(theta, s, grads[t], lr, beta=beta, eps=eps, weight_decay=wd)
+        fragile |= (wd > 0) & cancelled(grads[t], th, wd, dtype)
         g = f64(grads[t]) + wd * th
         sr = beta * sr + (1 - beta) * g**2
         th = th - lr * g / (np.sqrt(sr) + eps)
         thmax = np.maximum(thmax, np.abs(th))
     # beta = 0.999: the first step moves by lr/sqrt(1-beta) ~ 32 lr.
-    check(theta, th, dtype, lr / np.sqrt(1 - beta))
-    assert_close(s, sr, RTOL[dtype] * 10, 10 * RTOL[dtype] * (sr + grad_scale(grads, thmax, wd) ** 2))
+    keep = compared(fragile)
+    assert np.isfinite(theta).all() and np.isfinite(s).all()
+    check(theta, th, dtype, lr / np.sqrt(1 - beta), keep)
+    bound = sr + grad_scale(grads, thmax, wd) ** 2
+    assert_close(s[keep], sr[keep], RTOL[dtype] * 10, 10 * RTOL[dtype] * bound[keep])
 
 
 @SETTINGS
@@ -140,9 +165,11 @@ def test_adam_matches_reference_loop(count, lr, beta1, beta2, eps, wd, decoupled
     theta, grads, v, s = problem(count, dtype, seed, warm, zero_grads=wd == 0 or decoupled)
     th, vr, sr = f64(theta), f64(v), f64(s)
     thmax = np.abs(th)
+    fragile = np.zeros(count, bool)
     for t in range(1, STEPS + 1):
         ops.adam_step(theta, v, s, grads[t - 1], lr, beta1, beta2, eps, t, weight_decay=wd,
                       decoupled=decoupled)
+        fragile |= (wd > 0 and not decoupled) & cancelled(grads[t - 1], th, wd, dtype)
         g = f64(grads[t - 1]) + (0.0 if decoupled else wd * th)
         vr = beta1 * vr + (1 - beta1) * g
         sr = beta2 * sr + (1 - beta2) * g**2
@@ -151,10 +178,12 @@ def test_adam_matches_reference_loop(count, lr, beta1, beta2, eps, wd, decoupled
         th = th - lr * vhat / (np.sqrt(shat) + eps) - (lr * wd * th if decoupled else 0.0)
         thmax = np.maximum(thmax, np.abs(th))
     # |vhat / sqrt(shat)| <= ~1/sqrt(1-b2) in the worst case; it is O(1) for these grads.
-    check(theta, th, dtype, lr * 3)
+    keep = compared(fragile)
+    assert np.isfinite(theta).all() and np.isfinite(v).all() and np.isfinite(s).all()
+    check(theta, th, dtype, lr * 3, keep)
     gs = grad_scale(grads, 0.0 if decoupled else thmax, wd)
-    assert_close(v, vr, RTOL[dtype], 10 * RTOL[dtype] * (np.abs(vr) + gs))
-    assert_close(s, sr, RTOL[dtype] * 10, 10 * RTOL[dtype] * (sr + gs**2))
+    assert_close(v[keep], vr[keep], RTOL[dtype], 10 * RTOL[dtype] * (np.abs(vr) + gs)[keep])
+    assert_close(s[keep], sr[keep], RTOL[dtype] * 10, 10 * RTOL[dtype] * (sr + gs**2)[keep])
 
 
 def test_adamw_differs_from_l2_adam_only_by_decay_route():
