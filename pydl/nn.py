@@ -27,6 +27,19 @@ __all__ = ["Layer", "Dense", "BatchNorm", "Dropout", "Activation", "ReLU", "Leak
            "Sigmoid", "layer_from_config"]
 
 
+#: the smallest normal float64; BatchNorm's eps must be at least this
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _float(name: str, value) -> float:
+    """float(value) for a real number, raising a ValueError naming the argument for an
+    integer beyond the float range (instead of OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)) or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -35,7 +48,7 @@ def _positive_int(name: str, value) -> int:
 
 def _nonneg(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)) \
-            or not math.isfinite(float(value)) or float(value) < 0:
+            or not math.isfinite(_float(name, value)) or float(value) < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
@@ -99,6 +112,26 @@ class Layer:
         if self.n_in is not None and A_prev.shape[1] != self.n_in:
             raise ValueError(f"A_prev has {A_prev.shape[1]} features but the layer expects {self.n_in}")
 
+    def _check_dtype(self, A_prev, dtype) -> None:
+        """A_prev must have the dtype of the layer's parameters (fixed by the model, or by
+        the first forward of a layer used on its own); raises naming A_prev."""
+        if A_prev.dtype != dtype:
+            raise TypeError(f"A_prev has dtype {A_prev.dtype} but this {type(self).__name__} layer's "
+                            f"parameters are {np.dtype(dtype)}; pass {np.dtype(dtype)} input")
+
+    def _check_dA(self, dA, out) -> None:
+        """backward's checks: ``out``, the output kept by the last forward (None before a
+        training-mode one), exists, and dA is an array of its shape and dtype."""
+        if out is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a training-mode forward first: "
+                               "call forward(A_prev, training=True), then backward(dA)")
+        if not isinstance(dA, np.ndarray):
+            raise TypeError(f"dA must be a numpy array, got {type(dA).__name__}")
+        if dA.shape != out.shape:
+            raise ValueError(f"dA must have the shape of the forward output {out.shape}, got {dA.shape}")
+        if dA.dtype != out.dtype:
+            raise TypeError(f"dA must have the dtype of the forward output ({out.dtype}), got {dA.dtype}")
+
     def _buf(self, name: str, m: int, n: int, dtype) -> np.ndarray:
         """A reusable (m, n) scratch array (grown, never shrunk)."""
         b = self._bufs.get(name)
@@ -127,6 +160,8 @@ class Dense(Layer):
     ``l2``: adds lambda/(2m) ||W||_F^2 to the cost and (lambda/m) W to dW;
     ``l1``: adds lambda/(2m) sum |W| and lambda/(2m) sign(W). Biases are never penalized.
     """
+
+    _A = None   # the output kept by forward for backward; None before a forward
 
     def __init__(self, n_in: int, n_out: int, init: str = "auto", use_bias: bool = True,
                  l2: float = 0.0, l1: float = 0.0, scale: float = 1.0):
@@ -160,6 +195,7 @@ class Dense(Layer):
         bit (``ops.dense_forward``), at some cost in speed."""
         self._check_input(A_prev)
         self._standalone(A_prev.dtype)
+        self._check_dtype(A_prev, self.W.dtype)
         A = self._buf("A", A_prev.shape[0], self.n_out, self.W.dtype)
         ops.dense_forward(A, A_prev, self.W, self.b, self.activation, self.alpha,
                           batch_invariant=batch_invariant)
@@ -168,6 +204,7 @@ class Dense(Layer):
 
     def backward(self, dA):
         """dZ = dA*g'(A) (in dA); dW = dZ.T @ A_prev + reg; db = sum dZ; returns dZ @ W."""
+        self._check_dA(dA, self._A)
         m = dA.shape[0]
         dA_prev = self._buf("dA_prev", m, self.n_in, dA.dtype) if self.need_input_grad else None
         ops.dense_backward(dA_prev, self.dW, self.db, dA, self._A, self._A_prev, self.W,
@@ -194,15 +231,19 @@ class BatchNorm(Layer):
     Evaluation uses the running estimates, so a row is predicted the same alone or in a batch.
     """
 
+    _out = None   # the output kept by a training-mode forward for backward; None otherwise
+
     def __init__(self, n: int, momentum: float = 0.9, eps: float = 1e-5):
         super().__init__()
         self.n_in = self.n_out = _positive_int("n", n)
-        m = float(momentum) if isinstance(momentum, (Real, np.floating)) and not isinstance(momentum, bool) else math.nan
+        m = _float("momentum", momentum) if isinstance(momentum, (Real, np.floating)) and not isinstance(momentum, bool) else math.nan
         if not (0.0 <= m < 1.0):
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        e = float(eps) if isinstance(eps, (Real, np.floating)) and not isinstance(eps, bool) else math.nan
+        e = _float("eps", eps) if isinstance(eps, (Real, np.floating)) and not isinstance(eps, bool) else math.nan
         if not (e > 0.0 and math.isfinite(e)):
             raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        if e < _TINY:
+            raise ValueError(f"eps must be at least {_TINY!r} (the smallest normal float64), got {eps!r}")
         self.momentum, self.eps = m, e
         self.activation, self.alpha = "identity", 0.0
         self.track_running_stats = True
@@ -226,9 +267,10 @@ class BatchNorm(Layer):
         self._standalone(A_prev.dtype)
         m, n = A_prev.shape[0], self.n_in
         dt = self.gamma.dtype
+        self._check_dtype(A_prev, dt)
         out = self._buf("out", m, n, dt)
         if training:
-            if "mean" not in self._bufs:
+            if "mean" not in self._bufs or self._bufs["mean"].dtype != dt:
                 self._bufs["mean"] = np.empty(n, dt)
                 self._bufs["invstd"] = np.empty(n, dt)
             self._mean, self._invstd = self._bufs["mean"], self._bufs["invstd"]
@@ -239,12 +281,14 @@ class BatchNorm(Layer):
             # backward recomputes xhat from the input (which stays unchanged until then)
             self._Z, self._out = A_prev, out
         else:
+            self._out = None  # out is overwritten: nothing left for backward
             ops.batchnorm_forward_eval(out, A_prev, self.gamma, self.beta, self.running_mean,
                                        self.running_var, self.eps, self.activation, self.alpha)
         return out
 
     def backward(self, dA):
         """dZ = gamma*invstd/m (m*g - sum g - xhat*sum(g*xhat)), g = dA*g'(out); in place."""
+        self._check_dA(dA, self._out)
         ops.batchnorm_backward(dA, self.dgamma, self.dbeta, dA, self._out, self._Z, self.gamma,
                                self._mean, self._invstd, self.activation, self.alpha)
         return dA
@@ -261,12 +305,14 @@ class Dropout(Layer):
     the model, so they do not depend on the thread count and backward regenerates them.
     """
 
+    _out = None   # the last forward's output (its shape and dtype); None before a forward
+
     def __init__(self, keep_prob: float | None = None, rate: float | None = None):
         super().__init__()
         if (keep_prob is None) == (rate is None):
             raise ValueError("give exactly one of keep_prob and rate (rate = 1 - keep_prob)")
         name, value = ("keep_prob", keep_prob) if rate is None else ("rate", rate)
-        if isinstance(value, bool) or not isinstance(value, (Real, np.floating)) or not math.isfinite(float(value)):
+        if isinstance(value, bool) or not isinstance(value, (Real, np.floating)) or not math.isfinite(_float(name, value)):
             raise ValueError(f"{name} must be a number, got {value!r}")
         kp = float(value) if rate is None else 1.0 - float(value)
         if not (0.0 < kp <= 1.0):
@@ -278,14 +324,15 @@ class Dropout(Layer):
     def forward(self, A_prev, training=False):
         self._check_input(A_prev)
         if not training or self.keep_prob == 1.0:
-            self._identity = True
+            self._identity, self._out = True, A_prev
             return A_prev
         self._identity = False
-        out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype)
+        out = self._out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype)
         ops.dropout_forward(out, A_prev, self.seed, self.step, self.index, self.keep_prob)
         return out
 
     def backward(self, dA):
+        self._check_dA(dA, self._out)
         if self._identity:
             return dA
         ops.dropout_backward(dA, dA, self.seed, self.step, self.index, self.keep_prob)
@@ -299,6 +346,7 @@ class Activation(Layer):
     """Elementwise A = g(Z); backward dZ = dA * g'(Z) computed from A."""
 
     name = "identity"
+    _out = None   # the output kept by forward for backward; None before a forward
 
     def __init__(self):
         super().__init__()
@@ -312,6 +360,7 @@ class Activation(Layer):
         return out
 
     def backward(self, dA):
+        self._check_dA(dA, self._out)
         ops.activation_backward(dA, dA, self._out, self.name, self.alpha)
         return dA
 
@@ -327,7 +376,7 @@ class LeakyReLU(Activation):
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (Real, np.floating)) or not (0.0 < float(alpha) < 1.0):
+        if isinstance(alpha, bool) or not isinstance(alpha, (Real, np.floating)) or not (0.0 < _float("alpha", alpha) < 1.0):
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         self.alpha = float(alpha)
 

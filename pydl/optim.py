@@ -19,15 +19,38 @@ __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "get_optimizer", "
            "OPTIMIZERS"]
 
 
+#: the smallest normal float64: the native step counts smaller values (subnormals) as 0
+_TINY = float(np.finfo(np.float64).tiny)
+
+
 def _hyper(name: str, value, lo: float, hi: float = math.inf, lo_open=False, hi_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
     ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
         interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     return v
+
+
+def _eps(value) -> float:
+    """eps of RMSprop and Adam: a normal float64 > 0. The step counts a subnormal eps as 0,
+    and a zero gradient would then give 0/0 = NaN."""
+    eps = _hyper("eps", value, 0.0, lo_open=True)
+    if eps < _TINY:
+        raise ValueError(f"eps must be at least {_TINY!r} (the smallest normal float64; the "
+                         f"optimizer step counts smaller values as 0), got {value!r}")
+    return eps
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 class Optimizer:
@@ -67,19 +90,30 @@ class Optimizer:
         or beyond half the dtype's largest value) is not applied: the step raises
         ``FloatingPointError`` and leaves theta, the state and the step count t as they were
         (the kernel computes the update once without storing it, then again to store it).
+        So does an error raised before the kernel runs (an eps below float32's normal range
+        for float32 parameters: ValueError).
         """
         created = self._state_names and self._state_names[0] not in self.state
         bufs = self._buffers(model.theta)
         self.t += 1
-        finite = self._update(model.theta, model.dtheta, bufs)
+
+        def undo():  # as before this step
+            self.t -= 1
+            if created:  # no state yet
+                self.state = {}
+
+        try:  # an argument the kernel refuses (an eps float32 cannot hold) changes nothing
+            finite = self._update(model.theta, model.dtheta, bufs)
+        except BaseException:
+            undo()
+            raise
         if not isinstance(finite, (bool, np.bool_)):
+            undo()
             raise TypeError(f"{type(self).__name__}._update must return whether every new value "
                             f"is finite (a bool; check=True in pydl.ops), got {type(finite).__name__}")
         if finite:
             return
-        self.t -= 1
-        if created:  # as before this step: no state yet
-            self.state = {}
+        undo()
         raise FloatingPointError(
             f"{type(self).__name__} step {self.t + 1}: the update would make the parameters or "
             f"the optimizer's state non-finite (lr={self.lr:g}); it was not applied. Lower the "
@@ -98,27 +132,41 @@ class Optimizer:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore a state saved by ``state_dict`` (validated)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"optimizer state must be a dict from state_dict(), got {type(d).__name__}")
         if d.get("type") != type(self).__name__:
             raise ValueError(f"state is for optimizer {d.get('type')!r}, not {type(self).__name__}")
         t = d.get("t")
         if isinstance(t, bool) or not isinstance(t, (Integral, np.integer)) or int(t) < 0:
             raise ValueError(f"optimizer step count t must be an integer >= 0, got {t!r}")
         arrays = d.get("arrays", {})
-        if int(t) > 0 and set(arrays) != set(self._state_names):
-            raise ValueError(f"optimizer state needs arrays {list(self._state_names)}, got {sorted(arrays)}")
-        sizes = {a.shape for a in arrays.values()}
-        if len(sizes) > 1 or any(a.ndim != 1 or not np.isfinite(a).all() for a in arrays.values()):
-            raise ValueError("optimizer state arrays must be finite 1-D arrays of one length")
+        if not isinstance(arrays, dict):
+            raise TypeError(f"optimizer state arrays must be a dict of name: array, got {type(arrays).__name__}")
+        for k, a in arrays.items():
+            if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                what = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise TypeError(f"optimizer state array {k!r} must be a float numpy array, got {what}")
+        if (int(t) > 0 or arrays) and set(arrays) != set(self._state_names):
+            raise ValueError(f"optimizer state needs arrays {list(self._state_names)}, got {sorted(map(str, arrays))}")
+        kinds = {(a.shape, a.dtype) for a in arrays.values()}
+        if len(kinds) > 1 or any(a.ndim != 1 or not np.isfinite(a).all() for a in arrays.values()):
+            raise ValueError("optimizer state arrays must be finite 1-D arrays of one length and dtype")
         self.t = int(t)
         self.state = {k: np.array(v, copy=True) for k, v in arrays.items()}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "Optimizer":
-        opt_cls = OPTIMIZERS.get(d.get("type"))
+        if not isinstance(d, dict):
+            raise TypeError(f"optimizer state must be a dict from state_dict(), got {type(d).__name__}")
+        name = d.get("type")
+        opt_cls = OPTIMIZERS.get(name) if isinstance(name, str) else None
         if opt_cls is None:
-            raise ValueError(f"unknown optimizer type {d.get('type')!r}")
+            raise ValueError(f"unknown optimizer type {name!r}; expected one of {sorted(OPTIMIZERS)}")
+        hyper = d.get("hyperparameters", {})
+        if not isinstance(hyper, dict):
+            raise TypeError(f"optimizer hyperparameters must be a dict, got {type(hyper).__name__}")
         try:
-            opt = opt_cls(**d.get("hyperparameters", {}))
+            opt = opt_cls(**hyper)
         except TypeError as e:
             raise ValueError(f"bad optimizer hyperparameters: {e}") from None
         opt.load_state_dict(d)
@@ -152,7 +200,7 @@ class Momentum(Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
         self.beta = _hyper("beta", beta, 0.0, 1.0, hi_open=True)
-        self.nesterov = bool(nesterov)
+        self.nesterov = _flag("nesterov", nesterov)
 
     def _update(self, theta, grad, bufs):
         return ops.momentum_step(theta, bufs[0], grad, self.lr, self.beta, self.nesterov,
@@ -172,7 +220,7 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
         self.beta = _hyper("beta", beta, 0.0, 1.0, hi_open=True)
-        self.eps = _hyper("eps", eps, 0.0, lo_open=True)
+        self.eps = _eps(eps)
 
     def _update(self, theta, grad, bufs):
         return ops.rmsprop_step(theta, bufs[0], grad, self.lr, self.beta, self.eps,
@@ -198,8 +246,8 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         self.beta1 = _hyper("beta1", beta1, 0.0, 1.0, hi_open=True)
         self.beta2 = _hyper("beta2", beta2, 0.0, 1.0, hi_open=True)
-        self.eps = _hyper("eps", eps, 0.0, lo_open=True)
-        self.decoupled = bool(decoupled)
+        self.eps = _eps(eps)
+        self.decoupled = _flag("decoupled", decoupled)
 
     def _update(self, theta, grad, bufs):
         return ops.adam_step(theta, bufs[0], bufs[1], grad, self.lr, self.beta1, self.beta2,

@@ -112,6 +112,7 @@ def test_same_seed_same_weights_different_seed_different():
 @pytest.mark.parametrize("kwargs, name", [
     ({"init": "kaiming"}, "init"), ({"init": "he", "scale": float("nan")}, "scale"),
     ({"l2": -1.0}, "l2"), ({"l1": float("inf")}, "l1"),
+    ({"l2": 10**400}, "l2"), ({"l1": -10**400}, "l1"),   # beyond float: not OverflowError
 ])
 def test_dense_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -284,11 +285,88 @@ def test_batchnorm_eval_uses_running_stats_rowwise_exactly():
 
 @pytest.mark.parametrize("kwargs, name", [({"momentum": 1.0}, "momentum"), ({"momentum": -0.1}, "momentum"),
                                           ({"eps": 0.0}, "eps"), ({"eps": float("nan")}, "eps"),
-                                          ({"n": 0}, "n")])
+                                          ({"n": 0}, "n"),
+                                          # beyond float: not OverflowError
+                                          ({"eps": 10**400}, "eps"), ({"momentum": 10**400}, "momentum"),
+                                          # subnormal: below the smallest normal float64
+                                          ({"eps": 1e-310}, "eps"), ({"eps": 2.2e-308}, "eps")])
 def test_batchnorm_bad_arguments(kwargs, name):
     args = {"n": 4, **kwargs}
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"^{name} "):
         nn.BatchNorm(**args)
+
+
+def test_batchnorm_smallest_normal_eps_is_accepted():
+    assert nn.BatchNorm(4, eps=np.finfo(np.float64).tiny).eps == np.finfo(np.float64).tiny
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: nn.Dropout(keep_prob=10**400), "keep_prob"), (lambda: nn.Dropout(rate=-10**400), "rate"),
+    (lambda: nn.LeakyReLU(10**400), "alpha"),
+])
+def test_hyperparameters_beyond_float_name_the_argument(make, name):
+    with pytest.raises(ValueError, match=rf"^{name} "):
+        make()
+
+
+@pytest.mark.parametrize("layer_cls", [nn.Dense, nn.BatchNorm])
+@pytest.mark.parametrize("first, then", [(np.float64, np.float32), (np.float32, np.float64)])
+def test_standalone_layer_refuses_a_new_input_dtype_naming_A_prev(layer_cls, first, then):
+    """A standalone layer's parameters take the dtype of its first input; another dtype
+    later is an error naming A_prev and the layer's dtype (not an internal buffer)."""
+    layer = layer_cls(3, 3) if layer_cls is nn.Dense else layer_cls(3)
+    A = np.random.default_rng(0).standard_normal((4, 3))
+    layer.forward(A.astype(first), training=True)
+    for training in (True, False):
+        with pytest.raises(TypeError, match=rf"^A_prev .*{np.dtype(first).name}"):
+            layer.forward(A.astype(then), training=training)
+    out = layer.forward(A.astype(first), training=True)      # still works in its own dtype
+    assert out.dtype == first
+
+
+# ---------------------------------------------------------------------------- backward misuse
+def _bn_eval_after_train():
+    bn = nn.BatchNorm(3)
+    A = np.ones((4, 3)) * np.arange(4)[:, None]
+    bn.forward(A, training=True)
+    bn.forward(A, training=False)     # overwrites what backward would read
+    return bn
+
+
+def _bn_eval():
+    bn = nn.BatchNorm(3)
+    bn.forward(np.ones((4, 3)), training=False)
+    return bn
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: nn.Dense(3, 2), "Dense"), (lambda: nn.ReLU(), "ReLU"), (lambda: nn.Tanh(), "Tanh"),
+    (lambda: nn.BatchNorm(3), "BatchNorm"), (_bn_eval, "BatchNorm"),
+    (_bn_eval_after_train, "BatchNorm"), (lambda: nn.Dropout(keep_prob=0.5), "Dropout"),
+], ids=["dense", "relu", "tanh", "batchnorm", "batchnorm-after-eval", "batchnorm-train-then-eval",
+        "dropout"])
+def test_backward_without_a_training_forward_raises(make, name):
+    layer = make()
+    with pytest.raises(RuntimeError, match=rf"^{name}\.backward needs a training-mode forward"):
+        layer.backward(np.ones((4, 3 if name != "Dense" else 2)))
+
+
+@pytest.mark.parametrize("layer", [nn.Dense(3, 2), nn.ReLU(), nn.BatchNorm(3), nn.Dropout(keep_prob=0.5),
+                                   nn.Dropout(keep_prob=1.0)],
+                         ids=["dense", "relu", "batchnorm", "dropout", "dropout-identity"])
+def test_backward_checks_dA_naming_it(layer):
+    A = np.random.default_rng(0).standard_normal((4, 3))
+    out = layer.forward(A, training=True)
+    m, n = out.shape
+    with pytest.raises(TypeError, match=r"^dA must be a numpy array, got list"):
+        layer.backward(np.ones((m, n)).tolist())
+    with pytest.raises(ValueError, match=rf"^dA .*\({m}, {n}\)"):
+        layer.backward(np.ones((m + 1, n)))
+    with pytest.raises(ValueError, match=r"^dA "):
+        layer.backward(np.ones(n))
+    with pytest.raises(TypeError, match=r"^dA .*float64"):
+        layer.backward(np.ones((m, n), np.float32))
+    assert layer.backward(np.ones((m, n))).shape == (m, 3)     # the right dA still works
 
 
 # ---------------------------------------------------------------------------- configs

@@ -243,6 +243,45 @@ def test_load_state_dict_refuses_mismatches():
         optim.Optimizer.from_state_dict(dict(sd, type="Adagrad"))
 
 
+def _adam_state():
+    a = optim.Adam()
+    h = Holder(np.ones(4))
+    h.dtheta[...] = 1
+    a.step(h)
+    return a.state_dict()
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda sd: [sd], TypeError, r"^optimizer state must be a dict"),
+    (lambda sd: dict(sd, arrays=[1, 2]), TypeError, r"^optimizer state arrays must be a dict"),
+    (lambda sd: dict(sd, arrays={"v": 1, "s": 2}), TypeError, r"^optimizer state array 'v' .*int"),
+    (lambda sd: dict(sd, arrays={"v": np.array(["a"] * 4), "s": sd["arrays"]["s"]}), TypeError,
+     r"^optimizer state array 'v' .*dtype <U1"),
+    (lambda sd: dict(sd, arrays={"v": sd["arrays"]["v"], "s": [0.0] * 4}), TypeError,
+     r"^optimizer state array 's' .*list"),
+    (lambda sd: dict(sd, arrays={"v": np.ones(4), "s": np.ones(4, np.float32)}), ValueError, "dtype"),
+    (lambda sd: dict(sd, t=0, arrays={"w": np.ones(4)}), ValueError, r"needs arrays \['v', 's'\]"),
+], ids=["not-a-dict", "arrays-list", "arrays-ints", "arrays-strings", "array-list", "mixed-dtypes",
+        "unknown-name-at-t0"])
+def test_load_state_dict_refuses_malformed_input_naming_it(change, error, match):
+    bad = change(_adam_state())
+    a = optim.Adam()
+    with pytest.raises(error, match=match):
+        a.load_state_dict(bad)
+    assert a.t == 0 and a.state == {}, "a refused state must leave the optimizer as it was"
+
+
+@pytest.mark.parametrize("d, error, match", [
+    (3, TypeError, r"^optimizer state must be a dict"),
+    ({"type": [1]}, ValueError, r"^unknown optimizer type \[1\]"),
+    ({"type": None}, ValueError, r"^unknown optimizer type None"),
+    ({"type": "Adam", "hyperparameters": [1], "t": 0}, TypeError, r"^optimizer hyperparameters must be a dict"),
+], ids=["not-a-dict", "type-list", "type-none", "hyperparameters-list"])
+def test_from_state_dict_refuses_malformed_input_naming_it(d, error, match):
+    with pytest.raises(error, match=match):
+        optim.Optimizer.from_state_dict(d)
+
+
 # ----------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("make, name", [
     (lambda: optim.SGD(lr=float("nan")), "lr"),
@@ -261,13 +300,59 @@ def test_load_state_dict_refuses_mismatches():
     (lambda: optim.Adam(eps=-1e-8), "eps"),
     (lambda: optim.Adam(weight_decay=-0.1), "weight_decay"),
     (lambda: optim.SGD(weight_decay=float("nan")), "weight_decay"),
+    # integers beyond the float range: a ValueError naming them, not OverflowError
+    (lambda: optim.Adam(lr=10**400), "lr"),
+    (lambda: optim.SGD(weight_decay=10**400), "weight_decay"),
+    (lambda: optim.Momentum(beta=-10**400), "beta"),
+    (lambda: optim.Adam(beta2=10**400), "beta2"),
+    (lambda: optim.RMSprop(eps=10**400), "eps"),
+    # a subnormal eps counts as 0 in the native step: 0/0 = NaN on a zero gradient
+    (lambda: optim.Adam(eps=1e-310), "eps"),
+    (lambda: optim.RMSprop(eps=1e-310), "eps"),
+    (lambda: optim.Adam(eps=np.float64(2.2e-308)), "eps"),
 ])
 def test_bad_hyperparameters_raise_naming_the_argument(make, name):
     with pytest.raises(ValueError, match=rf"^{name} "):
         make()
 
 
-@pytest.mark.parametrize("value", [float("nan"), -1.0, 0.0, float("inf")])
+@pytest.mark.parametrize("make, name", [
+    (lambda v: optim.Momentum(nesterov=v), "nesterov"),
+    (lambda v: optim.Adam(decoupled=v), "decoupled"),
+])
+@pytest.mark.parametrize("value", ["no", 1, 0, None, 1.0])
+def test_flags_must_be_bools(make, name, value):
+    with pytest.raises(TypeError, match=rf"^{name} must be a bool"):
+        make(value)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda v: optim.Momentum(nesterov=v), "nesterov"),
+    (lambda v: optim.Adam(decoupled=v), "decoupled"),
+])
+def test_flags_accept_numpy_bools(make, name):
+    for v in (np.True_, np.False_, True, False):
+        flag = getattr(make(v), name)
+        assert type(flag) is bool and flag == bool(v)
+
+
+@pytest.mark.parametrize("make", [lambda eps: optim.Adam(lr=0.1, eps=eps),
+                                  lambda eps: optim.RMSprop(lr=0.1, eps=eps)], ids=["adam", "rmsprop"])
+def test_smallest_normal_eps_steps_a_zero_gradient_to_no_change(make):
+    """eps = the smallest normal float64 is accepted and, unlike a subnormal one, is not
+    counted as 0: a zero gradient moves nothing (0 / eps), no NaN."""
+    tiny = np.finfo(np.float64).tiny
+    opt = make(tiny)
+    assert opt.eps == tiny
+    h = Holder(np.array([1.0, -2.0, 3.0]))
+    for _ in range(3):
+        h.dtheta[...] = 0.0
+        opt.step(h)
+    assert np.array_equal(h.theta, [1.0, -2.0, 3.0]), h.theta
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, 0.0, float("inf"), 10**400],
+                         ids=["nan", "-1", "0", "inf", "10**400"])
 def test_setting_a_bad_lr_later_raises(value):
     opt = optim.Adam(lr=0.01)
     with pytest.raises(ValueError, match=r"^lr "):
