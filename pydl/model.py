@@ -13,12 +13,13 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from numbers import Integral
 
 import numpy as np
 
 from . import nn
-from .losses import Loss, get_loss
+from .losses import LOSSES, Loss, get_loss
 
 __all__ = ["Sequential", "mlp", "load", "FORMAT_VERSION"]
 
@@ -68,6 +69,9 @@ class Sequential:
         if isinstance(seed, bool) or not isinstance(seed, (Integral, np.integer)) or not 0 <= int(seed) < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
         self.dtype = np.dtype(_DTYPES[_dtype_name(dtype)])
+        if not isinstance(loss, (str, Loss)):
+            raise TypeError(f"loss must be a loss name (one of {sorted(LOSSES)}) or a pydl.losses.Loss, "
+                            f"got {type(loss).__name__}")
         self.layers = layers
         self.loss: Loss = get_loss(loss)
         self.seed = int(seed)
@@ -173,6 +177,7 @@ class Sequential:
 
     # ------------------------------------------------------------------ validation
     def _check_X(self, X, name="X"):
+        _refuse_masked(X, name)
         if isinstance(X, np.memmap):
             raise TypeError(f"{name} is a memory-mapped array; pass it to fit() (which streams it) "
                             "or convert a slice with np.asarray")
@@ -189,14 +194,17 @@ class Sequential:
             raise ValueError(f"{name} has {X.shape[1]} features but the model expects {self.n_in}")
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 rows)")
-        X = np.ascontiguousarray(X, dtype=self.dtype)
+        original = X
+        with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf
+            X = np.ascontiguousarray(X, dtype=self.dtype)
         if not _all_finite(X):
-            raise ValueError(f"{name} contains NaN or inf")
+            raise _nonfinite_error(name, original, self.dtype)
         return X
 
     def _check_y(self, y, m, name="y"):
         if y is None:
             raise ValueError(f"{name} is required")
+        _refuse_masked(y, name)
         return self.loss.prepare(y, m, self.n_out, self.dtype, name)
 
     # ------------------------------------------------------------------ computation
@@ -344,9 +352,7 @@ class Sequential:
 
     @classmethod
     def from_architecture(cls, arch: dict) -> "Sequential":
-        if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
-            raise ValueError("architecture must be a dict with a 'layers' list")
-        layers = [nn.layer_from_config(d) for d in arch["layers"]]
+        layers = _layers_from_architecture(arch)
         return cls(layers, loss=arch.get("loss"), seed=arch.get("seed"), dtype=arch.get("dtype", "float32"))
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
@@ -439,6 +445,35 @@ class Sequential:
                 f"dtype={self.dtype.name}, n_params={self.n_params})")
 
 
+def _layers_from_architecture(arch) -> list:
+    """The layers of ``architecture()["layers"]``, built (each layer validates its config)."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
+        raise ValueError("architecture must be a dict with a 'layers' list")
+    for i, d in enumerate(arch["layers"]):
+        if not isinstance(d, dict) or not isinstance(d.get("type"), str):
+            raise ValueError(f"architecture['layers'][{i}] must be a dict {{'type': layer class name "
+                             f"(str), 'config': dict}}, got {d!r:.200}")
+    return [nn.layer_from_config(d) for d in arch["layers"]]
+
+
+def _refuse_masked(a, name: str) -> None:
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy masked array; pydl would ignore its mask: drop or fill "
+                        f"the masked entries and pass a plain array (e.g. {name}.filled(value))")
+
+
+def _nonfinite_error(name: str, original, dtype: np.dtype) -> ValueError:
+    """The error for an input that is not finite once converted to the model's ``dtype``:
+    NaN/inf in the input itself, or finite values too large for ``dtype`` (they became inf)."""
+    orig = np.asarray(original)
+    if orig.dtype.kind == "f" and orig.dtype.itemsize > dtype.itemsize and _all_finite(orig):
+        return ValueError(f"{name} has values beyond the {dtype.name} range (|x| > "
+                          f"{float(np.finfo(dtype).max):.4g}), which overflow to inf in the model's "
+                          f"dtype {dtype.name}: rescale {name} (e.g. pydl.data.Standardizer) or "
+                          "use a float64 model")
+    return ValueError(f"{name} contains NaN or inf")
+
+
 def _all_finite(a: np.ndarray) -> bool:
     """True when the contiguous array a has no NaN/inf, without a temporary as large as a:
     its sum (in a's own dtype) is finite exactly then, unless the sum overflows, which is
@@ -475,11 +510,76 @@ def _atomic_savez(path: str, arrays: dict) -> None:
         pass
 
 
+_COUNTER_MAX = 2**63 - 1   # epoch, step and t are int64 and are incremented: below this
+_MAX_DEFLATE_RATIO = 1032  # deflate expands at most ~1032:1 (np.savez_compressed uses it)
+
+
+class _Members:
+    """The arrays of an open .npz, each read only on request and only after its .npy
+    header (shape, dtype; read without the data) passes the caller's checks, so that a
+    member claiming more than it should (or than the file can hold) is never read."""
+
+    def __init__(self, zf, file_size: int, bad):
+        self.zf, self.file_size, self.bad = zf, file_size, bad
+        self.names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+
+    def header(self, key):
+        """(shape, dtype) of member ``key`` or None if absent."""
+        if key not in self.names:
+            return None
+        bad = self.bad
+        try:
+            info = self.zf.getinfo(key + ".npy")
+            with self.zf.open(info) as fp:
+                version = np.lib.format.read_magic(fp)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f".npy format version {version} is not supported")
+                shape, _, dtype = read_header(fp, max_header_size=10000)
+                header_size = fp.tell()
+        except Exception as e:  # damaged archives raise many types (BadZipFile, zlib.error, ...)
+            raise bad(f"cannot read entry {key!r} ({type(e).__name__}: {e})") from None
+        if dtype.hasobject:
+            raise bad(f"entry {key!r} holds Python objects (never unpickled)")
+        ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: _MAX_DEFLATE_RATIO}.get(info.compress_type)
+        if math.prod(shape) * dtype.itemsize > info.file_size - header_size \
+                or info.compress_size > self.file_size \
+                or (ratio is not None and info.file_size > ratio * info.compress_size + 1024):
+            raise bad(f"entry {key!r} claims shape {shape} {dtype}, more than the file holds")
+        return shape, dtype
+
+    def read(self, key, shape, dtype=None) -> np.ndarray:
+        """Member ``key``, which must exist and have this shape (and dtype, unless None)."""
+        head = self.header(key)
+        if head is None:
+            raise self.bad(f"it has no {key!r} entry")
+        if head[0] != tuple(shape) or (dtype is not None and head[1] != dtype):
+            raise self.bad(f"{key} has shape {head[0]} {head[1]}, expected {tuple(shape)} "
+                           f"{'' if dtype is None else np.dtype(dtype)}".rstrip())
+        try:
+            with self.zf.open(key + ".npy") as fp:
+                return np.lib.format.read_array(fp, allow_pickle=False)
+        except Exception as e:
+            raise self.bad(f"cannot read entry {key!r} ({type(e).__name__}: {e})") from None
+
+
+def _counter(meta_value, name, bad) -> int:
+    if isinstance(meta_value, bool) or not isinstance(meta_value, int) or not 0 <= meta_value < _COUNTER_MAX:
+        raise bad(f"{name} must be an integer in [0, 2**63 - 1), got {meta_value!r}"[:300])
+    return meta_value
+
+
 def load(path) -> Sequential:
     """Load a model saved by ``Sequential.save``; refuses damaged or mismatched files.
 
     Never unpickles. Restores parameters, running statistics, counters, the standardizer
     and ``model.optimizer`` with its state, so training resumes exactly.
+
+    Reads only the entries it uses, each after checking the shape its header claims
+    against what the architecture needs: a small damaged or hostile file costs little
+    memory and time, and any defect is the ValueError "<path> is not a valid pydl model
+    file: <why>".
     """
     path = os.fspath(path)
 
@@ -487,77 +587,146 @@ def load(path) -> Sequential:
         return ValueError(f"{path} is not a valid pydl model file: {why}")
 
     try:
-        with open(path, "rb") as f:   # our own handle: closed even when np.load fails
-            if f.read(4) != b"PK\x03\x04":
-                raise ValueError("it is not an .npz (zip) archive")
-            f.seek(0)
-            with np.load(f, allow_pickle=False) as z:
-                files = {k: z[k] for k in z.files}
+        f = open(path, "rb")   # our own handle: closed even when np.load fails
     except FileNotFoundError:
         raise
-    except Exception as e:  # damaged archives raise many types (BadZipFile, TokenError, ...)
+    except OSError as e:
         raise bad(f"cannot read it ({type(e).__name__}: {e})") from None
-    if "meta" not in files or "theta" not in files:
+    with f:
+        if f.read(4) != b"PK\x03\x04":
+            raise bad("cannot read it (it is not an .npz (zip) archive)")
+        f.seek(0)
+        try:
+            z = np.load(f, allow_pickle=False)
+        except Exception as e:  # damaged archives raise many types (BadZipFile, ...)
+            raise bad(f"cannot read it ({type(e).__name__}: {e})") from None
+        with z:
+            return _load_members(_Members(z.zip, os.fstat(f.fileno()).st_size, bad), bad)
+
+
+def _load_members(files: _Members, bad) -> Sequential:
+    if "meta" not in files.names or "theta" not in files.names:
         raise bad("it has no 'meta' or 'theta' entry")
+    for key in sorted(files.names):  # headers only: refuses pickled (object) entries, even unused ones
+        files.header(key)
+    meta_head = files.header("meta")
+    if len(meta_head[0]) != 1 or meta_head[1] != np.uint8:
+        raise bad(f"meta must be a 1-D uint8 array (JSON text), got {meta_head[0]} {meta_head[1]}")
     try:
-        meta = json.loads(files["meta"].tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"its metadata is not JSON ({e})") from None
+        meta = json.loads(files.read("meta", meta_head[0], np.uint8).tobytes().decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, huge ints
+        raise bad(f"its metadata is not JSON ({type(e).__name__}: {e})"[:500]) from None
     if not isinstance(meta, dict) or meta.get("format") != "pydl-model":
         raise bad("its metadata does not describe a pydl model")
     if meta.get("version") != FORMAT_VERSION:
         raise bad(f"format version {meta.get('version')!r} is not {FORMAT_VERSION}")
+
+    # The parameter count the architecture implies, checked against theta's header before
+    # anything of that size is allocated. Layers are cheap to construct, except that a
+    # BatchNorm allocates its running statistics: so first every width is bounded by
+    # theta's stored length (each width of a Dense or BatchNorm is a factor of its count).
+    theta_shape, theta_dtype = files.header("theta")
+    stored = math.prod(theta_shape)
+    arch = meta.get("architecture")
     try:
-        model = Sequential.from_architecture(meta["architecture"])
+        descs = arch["layers"] if isinstance(arch, dict) and isinstance(arch.get("layers"), list) else []
+        widths = sum(max([v for k, v in d["config"].items() if k in ("n_in", "n_out", "n")
+                          and isinstance(v, int) and not isinstance(v, bool)] or [0])
+                     for d in descs if isinstance(d, dict) and isinstance(d.get("config"), dict))
+        if widths > stored:
+            raise ValueError(f"its layer widths need more parameters than theta's {stored}")
+        layers = _layers_from_architecture(arch)
+        dtype = np.dtype(_DTYPES[_dtype_name(arch.get("dtype", "float32"))])
     except (KeyError, TypeError, ValueError) as e:
-        raise bad(f"its architecture is invalid ({e})") from None
-    theta = files["theta"]
-    if theta.shape != model.theta.shape or theta.dtype != model.dtype:
-        raise bad(f"theta has shape {theta.shape} {theta.dtype}, the architecture needs "
-                  f"{model.theta.shape} {model.dtype}")
+        raise bad(f"its architecture is invalid ({e})"[:500]) from None
+    n_params = sum(math.prod(shape) for layer in layers for _, shape in layer.param_shapes())
+    if theta_shape != (n_params,) or theta_dtype != dtype:
+        raise bad(f"theta has shape {theta_shape} {theta_dtype}, the architecture needs "
+                  f"({n_params},) {dtype}")
+    if meta.get("n_params", n_params) != n_params:
+        raise bad(f"n_params is {meta.get('n_params')!r}, the architecture has {n_params}"[:300])
+    theta = files.read("theta", (n_params,), dtype)
     if not np.isfinite(theta).all():
         raise bad("theta contains NaN or inf")
+    if arch.get("seed") is None:  # Sequential would draw a new one: other masks and shuffles
+        raise bad("its architecture has no seed")
+    try:
+        model = Sequential(layers, loss=arch.get("loss"), seed=arch.get("seed"), dtype=dtype)
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"its architecture is invalid ({e})"[:500]) from None
     model.theta[...] = theta
+    del theta
     for key, arr in model._state_arrays().items():
-        stored = files.get(f"state/{key}")
-        if stored is None or stored.shape != arr.shape or stored.dtype != arr.dtype or not np.isfinite(stored).all():
-            raise bad(f"state {key} is missing, of the wrong shape, or not finite")
-        arr[...] = stored
+        if f"state/{key}" not in files.names:
+            raise bad(f"state {key} is missing")
+        stored_state = files.read(f"state/{key}", arr.shape, arr.dtype)
+        if not np.isfinite(stored_state).all():
+            raise bad(f"state {key} is not finite")
+        if key.endswith(".running_var") and (stored_state < 0).any():
+            raise bad(f"state {key} (a variance) has negative values")
+        arr[...] = stored_state
     for name in ("epoch", "step"):
-        v = meta.get(name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise bad(f"{name} must be an integer >= 0, got {v!r}")
-        setattr(model, name, v)
+        setattr(model, name, _counter(meta.get(name), name, bad))
     if "optimizer" in meta:
-        from .optim import Optimizer
-
-        if not isinstance(meta["optimizer"], dict):
-            raise bad("its optimizer entry is not a JSON object")
-        sd = dict(meta["optimizer"])
-        sd["arrays"] = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("optimizer/")}
-        for v in sd["arrays"].values():
-            if v.shape != model.theta.shape or v.dtype != model.dtype:
-                raise bad("optimizer state does not match theta")
-        try:
-            model.optimizer = Optimizer.from_state_dict(sd)
-        except (TypeError, ValueError) as e:
-            raise bad(f"optimizer state is invalid ({e})") from None
-    std = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("standardizer/")}
-    if std:
+        model.optimizer = _load_optimizer(meta["optimizer"], files, model, bad)
+    std_names = {k.split("/", 1)[1] for k in files.names if k.startswith("standardizer/")}
+    if std_names:
         from .data import Standardizer
 
+        if std_names != {"mean", "scale"}:
+            raise bad(f"standardizer needs entries 'mean' and 'scale', got {sorted(std_names)}")
+        std = {k: files.read(f"standardizer/{k}", (model.n_in,)) for k in sorted(std_names)}
         try:
             model.standardizer = Standardizer.from_state(std)
         except (TypeError, ValueError) as e:
             raise bad(f"standardizer is invalid ({e})") from None
     if "history" in meta:
-        from .callbacks import History
-
-        try:
-            model.history = History.from_dict(meta["history"])
-        except (AttributeError, TypeError, ValueError) as e:
-            raise bad(f"its history is invalid ({e})") from None
+        model.history = _load_history(meta["history"], bad)
     return model
+
+
+def _load_optimizer(d, files: _Members, model: Sequential, bad):
+    from .optim import OPTIMIZERS, Optimizer
+
+    if not isinstance(d, dict):
+        raise bad("its optimizer entry is not a JSON object")
+    sd = dict(d)
+    cls = OPTIMIZERS.get(sd.get("type")) if isinstance(sd.get("type"), str) else None
+    if cls is None:
+        raise bad(f"optimizer state is invalid (unknown optimizer type {sd.get('type')!r})"[:300])
+    names = {k.split("/", 1)[1] for k in files.names if k.startswith("optimizer/")}
+    if not names <= set(cls._state_names):
+        raise bad(f"optimizer {cls.__name__} has state arrays {list(cls._state_names)}, "
+                  f"the file has {sorted(names)}")
+    sd["t"] = _counter(sd.get("t"), "optimizer step count t", bad)
+    sd["arrays"] = {k: files.read(f"optimizer/{k}", model.theta.shape, model.dtype) for k in sorted(names)}
+    for k, v in sd["arrays"].items():
+        if not np.isfinite(v).all():
+            raise bad(f"optimizer state {k} is not finite")
+    if "s" in sd["arrays"] and (sd["arrays"]["s"] < 0).any():  # RMSprop/Adam: EWA of g^2
+        raise bad("optimizer state s (the average of squared gradients) has negative values")
+    try:
+        return Optimizer.from_state_dict(sd)
+    except (TypeError, ValueError) as e:
+        raise bad(f"optimizer state is invalid ({e})") from None
+
+
+def _load_history(d, bad):
+    from .callbacks import History
+
+    lists = ("epoch", "iterations")
+    if not isinstance(d, dict) or any(not isinstance(d.get(k, []), list) for k in lists) \
+            or not isinstance(d.get("history", {}), dict) \
+            or any(not isinstance(v, list) for v in d.get("history", {}).values()):
+        raise bad("its history is invalid (it must be an object with lists 'epoch', "
+                  "'iterations' and an object of lists 'history')")
+    best = d.get("best_epoch")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int)):
+        raise bad(f"its history is invalid (best_epoch must be an integer or null, got {best!r})"[:300])
+    try:
+        return History.from_dict(d)
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf) of an epoch
+        raise bad(f"its history is invalid ({type(e).__name__}: {e})") from None
 
 
 def mlp(sizes, activation: str = "relu", batchnorm: bool = False, keep_prob: float = 1.0,
@@ -570,9 +739,15 @@ def mlp(sizes, activation: str = "relu", batchnorm: bool = False, keep_prob: flo
     bias (BatchNorm's beta replaces it). ``l2`` applies to every Dense layer.
     """
     acts = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a name, one of {sorted(acts)}, got {type(activation).__name__}")
     if activation not in acts:
         raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
-    sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else None
+    try:
+        sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else None
+    except TypeError:
+        raise TypeError("sizes must be a list of layer widths [n_in, hidden..., n_out], "
+                        f"got {type(sizes).__name__}") from None
     if not sizes or len(sizes) < 2:
         raise ValueError("sizes must list at least [n_in, n_out]")
     layers: list[nn.Layer] = []

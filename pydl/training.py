@@ -7,6 +7,7 @@ from numbers import Integral
 import numpy as np
 
 from .callbacks import Callback, History, ProgressBar
+from .model import _nonfinite_error, _refuse_masked
 
 __all__ = ["fit", "TrainingDiverged"]
 
@@ -31,12 +32,15 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     """Train ``model`` by mini-batch gradient descent; returns a ``History``.
 
     X (m, n_in); y as the model's loss takes it. Each epoch e (from ``initial_epoch``,
-    default ``model.epoch``, up to but excluding ``epochs``) shuffles the rows with a
-    generator keyed by (model.seed, e), splits them into mini-batches of ``batch_size``
-    (the last one partial; batch_size = m is batch gradient descent, 1 is stochastic),
-    and for each runs forward, backward and ``optimizer.step``. Dropout masks are keyed
+    default 0, up to but excluding ``epochs``) shuffles the rows with a generator keyed
+    by (model.seed, e), splits them into mini-batches of ``batch_size`` (the last one
+    partial; batch_size = m is batch gradient descent, 1 is stochastic; a batch_size
+    larger than m means one batch of all m rows), and for each runs forward, backward
+    and ``optimizer.step``. As in Keras, ``epochs`` is the index of the last epoch plus
+    one, not a count: to resume a model that has trained (or was loaded), pass
+    ``initial_epoch=model.epoch`` and an ``epochs`` beyond it. Dropout masks are keyed
     by (seed, step, layer), so training 2 epochs, saving, loading and training 2 more
-    gives bitwise the same theta as 4 in one go.
+    (``epochs=4, initial_epoch=2``) gives bitwise the same theta as 4 in one go.
 
     optimizer : an Optimizer, a name ("adam", ...), or None for ``model.optimizer``
         (or Adam() if the model has none). Stored as ``model.optimizer``.
@@ -61,6 +65,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     if not isinstance(shuffle, (bool, np.bool_)):
         raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
 
+    _refuse_masked(X, "X")
     streaming = _is_memmap(X)
     if streaming:
         if X.ndim != 2 or X.shape[1] != model.n_in:
@@ -74,8 +79,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
         X = model._check_X(X)
         m = X.shape[0]
     y = model._check_y(y, m)
-    if batch_size > m:
-        raise ValueError(f"batch_size must be <= the number of examples ({m}), got {batch_size}")
+    batch_size = min(batch_size, m)  # more than m: one batch of all m rows
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -177,9 +181,12 @@ def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model):
 
         seed = int(rng.integers(2**63)) if shuffle else None
         for Xb, yb in minibatches(X, y, batch_size, shuffle=shuffle, seed=seed):
-            Xb = np.ascontiguousarray(Xb, dtype=model.dtype)
+            raw = Xb
+            with np.errstate(over="ignore"):  # values beyond the dtype's range: reported below
+                Xb = np.ascontiguousarray(Xb, dtype=model.dtype)
             if not np.isfinite(Xb).all():
-                raise ValueError("X contains NaN or inf (found in a streamed mini-batch)")
+                e = _nonfinite_error("X", raw, model.dtype)
+                raise ValueError(f"{e} (found in a streamed mini-batch)")
             yield Xb, np.ascontiguousarray(yb)
         return
     order = rng.permutation(m) if shuffle else None

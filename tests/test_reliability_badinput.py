@@ -7,8 +7,10 @@ Decisions this suite pins down:
   ndim or width are a ValueError.
 - Labels for softmax cross-entropy are integer ids in [0, C) (int, bool, or floats with
   integral values) or one-hot rows (m, C) (float or int); anything else is refused.
-- fit: 1 <= batch_size <= m. (pydl.data.minibatches alone accepts batch_size > m and
-  yields one batch: that is its documented behaviour, tested in test_data.py.)
+- fit: batch_size is an integer >= 1; a batch_size > m means one batch of all m rows
+  (so the default 64 trains a 50-row dataset), as pydl.data.minibatches does.
+- X and y that overflow the model's dtype (1e39 into float32) are a ValueError saying
+  so; numpy masked arrays are a TypeError (pydl would ignore the mask).
 - Hyperparameters: lr finite > 0; betas and BatchNorm momentum in [0, 1); keep_prob in
   (0, 1]; eps finite > 0; NaN/inf always refused.
 
@@ -24,7 +26,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pydl
@@ -83,7 +85,14 @@ for name, Xb, exc, match in [
     ("nan", with_nan(X), ValueError, r"X contains NaN or inf"),
     ("inf", with_nan(X, np.inf), ValueError, r"X contains NaN or inf"),
     ("-inf", with_nan(X, -np.inf), ValueError, r"X contains NaN or inf"),
-    ("overflows-float32", X64 * 1e300, ValueError, r"X contains NaN or inf"),
+    ("overflows-float32", X64 * 1e300, ValueError,
+     r"X has values beyond the float32 range \(\|x\| > 3\.403e\+38\), which overflow to inf"),
+    ("1e39", np.where(np.arange(M * N_IN).reshape(M, N_IN) == 7, 1e39, X64), ValueError,
+     r"X has values beyond the float32 range"),
+    ("overflow-and-nan", with_nan(X64 * 1e300), ValueError, r"X contains NaN or inf"),
+    ("masked", np.ma.masked_array(X, mask=X > 1), TypeError,
+     r"X is a numpy masked array; pydl would ignore its mask"),
+    ("masked-nothing", np.ma.masked_array(X), TypeError, r"X is a numpy masked array"),
 ]:
     for entry in ("predict", "predict_proba", "forward", "evaluate", "cost", "forward_backward",
                   "fit"):
@@ -102,6 +111,16 @@ bad("fit-validation-X-nan", ValueError, r"validation_data\[0\] contains NaN or i
     lambda: fit(model(), validation_data=(with_nan(X), Y)))
 bad("fit-validation-X-complex", TypeError, r"validation_data\[0\] must be a numeric array",
     lambda: fit(model(), validation_data=(X.astype(complex), Y)))
+bad("fit-validation-X-overflow", ValueError, r"validation_data\[0\] has values beyond the float32 range",
+    lambda: fit(model(), validation_data=(X64 * 1e300, Y)))
+bad("fit-validation-X-masked", TypeError, r"validation_data\[0\] is a numpy masked array",
+    lambda: fit(model(), validation_data=(np.ma.masked_array(X, mask=X > 1), Y)))
+bad("fit-validation-y-masked", TypeError, r"validation_data\[1\] is a numpy masked array",
+    lambda: fit(model(), validation_data=(X, np.ma.masked_array(Y, mask=Y == 0))))
+for entry in ("fit", "evaluate", "cost", "forward_backward"):
+    bad(f"y-masked-{entry}", TypeError, r"y is a numpy masked array; pydl would ignore its mask",
+        lambda entry=entry: (fit(model(), X, np.ma.masked_array(Y, mask=Y == 0)) if entry == "fit" else
+                             getattr(model(), entry)(X, np.ma.masked_array(Y, mask=Y == 0))))
 bad("fit-validation-not-pair", ValueError, r"validation_data must be a pair \(X_dev, y_dev\)",
     lambda: fit(model(), validation_data=X))
 bad("fit-validation-triple", ValueError, r"validation_data must be a pair",
@@ -164,8 +183,6 @@ for name, loss, n_out, yb, exc, match in [
 for value, exc, match in [
     (0, ValueError, r"batch_size must be an integer >= 1, got 0"),
     (-1, ValueError, r"batch_size must be an integer >= 1, got -1"),
-    (M + 1, ValueError, r"batch_size must be <= the number of examples \(12\), got 13"),
-    (10**9, ValueError, r"batch_size must be <= the number of examples \(12\)"),
     (2.0, ValueError, r"batch_size must be an integer >= 1, got 2.0"),
     (True, ValueError, r"batch_size must be an integer >= 1, got True"),
     (None, ValueError, r"batch_size must be an integer >= 1, got None"),
@@ -216,6 +233,11 @@ bad("fit-memmap-width", ValueError, r"X must have shape \(m, 4\), got \(12, 3\)"
 
 bad("fit-memmap-nan", ValueError, r"X contains NaN or inf",
     lambda: fit(model(), _memmap(with_nan(X).astype(np.float32))))
+bad("fit-memmap-overflow", ValueError,
+    r"X has values beyond the float32 range .* \(found in a streamed mini-batch\)",
+    lambda: fit(model(), _memmap(X64 * 1e300)))
+bad("fit-memmap-masked", TypeError, r"X is a numpy masked array",
+    lambda: fit(model(), np.ma.masked_array(_memmap(X), mask=X > 1)))
 bad("predict-memmap", TypeError, r"X is a memory-mapped array", lambda: model().predict(_memmap(X)))
 
 # ------------------------------------------------------------------ layers
@@ -290,6 +312,14 @@ for case_id, fn, exc, match in [
     ("dtype-float16", lambda: pydl.Sequential([nn.Dense(3, 2)], dtype=np.float16), ValueError, r"dtype must be float32 or float64, got float16"),
     ("dtype-int", lambda: pydl.Sequential([nn.Dense(3, 2)], dtype="int32"), ValueError, r"dtype must be float32 or float64, got int32"),
     ("dtype-garbage", lambda: pydl.Sequential([nn.Dense(3, 2)], dtype="floaty"), (TypeError, ValueError), r"dtype must be float32 or float64, got 'floaty'"),
+    ("loss-list", lambda: pydl.Sequential([nn.Dense(3, 2)], loss=["mse"]), TypeError, r"loss must be a loss name \(one of \['mse', 'sigmoid_cross_entropy', 'softmax_cross_entropy'\]\) or a pydl.losses.Loss, got list"),
+    ("loss-none", lambda: pydl.Sequential([nn.Dense(3, 2)], loss=None), TypeError, r"loss must be a loss name .* got NoneType"),
+    ("architecture-type-list", lambda: pydl.Sequential.from_architecture({"layers": [{"type": ["Dense"], "config": {"n_in": 3, "n_out": 2}}]}), ValueError, r"architecture\['layers'\]\[0\] must be a dict \{'type': layer class name \(str\), 'config': dict\}, got \{'type': \['Dense'\]"),
+    ("architecture-layer-int", lambda: pydl.Sequential.from_architecture({"layers": [{"type": "Dense", "config": {"n_in": 3, "n_out": 2}}, 7]}), ValueError, r"architecture\['layers'\]\[1\] must be a dict .* got 7"),
+    ("architecture-loss-list", lambda: pydl.Sequential.from_architecture({"layers": [{"type": "Dense", "config": {"n_in": 3, "n_out": 2}}], "loss": ["mse"]}), TypeError, r"loss must be a loss name .* got list"),
+    ("mlp-sizes-none", lambda: pydl.mlp(None), TypeError, r"sizes must be a list of layer widths \[n_in, hidden\.\.\., n_out\], got NoneType"),
+    ("mlp-sizes-int", lambda: pydl.mlp(5), TypeError, r"sizes must be a list of layer widths \[n_in, hidden\.\.\., n_out\], got int"),
+    ("mlp-activation-list", lambda: pydl.mlp([4, 3], activation=["relu"]), TypeError, r"activation must be a name, one of \['leaky_relu', 'relu', 'sigmoid', 'tanh'\], got list"),
     ("mlp-sizes-short", lambda: pydl.mlp([4]), ValueError, r"sizes must list at least \[n_in, n_out\]"),
     ("mlp-sizes-str", lambda: pydl.mlp("48"), ValueError, r"sizes must list at least \[n_in, n_out\]"),
     ("mlp-sizes-zero", lambda: pydl.mlp([4, 0, 3]), ValueError, r"n_out must be a positive integer, got 0"),
@@ -839,18 +869,23 @@ def _expect_hyper(name, v, lo, hi, lo_open, hi_open):
         return TypeError, rf"{name} must be a real number"
     f = float(v)
     ok = math.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
-    return None if ok else (ValueError, rf"{name} must be a finite number in")
+    # (eps: "... at least <the smallest normal float64>" below it, as 0 is "... in (0, inf)")
+    return None if ok else (ValueError, rf"{name} must be a finite number in" if name != "eps"
+                            else r"eps must be (a finite number in|at least)")
 
 
 @FAST
 @given(opt=st.sampled_from(["SGD", "Momentum", "RMSprop", "Adam"]),
        name=st.sampled_from(["lr", "weight_decay", "beta", "beta1", "beta2", "eps"]), value=hyper_values)
+@example(opt="Adam", name="eps", value=1e-310)  # subnormal: refused at construction
+@example(opt="Adam", name="eps", value=1e-39)  # normal in float64 only: refused at the step
+@example(opt="RMSprop", name="eps", value=1e39)  # beyond float32: refused at the step
 def test_any_optimizer_hyperparameter_is_refused_exactly_when_out_of_range(opt, name, value):
     COUNT["hypothesis examples"] += 1
     cls = OPTS[opt]
     ranges = {"lr": (0, math.inf, True, False), "weight_decay": (0, math.inf, False, False),
               "beta": (0, 1, False, True), "beta1": (0, 1, False, True), "beta2": (0, 1, False, True),
-              "eps": (0, math.inf, True, False)}
+              "eps": (float(np.finfo(np.float64).tiny), math.inf, False, False)}
     accepted = {"SGD": {"lr", "weight_decay"}, "Momentum": {"lr", "weight_decay", "beta"},
                 "RMSprop": {"lr", "weight_decay", "beta", "eps"},
                 "Adam": {"lr", "weight_decay", "beta1", "beta2", "eps"}}[opt]
@@ -864,6 +899,13 @@ def test_any_optimizer_hyperparameter_is_refused_exactly_when_out_of_range(opt, 
         assert getattr(o, name) == float(value)
         holder = _Holder(5, 5)
         holder.dtheta[:] = 1.0
+        f32 = np.finfo(np.float32)
+        if name == "eps" and not f32.tiny <= float(value) <= f32.max:
+            # a normal float64 that float32 cannot hold as one: refused when stepping float32
+            with pytest.raises(ValueError, match="eps must be in .* for float32 arrays"):
+                o.step(holder)
+            assert o.t == 0 and not holder.theta.any()
+            return
         try:
             o.step(holder)
         except FloatingPointError:  # a huge lr or weight decay overflows float32: refused
@@ -894,13 +936,17 @@ def test_any_keep_prob_is_refused_exactly_when_outside_0_1(keep_prob):
 
 @FAST
 @given(batch_size=st.one_of(st.integers(-3, M + 3), st.sampled_from([2.0, "4", None, True, 10**12])))
-def test_any_batch_size_is_refused_exactly_when_outside_1_m(batch_size):
+def test_any_batch_size_is_refused_exactly_when_not_an_integer_ge_1(batch_size):
     COUNT["hypothesis examples"] += 1
     m = _MODEL.copy()
-    ok = isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size <= M
+    ok = isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size
     if ok:
         h = fit(m, batch_size=batch_size)
-        assert len(h.iterations) == -(-M // batch_size)
+        assert len(h.iterations) == -(-M // min(batch_size, M))  # > m: one batch of all m rows
+        if batch_size >= M:
+            ref = _MODEL.copy()
+            fit(ref, batch_size=M)
+            assert np.array_equal(m.theta, ref.theta)
     else:
         with pytest.raises(ValueError, match=r"batch_size must be"):
             fit(m, batch_size=batch_size)

@@ -373,3 +373,219 @@ def test_edited_arrays_refused(tmp_path, case):
     write_npz(out, arrays)
     refused(out)
 
+
+
+# ------------------------------------------------------------------------------ hostile files
+def small_meta(path):
+    return json.loads(entries(path)["meta"].tobytes().decode())
+
+
+def meta_bytes(meta):
+    return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+
+def write_npz_with_deflated(path, arrays, name, shape, dtype=np.float64):
+    """arrays as np.savez writes them, plus entry ``name`` of zeros with ``shape``, deflated:
+    a few hundred KB that would decompress to shape's full size."""
+    import io
+    import zipfile
+
+    write_npz(path, arrays)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                  "shape": shape})
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z, z.open(name + ".npy", "w") as f:
+        f.write(header.getvalue())
+        chunk = bytes(1 << 22)
+        left = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        while left:
+            f.write(chunk[:min(left, len(chunk))])
+            left -= min(left, len(chunk))
+
+
+def peak_bytes_of(fn):
+    """Peak of the memory traced by tracemalloc (numpy reports its arrays to it) during fn()."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("n", [5000, 30000, 10**6, 2**40])
+def test_huge_architecture_with_a_tiny_theta_is_refused_before_allocating(tmp_path, n):
+    """A 700-byte file whose architecture is Dense(n, n) (+ BatchNorm(n)) with a theta of 3:
+    refused from theta's header, without building (let alone initializing) the model."""
+    meta = {"format": "pydl-model", "version": 1, "epoch": 0, "step": 0,
+            "architecture": {"layers": [{"type": "Dense", "config": {"n_in": n, "n_out": n}},
+                                        {"type": "BatchNorm", "config": {"n": n}}],
+                             "loss": "mse", "seed": 0, "dtype": "float32"}}
+    out = tmp_path / "big.npz"
+    write_npz(out, {"theta": np.zeros(3, np.float32), "meta": meta_bytes(meta)})
+    assert out.stat().st_size < 1000
+    peak = peak_bytes_of(lambda: refused(out, "architecture|theta"))
+    assert peak < 2**20, f"refusing a {out.stat().st_size}-byte file allocated {peak} bytes"
+
+
+def test_theta_whose_header_claims_more_than_the_architecture_needs_is_never_read(tmp_path):
+    _, path = small_saved(tmp_path)
+    arrays = entries(path)
+    del arrays["theta"]
+    out = tmp_path / "e.npz"
+    write_npz_with_deflated(out, arrays, "theta", (2**24,), np.float32)   # 64 MB of zeros
+    assert out.stat().st_size < 2**20
+    peak = peak_bytes_of(lambda: refused(out, r"theta has shape \(16777216,\) float32, the architecture needs"))
+    assert peak < 8 * 2**20, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("name", ["optimizer/s", "state/1.running_var", "standardizer/mean"])
+def test_state_entry_whose_header_claims_too_much_is_never_read(tmp_path, name):
+    model, path = small_saved(tmp_path)
+    model.standardizer = Standardizer().fit(data(40)[0])
+    model.save(path)
+    arrays = entries(path)
+    del arrays[name]
+    out = tmp_path / "e.npz"
+    write_npz_with_deflated(out, arrays, name, (2**24,), arrays["theta"].dtype if "std" not in name else np.float64)
+    peak = peak_bytes_of(lambda: refused(out, rf"{name} has shape \(16777216,\)"))
+    assert peak < 8 * 2**20, f"peak {peak} bytes"
+
+
+def test_unused_entries_are_not_read(tmp_path):
+    """An unknown (here compressed, 128 MB when read) entry is ignored, not decompressed."""
+    model, path = small_saved(tmp_path)
+    out = tmp_path / "junk.npz"
+    write_npz_with_deflated(out, entries(path), "junk", (2**24,))
+    assert out.stat().st_size < 2**20
+    loaded = []
+    peak = peak_bytes_of(lambda: loaded.append(pydl.load(out)))
+    assert peak < 8 * 2**20, f"peak {peak} bytes"
+    assert_same_model(model, loaded[0])
+
+
+def test_entry_claiming_more_than_the_file_holds_is_refused(tmp_path):
+    """A header claiming 2**40 elements in a stored (uncompressed) entry of a few bytes."""
+    import io
+    import zipfile
+
+    _, path = small_saved(tmp_path)
+    arrays = entries(path)
+    del arrays["theta"]
+    out = tmp_path / "e.npz"
+    write_npz(out, arrays)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)})
+    with zipfile.ZipFile(out, "a") as z:
+        z.writestr("theta.npy", header.getvalue() + bytes(64))
+    refused(out, "entry 'theta' claims shape \\(1099511627776,\\) float32, more than the file holds")
+
+
+@pytest.mark.parametrize("case", ["epoch_inf", "epoch_nan", "iterations_str", "history_values_not_list",
+                                  "best_epoch_dict", "epoch_str"])
+def test_history_with_impossible_values_refused(tmp_path, case):
+    """json accepts Infinity/NaN: int(inf) raised a raw OverflowError."""
+    _, path = small_saved(tmp_path)
+    history = {"epoch_inf": {"epoch": [float("inf")]}, "epoch_nan": {"epoch": [float("nan")]},
+               "iterations_str": {"iterations": "123"}, "history_values_not_list": {"history": {"loss": 5}},
+               "best_epoch_dict": {"best_epoch": {"x": [1]}}, "epoch_str": {"epoch": "12"}}[case]
+    out = edited(tmp_path, path, lambda meta: meta.__setitem__("history", history))
+    refused(out, "its history is invalid")
+
+
+@pytest.mark.parametrize("text", [b"[" * 100000, b'{"a":' * 100000, b'{"format": 1' + b"0" * 5000 + b"}"],
+                         ids=["deep-list", "deep-object", "5000-digit-int"])
+def test_pathological_json_meta_refused(tmp_path, text):
+    """Deep nesting raised RecursionError; a 5000-digit integer raises Python's int limit."""
+    _, path = small_saved(tmp_path)
+    refused(edited(tmp_path, path, meta=np.frombuffer(text, dtype=np.uint8)), "its metadata is not JSON")
+
+
+@pytest.mark.parametrize("opt", [optim.Adam(lr=0.01), optim.RMSprop(lr=0.01)], ids=["adam", "rmsprop"])
+def test_negative_second_moment_refused(tmp_path, opt):
+    """s (an EWA of g^2) < 0 loaded fine and the next fit raised TrainingDiverged."""
+    X, y = data(40)
+    model = pydl.mlp([10, 4, 3], seed=0)
+    model.fit(X, y, optimizer=opt, epochs=1, batch_size=20, verbose=0)
+    model.save(tmp_path / "m.npz")
+    s = entries(tmp_path / "m.npz")["optimizer/s"].copy()
+    s[3] = -1.0
+    refused(edited(tmp_path, tmp_path / "m.npz", optimizer__s=s), r"optimizer state s .* negative")
+    s[3] = 0.0   # zero is a valid second moment (e.g. a parameter whose gradient was always 0)
+    pydl.load(edited(tmp_path, tmp_path / "m.npz", optimizer__s=s))
+
+
+def test_negative_running_var_refused(tmp_path):
+    """running_var = -1 loaded fine and predict then gave NaN logits."""
+    model, path = small_saved(tmp_path)
+    rv = entries(path)["state/1.running_var"].copy()
+    rv[0] = -1.0
+    refused(edited(tmp_path, path, **{"state/1.running_var": rv}),
+            r"state 1.running_var \(a variance\) has negative values")
+    rv[0] = 0.0
+    loaded = pydl.load(edited(tmp_path, path, **{"state/1.running_var": rv}))
+    assert np.isfinite(loaded.forward(data(5)[0])).all()
+
+
+@pytest.mark.parametrize("field, value", [("step", 10**30), ("step", 2**63 - 1), ("epoch", 2**64),
+                                          ("t", 10**30), ("t", 2**63 - 1), ("t", -1), ("t", 2.0),
+                                          ("t", None), ("step", True)])
+def test_counters_beyond_int64_refused(tmp_path, field, value):
+    """step and t are incremented before use as int64: 10**30 loaded and failed only at
+    the next step."""
+    _, path = small_saved(tmp_path)
+
+    def edit(meta):
+        (meta["optimizer"] if field == "t" else meta)[field] = value
+    name = "optimizer step count t" if field == "t" else field
+    refused(edited(tmp_path, path, edit), rf"{name} must be an integer in \[0, 2\*\*63 - 1\)")
+
+
+def test_largest_counters_load_and_train(tmp_path):
+    X, y = data(40)
+    model, path = small_saved(tmp_path)
+
+    def edit(meta):
+        meta["step"] = meta["optimizer"]["t"] = 2**63 - 2
+    loaded = pydl.load(edited(tmp_path, path, edit))
+    loaded.fit(X, y, epochs=1, batch_size=40, verbose=0)
+    assert loaded.step == loaded.optimizer.t == 2**63 - 1
+
+
+@pytest.mark.parametrize("case", ["seed_missing", "n_params", "optimizer_extra_array", "standardizer_width",
+                                  "standardizer_half", "meta_2d", "layer_type_list"])
+def test_other_impossible_files_refused(tmp_path, case):
+    model, path = small_saved(tmp_path)
+    if case == "seed_missing":       # Sequential would draw a new seed: other masks and shuffles
+        out = edited(tmp_path, path, lambda meta: meta["architecture"].pop("seed"))
+    elif case == "n_params":
+        out = edited(tmp_path, path, lambda meta: meta.__setitem__("n_params", model.n_params + 1))
+    elif case == "optimizer_extra_array":
+        out = edited(tmp_path, path, **{"optimizer/u": model.theta})
+    elif case == "standardizer_width":  # the model takes 10 features
+        out = edited(tmp_path, path, **{"standardizer/mean": np.zeros(9), "standardizer/scale": np.ones(9)})
+    elif case == "standardizer_half":
+        out = edited(tmp_path, path, **{"standardizer/mean": np.zeros(10)})
+    elif case == "meta_2d":
+        out = edited(tmp_path, path, meta=entries(path)["meta"].reshape(1, -1))
+    else:
+        out = edited(tmp_path, path, lambda meta: meta["architecture"]["layers"][0].__setitem__("type", ["Dense"]))
+    refused(out)
+
+
+def test_a_corrupt_file_never_raises_anything_but_the_clear_value_error(tmp_path):
+    """More red-team edits of the metadata: each gives the clear ValueError (never
+    MemoryError, OverflowError, RecursionError or an unhashable-type TypeError)."""
+    _, path = small_saved(tmp_path)
+    edits = [lambda m: m["architecture"]["layers"][0]["config"].update(n_in=2**70),
+             lambda m: m["architecture"]["layers"][0]["config"].update(n_in=10**6, n_out=10**6),
+             lambda m: m["architecture"].__setitem__("loss", ["mse"]),
+             lambda m: m["architecture"].__setitem__("dtype", {"names": ["a"], "formats": ["f4"]}),
+             lambda m: m["architecture"].__setitem__("layers", [[]]),
+             lambda m: m.__setitem__("optimizer", {"type": ["Adam"]}),
+             lambda m: m.__setitem__("history", {"epoch": [1e308 * 10]})]
+    for edit in edits:
+        refused(edited(tmp_path, path, edit))
