@@ -28,8 +28,8 @@ def check_init(init: str, scale: float = 1.0) -> None:
     if init != "auto" and init not in INITIALIZERS:
         raise ValueError(f"init must be 'auto' or one of {list(INITIALIZERS)}, got {init!r}")
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be a finite number, got {scale!r}")
+            or (isinstance(scale, int) and abs(scale) > 2**1023) or not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be a finite number, got {scale!r:.60}")
 
 
 def initialize(init: str, shape: tuple[int, int], rng: np.random.Generator, scale: float = 1.0,

@@ -40,9 +40,14 @@ def _float(name: str, value) -> float:
         raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
 
 
+_MAX_WIDTH = 2**31 - 1  # the kernels' dimensions are C ints
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)) or int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {value!r:.60}")
+    if int(value) > _MAX_WIDTH:
+        raise ValueError(f"{name} must be a positive integer (at most 2**31 - 1), got {value!r:.60}")
     return int(value)
 
 
