@@ -78,7 +78,8 @@ def cancelled(grad, th, wd, dtype):
 
 def compared(fragile):
     """The coordinates to compare; the others are few and finite-checked by the caller."""
-    assert fragile.mean() < 0.01, f"{fragile.sum()} of {fragile.size} coordinates cancel"
+    assert fragile.sum() <= max(3, 0.01 * fragile.size), \
+        f"{fragile.sum()} of {fragile.size} coordinates cancel"
     return ~fragile
 
 

@@ -175,12 +175,12 @@ print("then right")
 
 @pytest.mark.skipif(not (ops.has_own_gemm and ops.has_openmp),
                     reason="no parallel region takes scratch memory in this build")
-def test_a_failed_allocation_on_a_worker_thread_raises_memoryerror():
+def test_a_failed_allocation_on_a_worker_thread_raises_memoryerror(tmp_path):
     """own_gemm packs its panel in each worker's scratch inside the parallel region; an
     allocation that fails there raises MemoryError on the caller (it used to terminate
     the interpreter), and the next call, with memory, computes the right product."""
     r = subprocess.run([sys.executable, "-c", _WORKER_OOM], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=tmp_path)  # not the checkout: the installed pydl
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
     assert r.stdout.split() == ["MemoryError", "then", "right"]
 

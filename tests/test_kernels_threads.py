@@ -213,7 +213,7 @@ print(calls, len(wrong))
 """
 
 
-def test_kernels_size_per_thread_memory_by_the_count_they_run_with():
+def test_kernels_size_per_thread_memory_by_the_count_they_run_with(tmp_path):
     """set_num_threads from one thread while others run kernels: each kernel reads the count
     once, sizes its per-thread partial sums by it and runs a team of at most that many
     (the softmax cost's and batch norm's column split: reading it twice let a 64-thread team
@@ -222,7 +222,7 @@ def test_kernels_size_per_thread_memory_by_the_count_they_run_with():
     import sys
 
     r = subprocess.run([sys.executable, "-c", _TOGGLE, "4"], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, cwd=tmp_path)  # not the checkout: the installed pydl
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
     calls, wrong = map(int, r.stdout.split())
     assert calls > 20 and wrong == 0, r.stdout
