@@ -57,8 +57,8 @@ def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=Fa
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
         try:
             value = float(value)
-        except OverflowError:  # an int beyond float's range
-            raise ValueError(f"{name} must be finite, got an integer of {value.bit_length()} bits") from None
+        except OverflowError:  # an int (or Fraction) beyond float's range
+            raise ValueError(f"{name} must be finite, got a number too large for a float") from None
     if (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi) \
             and value - value == 0.0:
         return value
