@@ -54,7 +54,7 @@ case "$CORE" in
     "$VENV"/*) ;;
     *) echo "sanitize.sh: imported $CORE, not the venv's build" >&2; exit 2 ;;
 esac
-if ! env -u LD_PRELOAD ldd "$CORE" | grep -q libasan; then
+if ! env -u LD_PRELOAD ldd "$CORE" | grep libasan >/dev/null; then  # not -q: with pipefail, ldd may die of SIGPIPE
     echo "sanitize.sh: $CORE is not linked against libasan" >&2; exit 2
 fi
 echo "== running kernel tests under ASan+UBSan ($CORE)"
