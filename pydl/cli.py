@@ -56,7 +56,7 @@ def _callbacks(cfg, out_dir, with_checkpoints=True):
 def cmd_train(args) -> int:
     import pydl
     from .callbacks import History
-    from .config import build_model, build_optimizer, load_config, load_data
+    from .config import build_model, build_optimizer, build_schedule, load_config, load_data
 
     overrides = {}
     if args.epochs is not None:
@@ -68,42 +68,48 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, overrides)
     X, y = load_data(cfg)
     out = args.out
-    os.makedirs(out, exist_ok=True)
+    epochs = cfg["training"]["epochs"]
     previous = None
     if args.resume:
         model = pydl.load(args.resume)
         if model.n_in != X.shape[1]:
             raise ValueError(f"checkpoint {args.resume} expects {model.n_in} features, the data has {X.shape[1]}")
+        if model.epoch >= epochs:  # nothing to train: leave OUT (model, history, checkpoints) as it is
+            print(f"the checkpoint has already trained {model.epoch} epochs (>= --epochs {epochs}); "
+                  f"nothing to do, nothing written to {out}")
+            return 0
         (Xtr, ytr, Xd, yd, Xte, yte), _ = _prepare(cfg, X, y, model.standardizer or _Identity())
         optimizer = model.optimizer or build_optimizer(cfg)
         if args.lr is not None:
             optimizer.lr = args.lr
         start, previous = model.epoch, model.history
-        print(f"resuming {args.resume} at epoch {start} (lr {optimizer.lr:g})")
+        sched = build_schedule(cfg)
+        if sched is None:
+            print(f"resuming {args.resume} at epoch {start} (lr {optimizer.lr:g})")
+        else:  # the LRScheduler sets lr = schedule(epoch), with lr0 = optimizer.lr (or --lr)
+            print(f"resuming {args.resume} at epoch {start} (lr {sched(start):g}: the schedule "
+                  f"{sched!r} at epoch {start})")
     else:
         (Xtr, ytr, Xd, yd, Xte, yte), std = _prepare(cfg, X, y)
         model = build_model(cfg, X.shape[1], y)
         model.standardizer = std
         optimizer, start = build_optimizer(cfg), 0
-    epochs = cfg["training"]["epochs"]
+    os.makedirs(out, exist_ok=True)
     print(f"data: {cfg['data']['source']}  train {len(Xtr)} / dev {len(Xd)} / test {len(Xte)}")
     print(model)
-    if start >= epochs:
-        print(f"the checkpoint has already trained {start} epochs (>= --epochs {epochs}); nothing to do")
-    else:
-        history = model.fit(Xtr, ytr, optimizer=optimizer, epochs=epochs,
-                            batch_size=min(cfg["training"]["batch_size"], len(Xtr)),
-                            validation_data=(Xd, yd), callbacks=_callbacks(cfg, out),
-                            initial_epoch=start, verbose=0 if args.quiet else 1)
-        if previous is not None:  # keep the curve of the run we resumed
-            merged = History.from_dict(previous.to_dict())
-            keep = [i for i, e in enumerate(merged.epoch) if e < start]
-            merged.epoch = [merged.epoch[i] for i in keep] + history.epoch
-            merged.history = {k: [v[i] for i in keep] + history.history.get(k, []) for k, v in
-                              {**{k: [] for k in history.history}, **merged.history}.items()}
-            merged.iterations = merged.iterations + history.iterations
-            merged.best_epoch = history.best_epoch
-            model.history = merged
+    history = model.fit(Xtr, ytr, optimizer=optimizer, epochs=epochs,
+                        batch_size=min(cfg["training"]["batch_size"], len(Xtr)),
+                        validation_data=(Xd, yd), callbacks=_callbacks(cfg, out),
+                        initial_epoch=start, verbose=0 if args.quiet else 1)
+    if previous is not None:  # keep the curve of the run we resumed
+        merged = History.from_dict(previous.to_dict())
+        keep = [i for i, e in enumerate(merged.epoch) if e < start]
+        merged.epoch = [merged.epoch[i] for i in keep] + history.epoch
+        merged.history = {k: [v[i] for i in keep] + history.history.get(k, []) for k, v in
+                          {**{k: [] for k in history.history}, **merged.history}.items()}
+        merged.iterations = merged.iterations + history.iterations
+        merged.best_epoch = history.best_epoch
+        model.history = merged
     _report(model, (Xtr, ytr, Xd, yd, Xte, yte), out)
     return 0
 
@@ -179,7 +185,7 @@ def cmd_tune(args) -> int:
     import functools
 
     from . import tune
-    from .config import build_space, load_config
+    from .config import _infer_loss, build_space, load_config, load_data
 
     cfg = load_config(args.config)
     space = build_space(cfg)
@@ -188,6 +194,18 @@ def cmd_tune(args) -> int:
     s = cfg["search"]
     trials = args.trials if args.trials is not None else s["trials"]
     objective = functools.partial(_tune_objective, cfg=cfg)
+    # What a trial's result depends on besides its params: the base config (the keys the space
+    # does not set; [search] is the search's own) and the data. A journal written for other
+    # values is refused instead of its trials being reused.
+    X, y = load_data(cfg)
+    context = {f"{section}.{key}": value for section, values in cfg.items() if section != "search"
+               for key, value in values.items() if f"{section}.{key}" not in space}
+    context["data.fingerprint"] = _fingerprint(X, y)
+    losses = space["model.loss"].options if isinstance(space.get("model.loss"), tune.Choice) else \
+        [space.get("model.loss", cfg["model"]["loss"]) or _infer_loss(y)[0]]
+    if s["metric"] == "dev_accuracy" and "mse" in losses:
+        raise ValueError(f"search.metric = 'dev_accuracy' in {args.config} needs classification, but the "
+                         "loss is mse (real-valued labels); use dev_loss or train_loss")
     executor = client = None
     if args.scheduler:
         from dask.distributed import Client
@@ -195,7 +213,8 @@ def cmd_tune(args) -> int:
         client = Client(args.scheduler)
         executor = client.get_executor()
     common = dict(direction=s["direction"], metric=s["metric"], executor=executor, journal=args.journal,
-                  n_jobs=1 if executor is not None else args.jobs, seed=cfg["training"]["seed"])
+                  n_jobs=1 if executor is not None else args.jobs, seed=cfg["training"]["seed"],
+                  context=context)
     try:
         if s["method"] == "coarse_to_fine":
             rounds = s["rounds"]
@@ -211,7 +230,22 @@ def cmd_tune(args) -> int:
     result.to_csv(csv)
     print(result)
     print(f"\ntrials: {csv}")
+    if not result.ok_trials:
+        print(f"pydl tune: error: every trial failed; the first: {result.trials[0].error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _fingerprint(X, y) -> str:
+    """Shapes, dtypes and a SHA-256 of the data's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (X, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape} {a.dtype.str};".encode())
+        h.update(a.tobytes())
+    return f"X {tuple(X.shape)}, y {tuple(np.shape(y))}, sha256 {h.hexdigest()[:16]}"
 
 
 def cmd_gradcheck(args) -> int:
@@ -245,7 +279,9 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (default: the digits job)")
     t.add_argument("config", nargs="?", help="TOML config (default: built-in digits job)")
     t.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this)")
-    t.add_argument("--lr", type=float, help="learning rate (overrides the config and a checkpoint)")
+    t.add_argument("--lr", type=float, help="learning rate (overrides the config and a checkpoint); with a "
+                   "[schedule] it is the schedule's initial rate lr0, so a resumed run continues at the "
+                   "schedule's rate for its epoch")
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint .npz")
     t.add_argument("--out", default="pydl-run", help="output directory (default: pydl-run)")
     t.add_argument("--seed", type=int, help="training seed")
@@ -280,6 +316,9 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
         print(f"pydl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # TrainingDiverged: nothing of the run was saved as model.npz
+        print(f"pydl {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

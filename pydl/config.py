@@ -90,7 +90,8 @@ _TYPES = {
     ("data", "n_classes"): int, ("data", "stratify"): bool, ("data", "standardize"): bool,
     ("data", "seed"): int, ("model", "hidden"): list, ("model", "activation"): str,
     ("model", "batchnorm"): bool, ("model", "keep_prob"): float, ("model", "l2"): float,
-    ("model", "init"): str, ("training", "epochs"): int, ("training", "batch_size"): int,
+    ("model", "init"): str, ("model", "loss"): str, ("data", "path"): str, ("data", "x_path"): str,
+    ("data", "y_path"): str, ("training", "epochs"): int, ("training", "batch_size"): int,
     ("training", "seed"): int, ("training", "patience"): int, ("training", "checkpoint_every"): int,
     ("training", "keep_last"): int, ("search", "method"): str, ("search", "trials"): int,
     ("search", "rounds"): int, ("search", "metric"): str, ("search", "direction"): str,
@@ -198,10 +199,47 @@ def validate_config(cfg: dict, path=None) -> None:
         build_schedule(cfg)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[schedule]: {e}{w}") from None
+    if s["metric"] not in METRICS:
+        raise ConfigError(f"search.metric must be one of {list(METRICS)} (what a trial reports), "
+                          f"got {s['metric']!r}{w}")
     try:
-        build_space(cfg)
+        space = build_space(cfg)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"[search.space]: {e}{w}") from None
+    _validate_space_values(cfg, space, w)
+
+
+METRICS = ("dev_loss", "dev_accuracy", "train_loss", "epochs")   # what a `pydl tune` trial reports
+
+
+def _space_values(value) -> list:
+    """The values of one space entry that must be valid config values: an interval's ends,
+    every choice, or the constant itself."""
+    from . import tune
+
+    if isinstance(value, tune.Choice):
+        return list(value.options)
+    if isinstance(value, (tune.RandInt, tune.Uniform, tune.LogUniform, tune.OneMinusLogUniform)):
+        return [value.low, value.high]
+    return [value]
+
+
+def _validate_space_values(cfg: dict, space: dict, w: str) -> None:
+    """Each space key must name a config key, and each end of its range (each choice) must be a
+    valid value of it: the config is validated with that value substituted."""
+    base = copy.deepcopy(cfg)
+    base["search"]["space"] = {}
+    for dotted, value in space.items():
+        section, key = dotted.split(".", 1)
+        if section not in _OPEN_SECTIONS and key not in DEFAULTS[section]:
+            raise ConfigError(f"[search.space]: {dotted!r} is not a config key; valid {section} keys are "
+                              f"{', '.join(f'{section}.{k}' for k in sorted(DEFAULTS[section]))}{w}")
+        for v in _space_values(value):
+            try:
+                validate_config(with_params(base, {dotted: v}))
+            except ConfigError as e:
+                raise ConfigError(f"[search.space]: {dotted!r} = {value!r} can take the value {v!r}, "
+                                  f"which the config refuses: {e}{w}") from None
 
 
 def _read_file_data(d: dict):
@@ -262,6 +300,28 @@ def _infer_loss(y) -> tuple[str, int]:
     return "softmax_cross_entropy", max(k, 2)
 
 
+def _losses_for(y) -> list:
+    """The losses whose output layer build_model can fit to the labels y."""
+    y = np.asarray(y)
+    loss, _ = _infer_loss(y)
+    column = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    in01 = bool(y.size) and y.dtype.kind in "biuf" and bool(np.all((y >= 0) & (y <= 1)))
+    if not column:
+        return ["softmax_cross_entropy", "mse"]
+    fits = ["softmax_cross_entropy"] if loss == "softmax_cross_entropy" else ["mse"]
+    return fits + (["sigmoid_cross_entropy"] if in01 else [])
+
+
+def _describe_labels(y) -> str:
+    y = np.asarray(y)
+    loss, k = _infer_loss(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return f"{y.shape[1]} columns per example"
+    if loss == "softmax_cross_entropy":
+        return f"class labels 0..{k - 1}"
+    return "real-valued targets"
+
+
 def build_model(cfg: dict, n_in: int, y):
     """An mlp() from [model] for inputs of width n_in and labels y."""
     from .model import mlp
@@ -269,6 +329,10 @@ def build_model(cfg: dict, n_in: int, y):
     mdl = cfg["model"]
     loss, n_out = _infer_loss(y)
     if mdl.get("loss"):
+        fits = _losses_for(y)
+        if mdl["loss"] not in fits:
+            raise ConfigError(f"model.loss = {mdl['loss']!r} does not fit the labels ({_describe_labels(y)}); "
+                              f"losses that fit them: {', '.join(fits)}")
         loss = mdl["loss"]
         if loss == "sigmoid_cross_entropy":
             n_out = 1
@@ -295,7 +359,7 @@ def build_schedule(cfg: dict):
 
     sch = dict(cfg["schedule"])
     name = sch.pop("name", "constant")
-    if name not in _SCHEDULES:
+    if not isinstance(name, str) or name not in _SCHEDULES:
         raise ValueError(f"schedule.name must be one of {sorted(_SCHEDULES)}, got {name!r}")
     if name == "constant":
         if sch:
@@ -315,6 +379,9 @@ def build_space(cfg: dict) -> dict:
         if isinstance(spec, dict):
             spec = dict(spec)
             dist = spec.pop("dist", None)
+            if not isinstance(dist, str):
+                raise ValueError(f"{key}: dist must be a str (uniform, loguniform, one_minus_loguniform, "
+                                 f"randint or choice), got {dist!r}")
             makers = {"uniform": tune.uniform, "loguniform": tune.loguniform,
                       "one_minus_loguniform": tune.one_minus_loguniform, "randint": tune.randint}
             if dist in makers:

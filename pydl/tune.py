@@ -67,6 +67,7 @@ import numbers
 import operator
 import os
 import pickle
+import re
 import secrets
 import signal
 import sys
@@ -104,6 +105,8 @@ __all__ = [
 ]
 
 _DIRECTIONS = ("minimize", "maximize")
+_MAX_RUNGS = 100            # promotions of one successive-halving bracket (and Hyperband brackets)
+_MAX_CONFIGS = 100_000      # configurations one Hyperband run may sample
 _JOURNAL_VERSION = 1
 
 
@@ -226,6 +229,21 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+def _check_stable(name: str, value: Any) -> None:
+    """TypeError unless ``value``'s JSON form is the same in every process: objects recorded by a
+    default repr (``<Foo object at 0x7f...>``, an address) would never match on resume."""
+    def default(v: Any) -> Any:
+        text = _json_default(v)
+        if isinstance(text, str) and re.search(r" at 0x[0-9a-fA-F]+", text):
+            raise TypeError(f"{name} holds {text}, which a journal cannot record stably (its repr "
+                            "names a memory address, so a resumed search would not recognize it); "
+                            "use a JSON value (number, str, list, dict) or an object with a stable "
+                            "__repr__, or run without a journal")
+        return text
+
+    json.dumps(value, default=default)
+
+
 # --------------------------------------------------------------------------- distributions
 
 
@@ -258,6 +276,9 @@ class _Interval(Distribution):
         self._check()
         t0, t1 = self._to_t(low), self._to_t(high)
         self.t_low, self.t_high = min(t0, t1), max(t0, t1)
+        if not math.isfinite(self.t_high - self.t_low):
+            raise ValueError(f"{self._name} needs a range whose width high - low is a finite float, "
+                             f"got low={low}, high={high}")
 
     def _check(self) -> None:
         pass
@@ -368,6 +389,9 @@ class RandInt(Distribution):
         low, high = _integer("low", low), _integer("high", high)
         if low > high:
             raise ValueError(f"randint needs low <= high, got low={low}, high={high}")
+        for name, v in (("low", low), ("high", high)):
+            if not -2**63 <= v < 2**63:
+                raise ValueError(f"randint {name} must fit in int64 ([-2**63, 2**63 - 1]), got {v}")
         self.low, self.high = low, high
 
     def sample(self, rng: np.random.Generator) -> int:
@@ -698,11 +722,7 @@ class _Journal:
         if found.get("search") != expected["search"]:
             raise ValueError(f"journal {self.path!r} was written by {found.get('search')}, not "
                              f"{expected['search']}; use another journal file")
-        diffs = []
-        for key in sorted(set(found.get("config", {})) | set(expected["config"])):
-            old, new = found.get("config", {}).get(key), expected["config"].get(key)
-            if old != new:
-                diffs.append(f"{key}: journal has {old!r}, this call has {new!r}")
+        diffs = _differences(found.get("config", {}), expected["config"])
         if diffs:
             raise ValueError(f"journal {self.path!r} belongs to a different search; "
                              + "; ".join(diffs) + ". Use a new journal file (or delete this one).")
@@ -736,6 +756,16 @@ class _Journal:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"key: journal has A, this call has B"`` for each differing entry, nested dicts by dotted key."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [f"{prefix}: journal has {old!r}, this call has {new!r}"]
+    diffs = []
+    for key in sorted(set(old) | set(new), key=str):
+        diffs += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+    return diffs
 
 
 @contextlib.contextmanager
@@ -1283,10 +1313,28 @@ def _common(objective, direction, metric, n_jobs, executor, journal, threads_per
             _check_journal(journal), _check_threads(threads_per_worker))
 
 
+def _header(config: dict, context: Any, space: dict, journal: str | None, name: str = "space") -> dict:
+    """The journal header's config: ``config`` plus ``context`` (if any); with a journal, every
+    constant of ``space`` must have a stable JSON form (one recorded now must match in a new process)."""
+    if context is not None:
+        if not isinstance(context, dict):
+            raise TypeError(f"context must be a dict (what else a trial's result depends on), "
+                            f"got {type(context).__name__}")
+        _check_stable("context", context)
+        config = {**config, "context": _normalized(context)}
+    if journal is not None:
+        for key, value in space.items():
+            if isinstance(value, Choice):
+                _check_stable(f"{name}[{key!r}]", value.options)
+            elif not _is_distribution(value):
+                _check_stable(f"{name}[{key!r}]", value)
+    return config
+
+
 def random_search(objective: Callable, space: dict, n_trials: int, seed: int | None = None,
                   direction: str = "minimize", metric: str = "dev_loss", n_jobs: int = 1,
                   executor: Any = None, journal: str | os.PathLike | None = None,
-                  threads_per_worker: int | None = 1) -> SearchResult:
+                  threads_per_worker: int | None = 1, context: dict | None = None) -> SearchResult:
     """Random search: ``n_trials`` independent draws ``params_i ~ space``.
 
     Trial ``i`` gets the ``i``-th parameter set drawn from
@@ -1316,6 +1364,10 @@ def random_search(objective: Callable, space: dict, n_trials: int, seed: int | N
     threads_per_worker : int or None
         Threads each worker process may use (``pydl.set_num_threads``);
         None leaves the libraries' defaults. Only for ``n_jobs > 1``.
+    context : dict, optional
+        What else a trial's result depends on (the base config, a fingerprint
+        of the data, ...), as JSON values. Kept in the journal header: a
+        journal written with another context is refused, not reused.
 
     Returns
     -------
@@ -1327,6 +1379,7 @@ def random_search(objective: Callable, space: dict, n_trials: int, seed: int | N
     n_trials = _integer("n_trials", n_trials, minimum=1)
     seed = _check_seed(seed)
     config = {"space": {k: _describe(v) for k, v in space.items()}, "direction": direction, "metric": metric}
+    config = _header(config, context, space, journal)
     with _open_journal(journal, "random_search", config, seed) as (jr, seed):
         rng = np.random.default_rng(seed)
         tasks = [Trial(number=i, params=_sample_space(space, rng)) for i in range(n_trials)]
@@ -1344,6 +1397,9 @@ def _grid_values(name: str, value: Any) -> list:
         if not values:
             raise ValueError(f"grid[{name!r}] is empty; give at least one value")
         return values
+    if isinstance(value, (set, frozenset)) or isinstance(value, Iterator):
+        raise TypeError(f"grid[{name!r}] is a {type(value).__name__}; give its values as a list or tuple "
+                        "(a set's order differs between processes, an iterator is used up once)")
     if _is_distribution(value):
         raise TypeError(f"grid[{name!r}] is a continuous distribution ({value!r}); a grid needs an "
                         "explicit list of values, e.g. numpy.logspace(-4, 0, 5)")
@@ -1352,7 +1408,7 @@ def _grid_values(name: str, value: Any) -> list:
 
 def grid_search(objective: Callable, grid: dict, direction: str = "minimize", metric: str = "dev_loss",
                 n_jobs: int = 1, executor: Any = None, journal: str | os.PathLike | None = None,
-                threads_per_worker: int | None = 1) -> SearchResult:
+                threads_per_worker: int | None = 1, context: dict | None = None) -> SearchResult:
     """Grid search over the Cartesian product ``grid[k1] x grid[k2] x ...``.
 
     ``grid`` maps each name to a list/tuple/array of values (or a ``choice``,
@@ -1366,7 +1422,8 @@ def grid_search(objective: Callable, grid: dict, direction: str = "minimize", me
     grid = _check_space(grid, "grid")
     axes = {name: _grid_values(name, value) for name, value in grid.items()}
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
-    config = {"grid": _normalized(axes), "direction": direction, "metric": metric}
+    config = _header({"grid": _normalized(axes), "direction": direction, "metric": metric}, context,
+                     axes, journal, "grid")
     with _open_journal(journal, "grid_search", config, None, seeded=False) as (jr, _):
         tasks = [Trial(number=i, params=p) for i, p in enumerate(combos)]
         with _executor_scope(objective, n_jobs, executor, threads) as (ex, fn):
@@ -1389,7 +1446,7 @@ def coarse_to_fine(objective: Callable, space: dict, rounds: int = 3, trials_per
                    top_k: int = 3, shrink: float = 0.5, seed: int | None = None,
                    direction: str = "minimize", metric: str = "dev_loss", n_jobs: int = 1,
                    executor: Any = None, journal: str | os.PathLike | None = None,
-                   threads_per_worker: int | None = 1) -> CoarseToFineResult:
+                   threads_per_worker: int | None = 1, context: dict | None = None) -> CoarseToFineResult:
     """Coarse-to-fine random search: sample a box, zoom in around the best, repeat.
 
     Round ``r`` draws ``trials_per_round`` parameter sets from the current box
@@ -1426,6 +1483,7 @@ def coarse_to_fine(objective: Callable, space: dict, rounds: int = 3, trials_per
     seed = _check_seed(seed)
     config = {"space": {k: _describe(v) for k, v in space.items()}, "direction": direction,
               "metric": metric, "trials_per_round": trials_per_round, "top_k": top_k, "shrink": shrink}
+    config = _header(config, context, space, journal)
     results, everything = [], []
     with _open_journal(journal, "coarse_to_fine", config, seed) as (jr, seed):
         with _executor_scope(objective, n_jobs, executor, threads) as (ex, fn):
@@ -1455,6 +1513,12 @@ def _check_budgets(min_budget: Any, max_budget: Any, eta: Any) -> tuple[float, f
         raise ValueError(f"max_budget must be >= min_budget ({lo}), got {hi}")
     if eta <= 1:
         raise ValueError(f"eta must be > 1 (the promotion ratio), got {eta}")
+    ratio = hi / lo
+    steps = math.log(ratio) / math.log(eta) if math.isfinite(ratio) else math.inf
+    if not steps <= _MAX_RUNGS:
+        raise ValueError(f"max_budget / min_budget = {ratio:g} with eta={eta} needs log_eta(max/min) = "
+                         f"{steps:.4g} promotions; at most {_MAX_RUNGS} are allowed: raise eta or "
+                         "narrow the budgets")
     return lo, hi, eta, integer
 
 
@@ -1497,7 +1561,7 @@ def successive_halving(objective: Callable, space: dict, n_trials: int, min_budg
                        max_budget: float, eta: float = 3, seed: int | None = None,
                        direction: str = "minimize", metric: str = "dev_loss", n_jobs: int = 1,
                        executor: Any = None, journal: str | os.PathLike | None = None,
-                       threads_per_worker: int | None = 1) -> SearchResult:
+                       threads_per_worker: int | None = 1, context: dict | None = None) -> SearchResult:
     """Successive halving: train many configurations briefly, promote the best.
 
     ``n_0 = n_trials`` configurations run with budget ``b_0 = min_budget``;
@@ -1521,6 +1585,7 @@ def successive_halving(objective: Callable, space: dict, n_trials: int, min_budg
     budgets = _rung_budgets(lo, hi, eta, integer)
     config = {"space": {k: _describe(v) for k, v in space.items()}, "direction": direction,
               "metric": metric, "n_trials": n_trials, "budgets": budgets, "eta": eta}
+    config = _header(config, context, space, journal)
     with _open_journal(journal, "successive_halving", config, seed) as (jr, seed):
         with _executor_scope(objective, n_jobs, executor, threads) as (ex, fn):
             ctx = _Context(fn, metric, direction, ex, jr, budgeted=True)
@@ -1532,7 +1597,7 @@ def successive_halving(objective: Callable, space: dict, n_trials: int, min_budg
 def hyperband(objective: Callable, space: dict, min_budget: float, max_budget: float, eta: float = 3,
               seed: int | None = None, direction: str = "minimize", metric: str = "dev_loss",
               n_jobs: int = 1, executor: Any = None, journal: str | os.PathLike | None = None,
-              threads_per_worker: int | None = 1) -> SearchResult:
+              threads_per_worker: int | None = 1, context: dict | None = None) -> SearchResult:
     """Hyperband: successive halving brackets trading many-configs for long-budgets.
 
     With ``R = max_budget``, ``s_max = floor(log_eta(R / min_budget))``,
@@ -1555,8 +1620,13 @@ def hyperband(objective: Callable, space: dict, min_budget: float, max_budget: f
         n = int(math.ceil((s_max + 1) / (s + 1) * eta ** s - 1e-9))
         budgets = _rung_budgets(hi / eta ** s, hi, eta, integer)
         brackets.append((n, budgets))
+    total = sum(n for n, _ in brackets)
+    if total > _MAX_CONFIGS:
+        raise ValueError(f"hyperband with max_budget / min_budget = {hi / lo:g} and eta={eta} would sample "
+                         f"{total} configurations (at most {_MAX_CONFIGS}): raise eta or narrow the budgets")
     config = {"space": {k: _describe(v) for k, v in space.items()}, "direction": direction,
               "metric": metric, "brackets": brackets, "eta": eta}
+    config = _header(config, context, space, journal)
     trials: list[Trial] = []
     with _open_journal(journal, "hyperband", config, seed) as (jr, seed):
         with _executor_scope(objective, n_jobs, executor, threads) as (ex, fn):

@@ -65,6 +65,10 @@ def test_resume_with_new_learning_rate(tmp_path, capsys):
     ("[training]\nepochs = 'ten'\n", "training.epochs"),
     ("[data]\nsource = 'imagenet'\n", "data.source"),
     ("[model\n", "not valid TOML"),
+    ("[data]\nsource = 'file'\npath = 5\n", "data.path"),
+    ("[model]\nloss = ['x']\n", "model.loss"),
+    ("[schedule]\nname = ['x']\n", "schedule.name"),
+    ("[search.space]\n\"optimizer.lr\" = { dist = ['uniform'], low = 0, high = 1 }\n", "optimizer.lr: dist"),
 ])
 def test_bad_config_is_an_error_naming_key_and_file(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
@@ -159,3 +163,106 @@ def test_training_table_handles_failed_and_absent_peers():
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert rows["small"].rstrip(" |").endswith("no") and rows["medium"].rstrip(" |").endswith("no")
     assert "torch absent: judged without it" in rows["wide"] and rows["wide"].rstrip(" |").endswith("yes")
+
+
+TINY = ("[data]\nsource = 'moons'\nn_samples = 60\n[model]\nhidden = [4]\nbatchnorm = false\n"
+        "keep_prob = 1.0\n[training]\nepochs = 2\npatience = 0\n")
+
+
+def _files(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_no_epochs_left_writes_nothing(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "o"
+    assert run(["train", str(cfg), "--epochs", "3", "--out", str(out), "--quiet"], capsys)[0] == 0
+    before = _files(out)
+    for epochs in ("2", "3"):
+        code, text, err = run(["train", str(cfg), "--epochs", epochs, "--out", str(out), "--quiet",
+                               "--resume", str(out / "checkpoints" / "epoch-003.npz")], capsys)
+        assert code == 0, err
+        assert "nothing to do" in text and "nothing written" in text
+        assert _files(out) == before  # model.npz, history.json, checkpoints byte-identical
+
+
+def test_diverged_training_is_a_one_line_error_and_keeps_the_earlier_model(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "o"
+    assert run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
+    model, history = (out / "model.npz").read_bytes(), (out / "history.json").read_bytes()
+    code, _, err = run(["train", str(cfg), "--lr", "1e30", "--epochs", "5", "--out", str(out), "--quiet"],
+                       capsys)
+    assert code == 1
+    assert "error: training diverged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (out / "model.npz").read_bytes() == model and (out / "history.json").read_bytes() == history
+
+
+def test_loss_that_does_not_fit_the_labels_says_which_do(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY.replace("hidden = [4]", "hidden = [4]\nloss = 'mse'"))
+    code, _, err = run(["train", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert "model.loss = 'mse' does not fit the labels" in err and "softmax_cross_entropy" in err
+
+
+def test_resume_with_a_schedule_prints_the_rate_it_will_use(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY + "[schedule]\nname = 'exponential'\nbase = 0.5\n")
+    out = tmp_path / "o"
+    assert run(["train", str(cfg), "--epochs", "3", "--out", str(out), "--quiet"], capsys)[0] == 0
+    code, text, err = run(["train", str(cfg), "--epochs", "4", "--lr", "0.01", "--out", str(out), "--quiet",
+                           "--resume", str(out / "model.npz")], capsys)
+    assert code == 0, err
+    assert "resuming" in text and "(lr 0.00125" in text  # lr0 = 0.01, times 0.5**3 at epoch 3
+    assert pydl.load(out / "model.npz").history.history["lr"][-1] == pytest.approx(0.00125)
+
+
+SEARCH = TINY + "[search]\ntrials = 2\n[search.space]\n"
+LR = "\"optimizer.lr\" = { dist = 'loguniform', low = 1e-3, high = 1e-1 }\n"
+
+
+def test_tune_journal_refuses_a_different_base_config(tmp_path, capsys):
+    journal, cfg = tmp_path / "j.jsonl", tmp_path / "s.toml"
+    cfg.write_text(SEARCH + LR)
+    assert run(["tune", str(cfg), "--journal", str(journal), "--out", str(tmp_path)], capsys)[0] == 0
+    saved = journal.read_bytes()
+    cfg.write_text((SEARCH + LR).replace("epochs = 2", "epochs = 3").replace("hidden = [4]", "hidden = [8]"))
+    code, out, err = run(["tune", str(cfg), "--journal", str(journal), "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert "belongs to a different search" in err
+    assert "training.epochs: journal has 2, this call has 3" in err and "model.hidden" in err
+    assert journal.read_bytes() == saved
+
+
+@pytest.mark.parametrize("space, needle", [
+    ("\"model.hiden\" = { dist = 'choice', values = [[2], [64]] }\n", "'model.hiden' is not a config key"),
+    ("\"model.keep_prob\" = { dist = 'uniform', low = 0.5, high = 2 }\n", "model.keep_prob"),
+    ("\"training.epochs\" = { dist = 'uniform', low = 1, high = 3 }\n", "training.epochs"),
+    ("\"optimizer.bta1\" = { dist = 'uniform', low = 0.5, high = 0.9 }\n", "optimizer.bta1"),
+])
+def test_tune_space_is_checked_against_the_config_up_front(tmp_path, capsys, space, needle):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SEARCH + space)
+    code, _, err = run(["tune", str(cfg), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert needle in err and str(cfg) in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tune_metric_is_checked_up_front(tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text((SEARCH + LR).replace("trials = 2", "trials = 2\nmetric = 'dev_acc'"))
+    code, _, err = run(["tune", str(cfg), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "search.metric" in err and "dev_accuracy" in err
+
+
+def test_tune_exits_nonzero_when_every_trial_failed(tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SEARCH.replace("epochs = 2", "epochs = 3")
+                   + "\"optimizer.lr\" = { dist = 'loguniform', low = 1e29, high = 1e30 }\n")
+    code, out, err = run(["tune", str(cfg), "--out", str(tmp_path / "o")], capsys)
+    assert code == 1
+    assert "(0 ok, 2 failed)" in out and "every trial failed" in err and "diverged" in err

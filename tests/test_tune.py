@@ -318,6 +318,61 @@ def test_other_searches_validate_arguments(call, error, match):
         call()
 
 
+class _NoRepr:  # the default repr names a memory address: differs in every process
+    pass
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: tune.hyperband(budgeted, SPACE, 1e-300, 1e300), ValueError, "at most 100"),
+    (lambda: tune.successive_halving(budgeted, SPACE, 3, 1, 1e6, eta=1.0000001), ValueError,
+     "1.382e\\+08 promotions; at most 100"),
+    (lambda: tune.hyperband(budgeted, SPACE, 1, 2**40, eta=2), ValueError, "would sample .* configurations"),
+    (lambda: tune.randint(0, 2**70), ValueError, "randint high must fit in int64"),
+    (lambda: tune.uniform(-1e308, 1e308), ValueError, "uniform needs a range whose width"),
+    (lambda: tune.grid_search(quadratic_log_lr, {"lr": {0.1, 0.01}}), TypeError, r"grid\['lr'\] is a set"),
+    (lambda: tune.grid_search(quadratic_log_lr, {"lr": (v for v in [0.1])}), TypeError,
+     r"grid\['lr'\] is a generator"),
+])
+def test_search_space_extremes_are_refused_up_front(call, error, match):
+    """Each used to overflow, hang building ~1e8 rungs, fail only when sampling, or treat
+    a set/generator as one constant."""
+    start = time.perf_counter()
+    with pytest.raises(error, match=match):
+        call()
+    assert time.perf_counter() - start < 5
+
+
+def test_randint_and_uniform_at_their_widest_still_sample():
+    rng = np.random.default_rng(0)
+    assert -2**63 <= tune.randint(-2**63, 2**63 - 1).sample(rng) < 2**63
+    assert abs(tune.uniform(-1e307, 1e307).sample(rng)) <= 1e307
+
+
+def test_journal_refuses_a_constant_without_a_stable_repr(tmp_path):
+    path = tmp_path / "j.jsonl"
+    for space in ({**SPACE, "obj": _NoRepr()}, {**SPACE, "obj": tune.choice([_NoRepr(), 1])}):
+        with pytest.raises(TypeError, match=r"space\['obj'\] holds <.*_NoRepr object at 0x.*journal"):
+            tune.random_search(quadratic_log_lr, space, 2, seed=0, journal=path)
+    assert not path.exists()
+    ok = tune.random_search(lambda p: quadratic_log_lr(p), {**SPACE, "obj": _NoRepr()}, 2, seed=0)
+    assert len(ok.ok_trials) == 2  # without a journal it is fine
+
+
+def test_journal_refuses_a_different_context(tmp_path):
+    path = tmp_path / "j.jsonl"
+    first = tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path,
+                               context={"training.epochs": 2, "data": "moons"})
+    with pytest.raises(ValueError, match=r"different search; context.training.epochs: journal has 2, "
+                                         r"this call has 40"):
+        tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path,
+                           context={"training.epochs": 40, "data": "moons"})
+    with pytest.raises(ValueError, match="different search; context: journal has"):
+        tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path)
+    again = tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, journal=path,
+                               context={"training.epochs": 2, "data": "moons"})
+    assert [t.value for t in again.trials[:3]] == [t.value for t in first.trials]
+
+
 # --------------------------------------------------------------------------- random vs grid
 
 
