@@ -90,6 +90,7 @@ def cmd_train(args) -> int:
             print(f"resuming {args.resume} at epoch {start} (lr {sched(start):g}: the schedule "
                   f"{sched!r} at epoch {start})")
     else:
+        _refuse_earlier_run(out)
         (Xtr, ytr, Xd, yd, Xte, yte), std = _prepare(cfg, X, y)
         model = build_model(cfg, X.shape[1], y)
         model.standardizer = std
@@ -112,6 +113,17 @@ def cmd_train(args) -> int:
         model.history = merged
     _report(model, (Xtr, ytr, Xd, yd, Xte, yte), out)
     return 0
+
+
+def _refuse_earlier_run(out) -> None:
+    """A new run would overwrite an earlier run's checkpoints in ``out`` one by one (and
+    delete them past keep_last) before it could fail: refuse, naming the way on."""
+    ckpt = os.path.join(out, "checkpoints")
+    found = sorted(f for f in os.listdir(ckpt) if f.endswith(".npz")) if os.path.isdir(ckpt) else []
+    if found or os.path.exists(os.path.join(out, "model.npz")):
+        hint = (f"resume it with --resume {os.path.join(ckpt, found[-1])}, " if found else "")
+        raise ValueError(f"--out {out} already holds a run ({'checkpoints, ' if found else ''}"
+                         f"model.npz); {hint}or pass another --out, or delete {out}")
 
 
 class _Identity:

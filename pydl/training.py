@@ -50,8 +50,9 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     X may be a memory-mapped array (np.memmap / np.load(mmap_mode="r")): it is then
     streamed in shuffled blocks and never read whole.
 
-    A non-finite cost, or an update that would make theta or the optimizer's state
-    non-finite (it is then not applied), stops training with ``TrainingDiverged``; the
+    A non-finite cost or BatchNorm running statistic, or an update that would make theta
+    or the optimizer's state non-finite (it is then not applied), stops training with
+    ``TrainingDiverged``; the
     model keeps the (finite) parameters, BatchNorm statistics and optimizer state from
     before the failing step.
     """
@@ -138,6 +139,15 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
                         f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
                         "a finite cost. Lower the learning rate or check the inputs.")
+                # normalized activations keep the cost finite while a batch's variance
+                # overflows: the running statistics would then make evaluation all NaN
+                if state and not all(math.isfinite(float(a.sum(dtype=np.float64))) for a in state):
+                    restore_state()
+                    raise TrainingDiverged(
+                        f"training diverged: BatchNorm's running statistics became non-finite at "
+                        f"epoch {epoch}, step {model.step} (lr={optimizer.lr:g}); the model keeps "
+                        "them and the parameters from before that step. Lower the learning rate "
+                        "or check the inputs.")
                 # a finite cost can still give an update that overflows: the optimizer then
                 # applies none of it (theta, its moments and t stay as they were)
                 try:

@@ -193,11 +193,28 @@ def test_diverged_training_is_a_one_line_error_and_keeps_the_earlier_model(tmp_p
     out = tmp_path / "o"
     assert run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
     model, history = (out / "model.npz").read_bytes(), (out / "history.json").read_bytes()
-    code, _, err = run(["train", str(cfg), "--lr", "1e30", "--epochs", "5", "--out", str(out), "--quiet"],
-                       capsys)
+    code, _, err = run(["train", str(cfg), "--lr", "1e30", "--epochs", "5", "--out", str(out), "--quiet",
+                        "--resume", str(out / "model.npz")], capsys)
     assert code == 1
     assert "error: training diverged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (out / "model.npz").read_bytes() == model and (out / "history.json").read_bytes() == history
+
+
+def test_a_new_run_into_an_earlier_runs_out_is_refused_and_writes_nothing(tmp_path, capsys):
+    """A new run would overwrite the earlier run's checkpoints one by one (and delete those
+    past keep_last) before it could fail or be stopped: it is refused, pointing at --resume."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "o"
+    assert run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any("checkpoints" in str(p) for p in before)
+    code, _, err = run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert code != 0
+    assert f"--out {out} already holds a run" in err and "--resume" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # another --out, or the same one resumed, still works
+    assert run(["train", str(cfg), "--out", str(tmp_path / "o2"), "--quiet"], capsys)[0] == 0
 
 
 def test_loss_that_does_not_fit_the_labels_says_which_do(tmp_path, capsys):

@@ -165,3 +165,26 @@ def test_an_update_that_overflows_theta_is_undone_with_the_optimizer_state(tmp_p
     loaded.fit(X, y, optimizer=loaded.optimizer, epochs=loaded.epoch + 1, initial_epoch=loaded.epoch,
                batch_size=16, verbose=0)
     assert np.isfinite(loaded.theta).all()
+
+
+def test_overflowing_batchnorm_statistics_stop_training_before_the_model_is_spoiled():
+    """Batch norm keeps the cost finite however large its input; the batch variance can still
+    overflow (float32: |Z| ~ 1e20), and running statistics at inf would make every later
+    evaluation NaN. Training stops at that step with the statistics and theta from before."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = pydl.mlp([8, 16, 3], batchnorm=True, seed=0)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    dense = model.layers[0]
+    dense.W[...] *= np.float32(1e19)  # Z = X W^T: variance ~1e38 * 8 overflows float32
+    theta, stats = model.theta.copy(), {k: v.copy() for k, v in model._state_arrays().items()}
+    step = model.step
+    with pytest.raises(pydl.TrainingDiverged, match=r"running statistics became non-finite .* step "
+                       + str(step)):
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0, initial_epoch=1)
+    np.testing.assert_array_equal(model.theta, theta)
+    for k, v in model._state_arrays().items():
+        np.testing.assert_array_equal(v, stats[k])
+        assert np.isfinite(v).all()
+    assert np.isfinite(model.predict_proba(X)).all()
