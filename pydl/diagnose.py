@@ -97,23 +97,43 @@ def bias_variance(train_error, dev_error, bayes_error=0.0, threshold=0.02):
 
 
 def _labels(a, name):
+    """Class ids (m,) from ids, one-hot/scores (m, C), or probabilities of class 1.
+
+    (m, C) with C >= 2 -> argmax over C. (m,) or (m, 1): integers, bools and floats with
+    integral values are class ids; other floats must be probabilities of the positive
+    class in [0, 1] and give class 1 where p > 0.5 (as a sigmoid model's predict, Z > 0).
+    Other labels (e.g. strings) are compared as they are.
+    """
     a = np.asarray(a)
     if a.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got dtype object")
     if a.ndim == 2 and a.shape[1] >= 2:
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} as scores (m, C) must be numeric, got dtype {a.dtype}")
         return a.argmax(axis=1)          # one-hot or scores (m, C) -> class ids
     if a.ndim == 2 and a.shape[1] == 1:
-        return a[:, 0]
+        a = a[:, 0]
     if a.ndim != 1:
-        raise ValueError(f"{name} must be labels (m,) or scores (m, C), got shape {a.shape}")
+        raise ValueError(f"{name} must be labels (m,), probabilities (m,) or (m, 1), or "
+                         f"scores (m, C), got shape {a.shape}")
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if (a != np.round(a)).any():     # not class ids: probabilities of class 1
+            if ((a < 0) | (a > 1)).any():
+                raise ValueError(f"{name} holds non-integer values outside [0, 1]: neither "
+                                 f"class ids nor probabilities of the positive class")
+            return (a > 0.5).astype(np.int64)
     return a
 
 
 def error_rate(y_true, y_pred):
     """Fraction of examples whose predicted class differs from the true class.
 
-    y_true: class ids (m,) or one-hot (m, C); y_pred: class ids (m,) or
-    scores/probabilities/one-hot (m, C), reduced with argmax over C.
+    y_true: class ids (m,) or (m, 1), or one-hot (m, C); y_pred: class ids (m,),
+    scores/probabilities/one-hot (m, C) reduced with argmax over C, or probabilities of
+    the positive class (m,) or (m, 1) (a sigmoid model's predict_proba), class 1 where
+    p > 0.5. Floats with integral values (0.0, 1.0, 2.0) are read as class ids.
     error = (1/m) * sum_i [y_true_i != y_pred_i], a float in [0, 1].
     """
     t = _labels(y_true, "y_true")

@@ -5,19 +5,53 @@ eps = 1e-7, in float64, compared with backprop's gradient by
 
     difference = ||approx - grad||_2 / (||approx||_2 + ||grad||_2)
 
-< 1e-7 great, < 1e-5 acceptable, > 1e-3 almost certainly a bug. The check runs on a
-float64 copy of the model, with dropout refused (its random masks make J non-smooth in
-theta) unless ``disable_dropout=True``, BatchNorm in training mode over the given batch
-without touching running statistics, and regularization included.
+< 1e-7 great, < 1e-5 acceptable, > 1e-3 almost certainly a bug. A NaN or inf in either
+gradient makes the difference inf (a bug); such coordinates come first in ``worst``. The
+check runs on a float64 copy of the model, with dropout refused (its random masks make J
+non-smooth in theta) unless ``disable_dropout=True``, BatchNorm in training mode over the
+given batch without touching running statistics (at least 2 examples: with one, every
+normalized value is 0 and the output is beta exactly), and regularization included.
+
+Kinks: where a ReLU input lies within eps of 0, the two-sided difference straddles the
+kink and disagrees with backprop's one-sided derivative for no bug; a check that flags
+only a few coordinates of a ReLU network at a point like that is worth repeating on
+other examples.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 
 __all__ = ["numerical_gradient", "gradient_check", "check_layer", "GradCheckResult", "verdict"]
+
+#: the largest eps accepted: a step of 1e-2 is already far from the derivative's limit
+EPS_MAX = 1e-2
+
+
+def _check_eps(eps) -> float:
+    """eps as a float: a real number, finite, > 0 and <= EPS_MAX (a perturbation)."""
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, Real):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    eps = float(eps)
+    if not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if eps > EPS_MAX:
+        raise ValueError(f"eps must be a small perturbation <= {EPS_MAX:g} (e.g. 1e-7), got {eps!r}")
+    return eps
+
+
+def _check_seed(seed, allow_none: bool):
+    """seed: an int >= 0 (or None when allowed), as numpy.random.default_rng takes it."""
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (Integral, np.integer)):
+        what = "None or an int" if allow_none else "an int"
+        raise TypeError(f"seed must be {what} >= 0, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return int(seed)
 
 
 def _indices(coordinates) -> np.ndarray:
@@ -35,13 +69,17 @@ def _indices(coordinates) -> np.ndarray:
 def numerical_gradient(f, theta: np.ndarray, eps: float = 1e-7, coordinates=None) -> np.ndarray:
     """Two-sided differences: grad_i = (f(theta + eps e_i) - f(theta - eps e_i)) / (2 eps).
 
-    ``theta`` (P,) is perturbed in place and restored; ``coordinates`` (indices) limits the
-    entries computed (the others are 0). Returns (P,) float64.
+    ``theta`` (P,) float64 is perturbed in place and restored (another dtype is a
+    TypeError: an integer array cannot hold theta + eps, and float32 rounds it away);
+    ``eps`` is finite, > 0 and <= 1e-2; ``coordinates`` (indices) limits the entries
+    computed (the others are 0). Returns (P,) float64.
     """
     if not isinstance(theta, np.ndarray) or theta.ndim != 1:
         raise ValueError(f"theta must be a 1-D numpy array, got {getattr(theta, 'shape', type(theta).__name__)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not np.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if theta.dtype != np.float64:
+        raise TypeError(f"theta must be a float64 array (it is perturbed in place by eps), got "
+                        f"dtype {theta.dtype}; pass theta.astype(np.float64)")
+    eps = _check_eps(eps)
     idx = np.arange(theta.size) if coordinates is None else _indices(coordinates)
     if idx.size and (idx.min() < 0 or idx.max() >= theta.size):
         raise ValueError(f"coordinates must be indices in [0, {theta.size})")
@@ -71,9 +109,28 @@ def verdict(difference: float) -> str:
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> float:
-    num = np.linalg.norm(a - b)
-    den = np.linalg.norm(a) + np.linalg.norm(b)
-    return float(num / den) if den > 0 else 0.0
+    """||a - b|| / (||a|| + ||b||); 0 when both are 0; inf when either holds a NaN or inf.
+
+    Both are scaled by their largest magnitude first, so huge finite values do not
+    overflow the norms into inf/inf = NaN.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
+    scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0))
+    if scale == 0.0:
+        return 0.0
+    a, b = a / scale, b / scale
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + np.linalg.norm(b)))
+
+
+def _worst_order(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n largest |a - b|, coordinates with a NaN or inf in a or b first."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - b)
+    err[~(np.isfinite(a) & np.isfinite(b))] = np.inf
+    return np.argsort(-err, kind="stable")[:n]
 
 
 @dataclass
@@ -128,22 +185,53 @@ def _prepare_copy(model, disable_dropout: bool):
     return m64
 
 
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
+
+
+def _refuse_single_example_batchnorm(layers, m: int, what: str) -> None:
+    from . import nn
+
+    if m < 2 and any(isinstance(l, nn.BatchNorm) for l in layers):
+        raise ValueError(
+            f"X has {m} row but {what} BatchNorm: over one example the batch variance "
+            "is 0, every normalized value is 0 and the output is beta exactly (on the ReLU "
+            "kink, so the check would flag beta for no bug); use at least 2 examples")
+
+
 def gradient_check(model, X, y, eps: float = 1e-7, coordinates=None, seed=None,
                    disable_dropout: bool = False, n_worst: int = 5) -> GradCheckResult:
     """Compare backprop's dtheta with two-sided numerical differences of J(theta).
 
-    Works on a float64 copy of ``model`` (the model itself is untouched, running
-    statistics included). X (m, n_in), y as the model's loss takes them.
+    Works on a float64 copy of ``model`` (a ``pydl.Sequential``; the model itself is
+    untouched, running statistics included). X (m, n_in), y as the model's loss takes
+    them; with BatchNorm m >= 2. ``eps`` is finite, > 0 and <= 1e-2.
     ``coordinates``: None checks every coordinate; an int k checks k coordinates sampled
-    (with ``seed``) across all parameters, for big models; or an index array.
+    (with ``seed``, None or an int >= 0) across all parameters, for big models; or an
+    index array. ``disable_dropout`` is a bool. ``worst`` lists the ``n_worst`` (an int
+    >= 0) coordinates that disagree most, NaN/inf ones first.
     """
+    from .model import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a pydl.Sequential, got {type(model).__name__}")
+    eps = _check_eps(eps)
+    seed = _check_seed(seed, allow_none=True)
+    disable_dropout = _check_bool(disable_dropout, "disable_dropout")
+    if isinstance(n_worst, (bool, np.bool_)) or not isinstance(n_worst, (Integral, np.integer)):
+        raise TypeError(f"n_worst must be an int, got {type(n_worst).__name__}")
+    if n_worst < 0:
+        raise ValueError(f"n_worst must be >= 0, got {n_worst}")
     m64 = _prepare_copy(model, disable_dropout)
     X = m64._check_X(X)
     y = m64._check_y(y, X.shape[0])
+    _refuse_single_example_batchnorm(m64.layers, X.shape[0], "the model has")
     P = m64.theta.size
     if coordinates is None:
         idx = np.arange(P)
-    elif isinstance(coordinates, (Integral, np.integer)) and not isinstance(coordinates, bool):
+    elif isinstance(coordinates, (Integral, np.integer)) and not isinstance(coordinates, (bool, np.bool_)):
         if coordinates < 1:
             raise ValueError(f"coordinates must be >= 1, got {coordinates}")
         rng = np.random.default_rng(seed)
@@ -168,7 +256,7 @@ def gradient_check(model, X, y, eps: float = 1e-7, coordinates=None, seed=None,
         sel = (idx >= sl.start) & (idx < sl.stop)
         if sel.any():
             per[name] = _difference(a[sel], g[sel])
-    order = np.argsort(-np.abs(a - g))[: max(0, int(n_worst))]
+    order = _worst_order(a, g, int(n_worst))
     worst = []
     slices = m64.parameter_slices()
     for k in order:
@@ -190,11 +278,22 @@ def check_layer(layer, X, eps: float = 1e-7, seed: int = 0) -> GradCheckResult:
     ``backward(dA)`` returns dA_prev (m, n_in) and fills the gradient arrays (it may
     overwrite dA). The check uses J = sum(forward(X) * R) for a fixed random R, in
     float64; the input gradient is reported as "input".
+
+    The check runs on a deep copy of ``layer`` with its own float64 parameters (its
+    current values, or ``reset_parameters`` with ``seed`` if it has none yet), so the
+    layer, and the model it may belong to, are left exactly as they were. A layer taken
+    from a model is checked as the model runs it (e.g. with the activation the model fused
+    into a Dense). ``eps`` is finite, > 0 and <= 1e-2; ``seed`` an int >= 0; a BatchNorm
+    needs X with at least 2 rows.
     """
+    import copy
+
     from . import nn
 
     if not isinstance(layer, nn.Layer):
         raise TypeError(f"layer must be a pydl.nn.Layer, got {type(layer).__name__}")
+    eps = _check_eps(eps)
+    seed = _check_seed(seed, allow_none=False)
     try:
         dtype = (X if isinstance(X, np.ndarray) else np.asarray(X)).dtype
     except ValueError:  # ragged nested lists
@@ -206,7 +305,12 @@ def check_layer(layer, X, eps: float = 1e-7, seed: int = 0) -> GradCheckResult:
         raise ValueError(f"X must be a finite 2-D array with at least one row, got shape {X.shape}")
     if isinstance(layer, nn.Dropout) and layer.keep_prob < 1.0:
         raise ValueError("dropout layers cannot be gradient-checked (random masks); use keep_prob=1")
+    _refuse_single_example_batchnorm([layer], X.shape[0], "the layer is")
     old = {n: np.array(v, dtype=np.float64) for n, v in layer.params.items()}
+    # the caller's layer keeps its parameter views (into a model's theta, say), buffers
+    # and running statistics: everything below happens on a copy
+    layer = copy.deepcopy(layer)
+    layer.need_input_grad = True  # a model's first layer skips dA_prev; the check needs it
     shapes = layer.param_shapes()
     sizes = [int(np.prod(s)) for _, s in shapes]
     theta = np.zeros(sum(sizes))
@@ -225,35 +329,30 @@ def check_layer(layer, X, eps: float = 1e-7, seed: int = 0) -> GradCheckResult:
             params[n][...] = old[n]
     else:
         layer.reset_parameters(np.random.default_rng(seed))
-    saved_track = getattr(layer, "track_running_stats", None)
-    if saved_track is not None:
+    if getattr(layer, "track_running_stats", None) is not None:
         layer.track_running_stats = False
-    try:
-        A = layer.forward(X, True)
-        R = np.random.default_rng([seed, 12345]).standard_normal(A.shape)
-        dA_prev = layer.backward((R.copy()).astype(A.dtype))
-        g_in = np.array(dA_prev, dtype=np.float64).reshape(-1)
-        g = np.concatenate([dtheta.copy(), g_in])
+    A = layer.forward(X, True)
+    R = np.random.default_rng([seed, 12345]).standard_normal(A.shape)
+    dA_prev = layer.backward((R.copy()).astype(A.dtype))
+    g_in = np.array(dA_prev, dtype=np.float64).reshape(-1)
+    g = np.concatenate([dtheta.copy(), g_in])
 
-        def J_theta(_):
-            return float((layer.forward(X, True) * R).sum())
+    def J_theta(_):
+        return float((layer.forward(X, True) * R).sum())
 
-        a_theta = numerical_gradient(J_theta, theta, eps)
-        flatX = X.reshape(-1)
+    flatX = X.reshape(-1)
 
-        def J_input(_):
-            return float((layer.forward(flatX.reshape(X.shape), True) * R).sum())
+    def J_input(_):
+        return float((layer.forward(flatX.reshape(X.shape), True) * R).sum())
 
-        a_in = numerical_gradient(J_input, flatX, eps)
-    finally:
-        if saved_track is not None:
-            layer.track_running_stats = saved_track
+    a_theta = numerical_gradient(J_theta, theta, eps)
+    a_in = numerical_gradient(J_input, flatX, eps)
     a = np.concatenate([a_theta, a_in])
     per = {name: _difference(a_theta[sl], dtheta[sl]) for name, sl, _ in offs}
     per["input"] = _difference(a_in, g_in)
     diff = _difference(a, g)
     worst = []
-    for k in np.argsort(-np.abs(a - g))[:5]:
+    for k in _worst_order(a, g, 5):
         k = int(k)
         if k < theta.size:
             name, sl, shape = next(t for t in offs if t[1].start <= k < t[1].stop)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+import pydl
 from pydl.diagnose import BIAS_ACTIONS, VARIANCE_ACTIONS, Diagnosis, bias_variance, error_rate
 
 BIAS = ["bigger network", "train longer", "try a better optimizer / architecture"]
@@ -110,3 +111,39 @@ def test_report_explains_negative_bias_and_variance():
     assert "dev error below train error" in text
     assert "train error below the Bayes estimate" in text
     assert "dev error below" not in str(bias_variance(0.01, 0.11))
+
+
+def test_error_rate_reads_sigmoid_probabilities():
+    X, y = pydl.datasets.make_moons(200, noise=0.2, seed=0)
+    model = pydl.mlp([2, 8, 1], loss="sigmoid_cross_entropy", seed=0)
+    model.fit(X, y, epochs=30, batch_size=32, verbose=0)
+    proba = model.predict_proba(X)
+    assert proba.shape == (200, 1)
+    ref = np.mean((proba[:, 0] > 0.5).astype(int) != y)  # plain NumPy, threshold 0.5
+    assert 0 < ref < 0.5
+    assert error_rate(y, proba) == ref
+    assert error_rate(y, proba[:, 0]) == ref
+    assert error_rate(y, proba.astype(np.float64)) == ref
+    assert error_rate(y[:, None].astype(np.float32), proba) == ref  # float 0/1 targets (m, 1)
+    assert error_rate(y, proba) == pytest.approx(1 - model.evaluate(X, y)["accuracy"])
+
+
+def test_error_rate_probability_threshold_and_ids():
+    t = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.2, 0.5, 0.51, 0.99, 1.0])  # 0.5 is class 0 (p > 0.5 is class 1)
+    assert error_rate(t, p) == np.mean(t != np.array([0, 0, 1, 1, 1]))
+    assert error_rate(t, p[:, None]) == error_rate(t, p)
+    # floats with integral values stay class ids, including ids >= 2
+    assert error_rate([0, 2, 1], np.array([0.0, 2.0, 2.0])) == pytest.approx(1 / 3)
+    assert error_rate(np.array([0, 1, 1]), np.array([True, True, False])) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("t, p, exc, match", [
+    (np.zeros(3), np.array([0.5, 1.5, 2.0]), ValueError,
+     r"y_pred holds non-integer values outside \[0, 1\]: neither class ids nor probabilities"),
+    (np.zeros(2), np.array([0.3, np.nan]), ValueError, r"y_pred contains NaN or inf"),
+    (np.zeros(2), np.array([["a", "b"], ["c", "d"]]), TypeError, r"y_pred as scores \(m, C\) must be numeric"),
+])
+def test_error_rate_bad_probabilities(t, p, exc, match):
+    with pytest.raises(exc, match=match):
+        error_rate(t, p)
