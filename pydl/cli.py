@@ -272,6 +272,10 @@ def cmd_gradcheck(args) -> int:
     dropout = any(isinstance(l, nn.Dropout) and l.keep_prob < 1 for l in model.layers)
     if dropout:
         print("note: dropout is turned off for the check (its masks are random)")
+    if args.examples < 1:
+        raise ValueError(f"--examples must be >= 1, got {args.examples}")
+    if args.coordinates is not None and args.coordinates < 1:
+        raise ValueError(f"--coordinates must be >= 1, got {args.coordinates}")
     m = min(args.examples, len(Xtr))
     result = gradient_check(model, Xtr[:m], ytr[:m], disable_dropout=True,
                             coordinates=args.coordinates, seed=0)

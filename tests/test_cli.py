@@ -283,3 +283,11 @@ def test_tune_exits_nonzero_when_every_trial_failed(tmp_path, capsys):
     code, out, err = run(["tune", str(cfg), "--out", str(tmp_path / "o")], capsys)
     assert code == 1
     assert "(0 ok, 2 failed)" in out and "every trial failed" in err and "diverged" in err
+
+
+@pytest.mark.parametrize("flag, value", [("--examples", "0"), ("--coordinates", "0")])
+def test_gradcheck_counts_must_be_positive(tmp_path, capsys, flag, value):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    code, _, err = run(["gradcheck", str(cfg), flag, value], capsys)
+    assert code == 2 and f"{flag} must be >= 1" in err
