@@ -6,6 +6,9 @@ built into ``fit`` itself (see ``pydl.training.TrainingDiverged``).
 """
 from __future__ import annotations
 
+import numbers
+import string
+
 import numpy as np
 
 __all__ = ["History", "Callback", "ProgressBar", "EarlyStopping", "Checkpoint", "LRScheduler"]
@@ -54,16 +57,41 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
+        """Rebuild a History from ``to_dict()`` output (a dict; missing keys are empty)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"History.from_dict needs a dict like History.to_dict() returns, "
+                            f"got {type(d).__name__} {d!r:.80}")
         h = cls()
-        h.epoch = [int(e) for e in d.get("epoch", [])]
-        h.history = {k: [float(x) for x in v] for k, v in d.get("history", {}).items()}
-        h.iterations = [float(x) for x in d.get("iterations", [])]
-        h.best_epoch = d.get("best_epoch")
+        h.epoch = _number_list("d['epoch']", d.get("epoch", []), int)
+        hist = d.get("history", {})
+        if not isinstance(hist, dict):
+            raise TypeError(f"History.from_dict: d['history'] must be a dict of lists, "
+                            f"got {type(hist).__name__} {hist!r:.80}")
+        h.history = {k: _number_list(f"d['history'][{k!r}]", v, float) for k, v in hist.items()}
+        h.iterations = _number_list("d['iterations']", d.get("iterations", []), float)
+        best = d.get("best_epoch")
+        if best is not None and (isinstance(best, (bool, np.bool_)) or not isinstance(best, numbers.Integral)):
+            raise TypeError(f"History.from_dict: d['best_epoch'] must be an integer or None, "
+                            f"got {type(best).__name__} {best!r:.80}")
+        h.best_epoch = None if best is None else int(best)
         return h
 
     def __repr__(self) -> str:
         keys = ", ".join(self.history)
         return f"History(epochs={len(self.epoch)}, keys=[{keys}], iterations={len(self.iterations)})"
+
+
+def _number_list(name: str, values, convert) -> list:
+    """``[convert(v) for v in values]`` for a list/tuple/1-D array of numbers, else TypeError naming it."""
+    ok = isinstance(values, (list, tuple)) or (isinstance(values, np.ndarray) and values.ndim == 1)
+    try:
+        if ok:
+            return [convert(v) for v in values]
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf) of an epoch
+        pass
+    kind = "integers" if convert is int else "numbers"
+    raise TypeError(f"History.from_dict: {name} must be a list of {kind}, "
+                    f"got {type(values).__name__} {values!r:.80}")
 
 
 class Callback:
@@ -135,7 +163,10 @@ def _monitor_mode(monitor: str, mode: str) -> str:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` (default "dev_loss") has not improved by more than
     ``min_delta`` for ``patience`` epochs; with ``restore_best`` put back the parameters
-    (and BatchNorm statistics) of the best epoch. Records ``history.best_epoch``."""
+    (and BatchNorm statistics) of the best epoch. Records ``history.best_epoch``.
+
+    ``patience`` is an integer >= 0 and ``min_delta`` a finite real number >= 0 (Python or
+    NumPy scalars); ``restore_best`` is a bool (Python or NumPy)."""
 
     def __init__(self, monitor: str = "dev_loss", patience: int = 5, min_delta: float = 0.0,
                  restore_best: bool = True, mode: str = "auto"):
@@ -143,9 +174,12 @@ class EarlyStopping(Callback):
             raise ValueError(f"monitor must be a metric name like 'dev_loss', got {monitor!r}")
         if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
             raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not np.isfinite(min_delta) \
-                or min_delta < 0:
+        if isinstance(min_delta, (bool, np.bool_)) or not isinstance(min_delta, numbers.Real) \
+                or not np.isfinite(min_delta) or min_delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        if not isinstance(restore_best, (bool, np.bool_)):
+            raise TypeError(f"restore_best must be True or False, got {type(restore_best).__name__} "
+                            f"{restore_best!r}")
         self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
         self.restore_best = bool(restore_best)
         self.mode = _monitor_mode(monitor, mode)
@@ -191,19 +225,45 @@ class EarlyStopping(Callback):
                 f"min_delta={self.min_delta}, restore_best={self.restore_best})")
 
 
+def _check_path_template(path: str) -> None:
+    """Fail now, not after the first epoch, if ``path`` is not a valid ``{epoch}`` template."""
+    if "{" not in path:
+        return                      # not a template: used as it is (see Checkpoint._target)
+    allowed = "the only field allowed is {epoch} (the number of epochs completed), e.g. " \
+              "'ckpt/model-{epoch:03d}.npz'; write {{ and }} for literal braces"
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(path) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"path {path!r} is not a valid file name template ({exc}); {allowed}") from None
+    bad = [field for field in fields if field != "epoch"]
+    if bad:
+        shown = ", ".join("{" + f + "}" for f in bad)
+        raise ValueError(f"path {path!r} uses the field(s) {shown}; {allowed}")
+    try:
+        path.format(epoch=1)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"path {path!r} is not a valid file name template ({exc}); {allowed}") from None
+
+
 class Checkpoint(Callback):
     """Save the model (with optimizer state, epoch and step) every ``every`` epochs.
 
     ``path`` may contain ``{epoch}`` (the number of epochs completed), e.g.
-    "ckpt/model-{epoch:03d}.npz"; ``keep_last=k`` deletes all but the k newest files this
-    callback wrote. Writes are atomic (temporary file, fsync, rename), so a crash at any
-    moment leaves the previous checkpoints intact and loadable.
+    "ckpt/model-{epoch:03d}.npz"; it is the only field allowed (write ``{{`` and ``}}``
+    for literal braces), and the template is checked when the callback is made.
+    ``keep_last=k`` deletes all but the k newest files this callback wrote. Writes are
+    atomic (temporary file, fsync, rename), so a crash at any moment leaves the previous
+    checkpoints intact and loadable; the files get the usual mode 0o666 & ~umask.
     """
 
     def __init__(self, path, every: int = 1, keep_last: int | None = None):
         import os
 
-        self.path = os.fspath(path)
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+        self.path = path
+        _check_path_template(path)
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, (int, np.integer))
@@ -213,6 +273,7 @@ class Checkpoint(Callback):
         self.written: list[str] = []
 
     def _target(self, done: int) -> str:
+        """The file for ``done`` completed epochs (``path`` with ``{epoch}`` filled in)."""
         return self.path.format(epoch=done) if "{" in self.path else self.path
 
     def on_epoch_end(self, model, epoch, logs):
@@ -242,12 +303,35 @@ class Checkpoint(Callback):
 
 class LRScheduler(Callback):
     """Set ``optimizer.lr = schedule(epoch)`` at the start of every epoch; ``schedule`` is
-    a pydl.schedules object or any callable epoch -> lr."""
+    a pydl.schedules object or any callable epoch -> lr.
+
+    Built-in schedules never increase, so one that would underflow to 0 within the run is
+    refused before training starts (ValueError naming the first such epoch), not after
+    some epochs and checkpoints; a plain callable is only called epoch by epoch."""
 
     def __init__(self, schedule):
         from .schedules import as_schedule
 
         self.schedule = as_schedule(schedule)
+
+    def on_train_begin(self, model, epochs, initial_epoch, steps_per_epoch):
+        from .schedules import FunctionSchedule
+
+        if isinstance(self.schedule, FunctionSchedule) or epochs <= initial_epoch:
+            return
+        try:
+            self.schedule(epochs - 1)
+        except ValueError:
+            lo, hi = initial_epoch, epochs - 1   # first failing epoch is in [lo, hi]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                try:
+                    self.schedule(mid)
+                    lo = mid + 1
+                except ValueError:
+                    hi = mid
+            self.schedule(lo)                     # raises, naming that epoch
+            raise
 
     def on_epoch_begin(self, model, epoch):
         model.optimizer.lr = self.schedule(epoch)

@@ -213,6 +213,13 @@ class Standardizer:
     Statistics are float64. transform keeps a floating X's dtype and returns
     float32 for integer input. Apply the same fitted Standardizer unchanged
     to dev and test data.
+
+    Any finite X up to the float64 limit works: the sums are taken on each
+    column divided by a power of two near its largest |x| (exact, so the
+    result is the textbook formula's bit for bit wherever that does not
+    overflow), and transform/inverse_transform halve before subtracting. A
+    result that cannot be represented in the output dtype (e.g. beyond the
+    float32 range for float32 X) is a ValueError naming the argument.
     """
 
     def __init__(self):
@@ -241,33 +248,66 @@ class Standardizer:
             c = np.asarray(X[s:s + chunk], dtype=np.float64)
             if not np.all(np.isfinite(c)):
                 raise ValueError("X contains NaN or infinity; cannot fit a Standardizer")
-            total += c.sum(axis=0)
+            with np.errstate(over="ignore"):  # an overflow is redone below on scaled data
+                total += c.sum(axis=0)
             lo = np.minimum(lo, c.min(axis=0))
             hi = np.maximum(hi, c.max(axis=0))
-        mean = total / m
+        # Per-column power of two p with max|x| / p in [1, 2): sums of x / p and of
+        # ((x - mean) / p)**2 cannot overflow (or underflow to 0), and dividing by p is exact.
+        amax = np.maximum(np.abs(lo), np.abs(hi))
+        p = np.ldexp(1.0, np.frexp(amax)[1] - 1)
+        if not np.all(np.isfinite(total)):  # the plain sum overflowed: sum x / p instead
+            total = np.zeros(n)
+            for s in range(0, m, chunk):
+                total += (np.asarray(X[s:s + chunk], dtype=np.float64) / p).sum(axis=0)
+            mean = total / m * p
+        else:
+            mean = total / m
         sq = np.zeros(n)
-        for s in range(0, m, chunk):  # second pass: sum of squared deviations
-            c = np.asarray(X[s:s + chunk], dtype=np.float64) - mean
+        for s in range(0, m, chunk):  # second pass: sum of squared (scaled) deviations
+            c = np.asarray(X[s:s + chunk], dtype=np.float64) / p - mean / p
             sq += np.einsum("ij,ij->j", c, c)
-        scale = np.sqrt(sq / m)
+        scale = np.minimum(np.sqrt(sq / m) * p, amax)  # std <= (hi - lo) / 2 <= max|x|
         scale[(hi == lo) | (scale == 0)] = 1.0  # constant feature: leave it centred, no NaN
         self.mean_, self.scale_ = mean, scale
         return self
 
-    def _check_fitted(self, X):
+    def _check_fitted(self, X, name="X"):
         if self.mean_ is None:
             raise RuntimeError("Standardizer is not fitted; call fit(X_train) first")
-        X = _numeric(_as_rows(X, "X", ndim=2), "X")
+        X = _numeric(_as_rows(X, name, ndim=2), name)
         if X.shape[1] != self.n_features_:
-            raise ValueError(f"X has {X.shape[1]} features but the Standardizer was fitted "
+            raise ValueError(f"{name} has {X.shape[1]} features but the Standardizer was fitted "
                              f"on {self.n_features_}")
         return X
+
+    @staticmethod
+    def _halved(X, name, what, steps):
+        """2 * steps(X / 2) in float64 (or wider), cast to X's float dtype (float32 for integer X).
+
+        Halving first (exact) keeps every intermediate finite whenever the result is, so
+        an overflow means the result itself is out of range: ValueError naming ``name``.
+        """
+        dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float32
+        try:
+            with np.errstate(over="raise"):
+                Z = np.multiply(X, 0.5, dtype=np.result_type(X.dtype, np.float64))
+                steps(Z)
+                Z *= 2.0
+                return Z.astype(dtype, copy=False)
+        except FloatingPointError:
+            raise ValueError(f"{what} of {name} has values beyond the {np.dtype(dtype).name} "
+                             f"range; {name} is too far from the data the Standardizer was "
+                             "fitted on") from None
 
     def transform(self, X):
         """(X - mean_) / scale_ for X (m, n); returns a new array (m, n)."""
         X = self._check_fitted(X)
-        dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float32
-        return ((X - self.mean_) / self.scale_).astype(dtype, copy=False)
+
+        def steps(Z):
+            Z -= 0.5 * self.mean_
+            Z /= self.scale_
+        return self._halved(X, "X", "the standardized value", steps)
 
     def fit_transform(self, X):
         """fit(X) then transform(X)."""
@@ -275,9 +315,12 @@ class Standardizer:
 
     def inverse_transform(self, Z):
         """Z * scale_ + mean_ for Z (m, n): undoes transform."""
-        Z = self._check_fitted(Z)
-        dtype = Z.dtype if np.issubdtype(Z.dtype, np.floating) else np.float32
-        return (Z * self.scale_ + self.mean_).astype(dtype, copy=False)
+        Z = self._check_fitted(Z, "Z")
+
+        def steps(H):
+            H *= self.scale_
+            H += 0.5 * self.mean_
+        return self._halved(Z, "Z", "inverse_transform", steps)
 
     def state(self):
         """{"mean": (n,), "scale": (n,)} float64 copies, e.g. to store in an .npz."""

@@ -83,7 +83,11 @@ class Ensemble:
 
 class SnapshotEnsemble(Callback):
     """Keep a copy of the model every ``every`` epochs (the last ``keep`` copies);
-    ``ensemble()`` averages them. Pair it with a cyclic or decaying learning rate."""
+    ``ensemble()`` averages them. Pair it with a cyclic or decaying learning rate.
+
+    The snapshots belong to one ``fit`` call: each fit starts with an empty list (so
+    reusing the callback never mixes copies of earlier runs or other models); take
+    ``ensemble()`` after the fit whose snapshots you want."""
 
     def __init__(self, every: int = 1, keep: int = 5):
         for name, v in (("every", every), ("keep", keep)):
@@ -91,6 +95,9 @@ class SnapshotEnsemble(Callback):
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         self.every, self.keep = int(every), int(keep)
         self.snapshots: list = []
+
+    def on_train_begin(self, model, epochs, initial_epoch, steps_per_epoch):
+        self.snapshots = []
 
     def on_epoch_end(self, model, epoch, logs):
         if (epoch + 1) % self.every == 0:

@@ -486,9 +486,24 @@ def _all_finite(a: np.ndarray) -> bool:
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
+    """np.savez to ``path`` atomically: a temporary file in the same directory, fsync,
+    rename. The file gets the mode of a normally created one, 0o666 & ~umask (mkstemp
+    makes it 0o600)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            umask = None
+            try:  # Linux >= 4.7 reports it without changing it (os.umask is process-wide)
+                with open("/proc/self/status") as status:
+                    umask = next((int(line.split()[1], 8) for line in status
+                                  if line.startswith("Umask:")), None)
+            except (OSError, ValueError, IndexError):
+                pass
+            if umask is None:
+                umask = os.umask(0o022)
+                os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

@@ -73,7 +73,10 @@ def _as_history(history: Any):
     if isinstance(history, dict):
         from .callbacks import History
 
-        history = History.from_dict(history)
+        try:
+            history = History.from_dict(history)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"history is not a valid History.to_dict() form: {exc}") from None
     if history is None or not hasattr(history, "epoch") or not hasattr(history, "history"):
         raise TypeError(
             "history must be a pydl.callbacks.History (what fit returns) or its to_dict() "

@@ -12,7 +12,13 @@ index ``e`` counted from 0. The built-in schedules:
 with ``lr0 > 0``, ``decay_rate >= 0``, ``0 < base <= 1``, ``k > 0`` and
 ``interval`` an integer >= 1.
 
-Every hyperparameter must be a finite real number. Built-in schedules can be
+Every hyperparameter must be a finite real number (``lr0 * k`` too). Every
+value a schedule returns is a finite float > 0; when the formula cannot give
+one at some epoch (``lr0 * base**e`` underflows to 0 after many epochs, an
+epoch too large to compute with), calling the schedule raises ``ValueError``
+naming the schedule and the epoch, before the optimizer ever sees it.
+
+Built-in schedules can be
 stored as JSON (``to_dict()``) and rebuilt (``Schedule.from_dict(d)`` or the
 module-level :func:`from_dict`); any other callable ``e -> lr`` is accepted
 through :func:`as_schedule`, which checks each value it returns, but cannot
@@ -94,7 +100,20 @@ class Schedule:
     _params: tuple[str, ...] = ()
 
     def __call__(self, epoch: int) -> float:
-        return float(self._lr(_epoch(epoch)))
+        e = _epoch(epoch)
+        try:
+            lr = float(self._lr(e))
+        except OverflowError as exc:
+            raise ValueError(
+                f"{self!r} cannot compute the learning rate at epoch {e}: {exc}") from exc
+        if lr == 0.0:
+            raise ValueError(
+                f"{self!r} gives a learning rate that underflows to 0.0 at epoch {e}; it decays "
+                "too fast for this many epochs (use a slower decay or fewer epochs)")
+        if not (math.isfinite(lr) and lr > 0.0):
+            raise ValueError(
+                f"{self!r} gives lr = {lr} at epoch {e}; it must be a finite number > 0")
+        return lr
 
     def _lr(self, e: int) -> float:  # pragma: no cover - every subclass defines it
         raise TypeError(f"{type(self).__name__} is a Schedule without a formula: define _lr(e)")
@@ -119,6 +138,9 @@ class Schedule:
         if "name" not in d:
             raise ValueError(f"schedule description has no 'name' key: {d!r}")
         name = d["name"]
+        if not isinstance(name, str):
+            raise TypeError(
+                f"schedule description 'name' must be a str, got {type(name).__name__} {name!r}")
         target = _BUILTINS.get(name)
         if target is None:
             known = ", ".join(sorted(_BUILTINS))
@@ -201,6 +223,11 @@ class InverseSqrtDecay(Schedule):
     def __init__(self, lr0: float, k: float = 1.0):
         self.lr0 = _positive("lr0", lr0)
         self.k = _positive("k", k)
+        start = self.lr0 * self.k
+        if not (math.isfinite(start) and start > 0.0):
+            raise ValueError(
+                f"lr0 * k (the learning rate at epoch 0) must be a finite number > 0, got "
+                f"lr0={self.lr0!r} * k={self.k!r} = {start}")
 
     def _lr(self, e: int) -> float:
         return self.lr0 * self.k / math.sqrt(e + 1)

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 
 from .callbacks import EarlyStopping
 from .data import _is_memory_mapped, train_dev_test_split
-from .model import Sequential, mlp
+from .model import Sequential, _all_finite, mlp
 from .optim import get_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -90,16 +90,26 @@ def _check_choice(name, value, choices):
     return value
 
 
-def _as_model_input(X, dtype):
+def _as_model_input(X, dtype, name="X"):
     """C-contiguous array of ``dtype`` that is not backed by a memory map.
 
     ``Sequential`` streams memory-mapped training data and refuses memory maps in
     ``predict``; estimators get small in-memory data (or read-only memory maps from
-    joblib), so copy those into RAM.
+    joblib), so copy those into RAM. ``X`` (named ``name`` in errors) is finite, as
+    validated by scikit-learn; values too large for ``dtype`` are a ValueError that
+    points to the estimator's ``dtype`` parameter.
     """
-    if _is_memory_mapped(X):
-        return np.array(X, dtype=dtype, order="C", copy=True)
-    return np.ascontiguousarray(X, dtype=dtype)
+    with np.errstate(over="ignore"):  # an overflow to inf is reported below
+        if _is_memory_mapped(X):
+            out = np.array(X, dtype=dtype, order="C", copy=True)
+        else:
+            out = np.ascontiguousarray(X, dtype=dtype)
+    if np.asarray(X).dtype.itemsize > out.dtype.itemsize and not _all_finite(out):
+        limit = float(np.finfo(out.dtype).max)
+        raise ValueError(f"{name} has values beyond the {out.dtype.name} range (|x| > {limit:.4g}), "
+                         f"which overflow to inf with the estimator's dtype={out.dtype.name!r}: "
+                         f"rescale {name} (e.g. with a scikit-learn scaler) or set dtype='float64'")
+    return out
 
 
 class _BaseMLP(BaseEstimator):
@@ -281,8 +291,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_iter_no_change : int >= 1, default=5
         Patience, in epochs, of early stopping.
     dtype : {"float32", "float64"}, default="float32"
-        Floating-point type of the network (inputs are converted to it). Outputs of
-        ``predict_proba`` are float64 either way.
+        Floating-point type of the network (inputs are converted to it; values beyond
+        its range are a ValueError naming X). Outputs of ``predict_proba`` are float64
+        either way.
     random_state : None, int or numpy.random.RandomState, default=None
         Seeds the initialization, shuffling, dropout masks and validation split; an int
         makes ``fit`` reproducible.
@@ -381,7 +392,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_iter_no_change : int >= 1, default=5
         Patience, in epochs, of early stopping.
     dtype : {"float32", "float64"}, default="float32"
-        Floating-point type of the network. ``predict`` returns float64 either way.
+        Floating-point type of the network (X and y are converted to it; values beyond
+        its range are a ValueError naming X or y). ``predict`` returns float64 either way.
     random_state : None, int or numpy.random.RandomState, default=None
         Seeds the initialization, shuffling, dropout masks and validation split.
     verbose : int >= 0, default=0
@@ -415,7 +427,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                               y_numeric=True)
         y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-        self._train(p, X, np.asarray(y2, dtype=p["dtype"]), y2.shape[1], stratify=False)
+        self._train(p, X, _as_model_input(y2, p["dtype"], "y"), y2.shape[1], stratify=False)
         self.n_outputs_ = y2.shape[1]
         self._y_1d = y.ndim == 1
         return self

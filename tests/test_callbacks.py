@@ -288,3 +288,63 @@ def test_nan_guard_mid_epoch_keeps_theta_before_failing_step(arch):
     assert np.array_equal(model.theta, again.theta), "theta is not the one from before the failing step"
     for (k, a), (_, b) in zip(model._state_arrays().items(), again._state_arrays().items()):
         assert np.array_equal(a, b), f"BatchNorm {k} not restored"
+
+
+# ----------------------------------------------------------------------------- argument checks
+@pytest.mark.parametrize("path", ["ck/m-{step}.npz", "m-{}.npz", "m-{0}.npz", "m-{epoch.real}.npz",
+                                  "m-{epoch", "m-{epoch:s}.npz", "m-{epoch}-{step}.npz"])
+def test_checkpoint_bad_path_template_is_rejected_at_construction(tmp_path, path):
+    with pytest.raises(ValueError) as info:
+        Checkpoint(str(tmp_path / path))
+    msg = str(info.value)
+    assert "path" in msg and "{epoch}" in msg, msg
+
+
+def test_checkpoint_good_path_templates(tmp_path):
+    assert Checkpoint(tmp_path / "m-{epoch:03d}.npz")._target(7).endswith("m-007.npz")
+    assert Checkpoint(tmp_path / "m-{{x}}-{epoch}.npz")._target(7).endswith("m-{x}-7.npz")
+    assert Checkpoint(tmp_path / "plain.npz")._target(7).endswith("plain.npz")
+
+
+def test_checkpoint_path_must_be_a_text_path():
+    with pytest.raises(TypeError, match="path must be a str"):
+        Checkpoint(b"m-{epoch}.npz")
+    with pytest.raises(TypeError, match="PathLike"):
+        Checkpoint(3)
+
+
+def test_early_stopping_accepts_numpy_scalars():
+    es = EarlyStopping(patience=np.int64(2), min_delta=np.float32(0.5), restore_best=np.bool_(False))
+    assert es.patience == 2 and es.min_delta == pytest.approx(0.5) and es.restore_best is False
+    assert type(es.min_delta) is float
+
+
+@pytest.mark.parametrize("bad", ["no", 1, None, 0.0])
+def test_early_stopping_restore_best_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="restore_best"):
+        EarlyStopping(restore_best=bad)
+
+
+@pytest.mark.parametrize("bad", ["abc", None, [1, 2]])
+def test_history_from_dict_needs_a_dict(bad):
+    from pydl.callbacks import History
+
+    with pytest.raises(TypeError, match="History.from_dict"):
+        History.from_dict(bad)
+
+
+def test_lr_scheduler_refuses_an_underflowing_schedule_before_training(tmp_path):
+    X, y, _, _ = overfit_problem()
+    model = pydl.mlp([8, 6, 3], seed=0)
+    theta = model.theta.copy()
+    sched = schedules.ExponentialDecay(1e-3, base=1e-200)    # 0.0 from epoch 2 on
+    with pytest.raises(ValueError, match=re.escape(repr(sched)) + ".* epoch 2;"):
+        model.fit(X, y, epochs=50, batch_size=10, verbose=0,
+                  callbacks=[LRScheduler(sched), Checkpoint(tmp_path / "m-{epoch}.npz")])
+    assert os.listdir(tmp_path) == [] and np.array_equal(model.theta, theta)
+    # resuming past the bad epochs is refused at once too; a run that stays before them trains
+    with pytest.raises(ValueError, match="epoch 7;"):
+        model.fit(X, y, epochs=9, initial_epoch=7, batch_size=10, verbose=0,
+                  callbacks=[LRScheduler(sched)])
+    h = model.fit(X, y, epochs=2, batch_size=10, verbose=0, callbacks=[LRScheduler(sched)])
+    assert h["lr"] == pytest.approx([1e-3, 1e-203])

@@ -240,6 +240,47 @@ def test_standardizer_bad_input():
         Standardizer().fit(np.zeros((0, 3)))
 
 
+@pytest.mark.parametrize("factor", [1e200, 1.5e308 / 3, 1e-200, 1e-310])
+def test_standardizer_huge_and_tiny_features_match_scaled_reference(factor):
+    """Columns near the float64 limits: the reference standardizes the unit data
+    [[1], [-1], [0.3]] (the result does not depend on the factor), and the statistics
+    are the unit ones times the factor."""
+    U = np.array([[1.0, 3.0], [-1.0, -2.0], [0.3, 3.0]])
+    ref_mean, ref_std = U.mean(axis=0), U.std(axis=0)
+    s = Standardizer().fit(U * factor)
+    assert_close(s.mean_ / factor, ref_mean, 1e-12, "mean_ / factor")
+    assert_close(s.scale_ / factor, ref_std, 1e-12, "scale_ / factor")
+    Z = s.transform(U * factor)
+    assert_close(Z, (U - ref_mean) / ref_std, 1e-12, "transform")
+    assert_close(s.inverse_transform(Z) / factor, U, 1e-12, "inverse_transform / factor")
+
+
+def test_standardizer_near_float64_max_with_lopsided_column():
+    X = np.array([[-1.5e308]] * 9 + [[1.5e308]])
+    Z = Standardizer().fit_transform(X)
+    U = X / 1e308
+    assert_close(Z, (U - U.mean()) / U.std(), 1e-12, "transform")
+
+
+def test_standardizer_is_unchanged_for_ordinary_data():
+    X = np.random.default_rng(3).standard_normal((300, 4)) * [1, 1e3, 1e-3, 7] + [0, 1, -5, 1e4]
+    s = Standardizer().fit(X)
+    assert np.array_equal(s.mean_, X.sum(axis=0) / len(X))
+    assert np.array_equal(s.scale_, np.sqrt(((X - s.mean_) ** 2).sum(axis=0) / len(X)))
+    assert np.array_equal(s.transform(X), (X - s.mean_) / s.scale_)
+
+
+def test_standardizer_result_out_of_range_is_a_clear_error():
+    s = Standardizer().fit(np.array([[0.0], [1e-300]]))
+    assert s.transform(np.array([[1.0]]))[0, 0] == pytest.approx(2e300 - 1)
+    with pytest.raises(ValueError, match="X has values beyond the float32 range"):
+        s.transform(np.array([[1.0]], dtype=np.float32))
+    big = Standardizer().fit(np.array([[-1e308], [1e308]]))
+    assert big.inverse_transform(np.array([[1.5]]))[0, 0] == pytest.approx(1.5e308)
+    with pytest.raises(ValueError, match="Z has values beyond the float64 range"):
+        big.inverse_transform(np.array([[10.0]]))
+
+
 # ---------------------------------------------------------------- minibatches
 
 def check_batches(batches, m, batch_size):

@@ -82,6 +82,20 @@ def test_snapshot_ensemble_keeps_copies(moons):
         SnapshotEnsemble(every=0)
 
 
+def test_snapshot_ensemble_reused_starts_empty_each_fit(moons):
+    Xtr, ytr, _, _ = moons
+    snap = SnapshotEnsemble(every=1, keep=5)
+    first = pydl.mlp([2, 16, 2], seed=0)
+    first.fit(Xtr, ytr, epochs=3, batch_size=32, callbacks=[snap], verbose=0)
+    assert len(snap.snapshots) == 3
+    other = pydl.mlp([2, 8, 8, 2], seed=1)          # a different architecture
+    other.fit(Xtr, ytr, epochs=2, batch_size=32, callbacks=[snap], verbose=0)
+    assert len(snap.snapshots) == 2
+    assert all(s.architecture() == other.architecture() for s in snap.snapshots)
+    np.testing.assert_array_equal(snap.snapshots[-1].theta, other.theta)
+    assert len(snap.ensemble()) == 2
+
+
 def test_model_diagnose_measures_errors(trained, moons):
     Xtr, ytr, Xd, yd = moons
     m = trained[0]

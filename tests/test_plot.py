@@ -131,6 +131,20 @@ def test_learning_curves_bad_input():
         plot.learning_curves([0.5, 0.4])
 
 
+@pytest.mark.parametrize("d, key", [
+    ({"epoch": None}, "d['epoch']"),
+    ({"epoch": [0, 1], "history": {"loss": "ab"}}, "d['history']['loss']"),
+    ({"epoch": [0], "history": [0.5]}, "d['history']"),
+    ({"epoch": [0], "history": {"loss": [0.5]}, "best_epoch": "0"}, "d['best_epoch']"),
+])
+def test_learning_curves_bad_dict_history_names_the_argument(d, key):
+    with pytest.raises(TypeError) as info:
+        plot.learning_curves(d)
+    msg = str(info.value)
+    assert msg.startswith("history is not a valid History.to_dict() form") and key in msg, msg
+    plt.close("all")
+
+
 # --------------------------------------------------------------------------- iteration costs
 
 

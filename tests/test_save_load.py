@@ -589,3 +589,35 @@ def test_a_corrupt_file_never_raises_anything_but_the_clear_value_error(tmp_path
              lambda m: m.__setitem__("history", {"epoch": [1e308 * 10]})]
     for edit in edits:
         refused(edited(tmp_path, path, edit))
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077])
+@pytest.mark.parametrize("proc", [True, False], ids=["proc-status", "os-umask"])
+def test_saved_files_follow_the_umask(tmp_path, monkeypatch, umask, proc):
+    import pydl.model
+
+    calls = []
+    if not proc:  # no /proc/self/status (e.g. macOS): fall back to os.umask
+        def no_proc(*args, **kwargs):
+            calls.append(args)
+            raise OSError("no /proc")
+        monkeypatch.setattr(pydl.model, "open", no_proc, raising=False)
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.arange(20) % 2
+    model = pydl.mlp([3, 4, 2], seed=0)
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+        model.save(tmp_path / "model.npz")
+        model.fit(X, y, epochs=1, batch_size=10, verbose=0,
+                  callbacks=[pydl.callbacks.Checkpoint(tmp_path / "ck" / "m-{epoch}.npz")])
+        assert os.umask(umask) == umask, "saving changed the umask"
+    finally:
+        os.umask(old)
+    assert proc or calls, "the os.umask fallback was not exercised"
+    want = 0o666 & ~umask
+    assert os.stat(tmp_path / "plain.txt").st_mode & 0o777 == want
+    for f in (tmp_path / "model.npz", tmp_path / "ck" / "m-1.npz"):
+        assert os.stat(f).st_mode & 0o777 == want, f"{f}: {oct(os.stat(f).st_mode & 0o777)} != {oct(want)}"

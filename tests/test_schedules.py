@@ -242,3 +242,50 @@ def test_from_dict_on_subclass_checks_the_name():
 def test_from_dict_validates_values():
     with pytest.raises(ValueError, match="base"):
         S.from_dict({"name": "ExponentialDecay", "lr0": 0.1, "base": 2.0})
+
+
+# --------------------------------------------------------------------------- values out of range
+
+
+@pytest.mark.parametrize("sched, epoch", [
+    (S.ExponentialDecay(1e-3, base=1e-200), 2),            # 1e-403 underflows to 0
+    (S.InverseTimeDecay(1e-3, decay_rate=1e308), 2),        # 1 + 2e308 overflows, lr -> 0
+    (S.StaircaseDecay(1e-3, decay_rate=1e308, interval=1), 2),
+    (S.ExponentialDecay(1.0, base=0.5), 10**400),           # base**e overflows the float conversion
+    (S.InverseTimeDecay(1.0, decay_rate=0.5), 10**400),
+    (S.InverseSqrtDecay(1.0), 10**400),
+])
+def test_value_that_is_not_a_positive_float_raises_naming_schedule_and_epoch(sched, epoch):
+    with pytest.raises(ValueError) as info:
+        sched(epoch)
+    msg = str(info.value)
+    assert repr(sched) in msg and f"epoch {epoch}" in msg
+
+
+def test_value_just_before_underflow_is_still_returned():
+    sched = S.ExponentialDecay(1e-3, base=1e-200)
+    assert sched(1) == pytest.approx(1e-203, rel=1e-12)
+
+
+@pytest.mark.parametrize("lr0, k", [(1e200, 1e200), (1e-200, 1e-200)])
+def test_inverse_sqrt_start_value_must_be_a_positive_float(lr0, k):
+    with pytest.raises(ValueError, match=r"lr0 \* k"):
+        S.InverseSqrtDecay(lr0, k=k)
+
+
+def test_underflowing_schedule_stops_fit_before_the_optimizer_sees_zero():
+    import pydl
+    from pydl import callbacks, optim
+
+    X, y = pydl.datasets.make_moons(40, seed=0)
+    model = pydl.mlp([2, 4, 2], seed=0)
+    sched = S.ExponentialDecay(1e-3, base=1e-200)
+    with pytest.raises(ValueError, match=r"ExponentialDecay\(.*epoch 2"):
+        model.fit(X, y, optimizer=optim.SGD(lr=0.1), epochs=4, verbose=0,
+                  callbacks=[callbacks.LRScheduler(sched)])
+
+
+@pytest.mark.parametrize("name", [["x"], None, 3])
+def test_from_dict_rejects_a_name_that_is_not_a_string(name):
+    with pytest.raises(TypeError, match="'name' must be a str"):
+        S.Schedule.from_dict({"name": name})

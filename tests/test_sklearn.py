@@ -430,3 +430,18 @@ def test_predictions_on_a_subset_are_the_same_bits(seed):
     reg = MLPRegressor(**FAST, random_state=seed).fit(X, X[:, 0] - X[:, 1])
     out = reg.predict(X)
     assert np.array_equal(np.concatenate([reg.predict(X[i:i + 1]) for i in range(30)]), out)
+
+
+def test_values_beyond_float32_name_the_argument_and_the_dtype_parameter():
+    X = np.ones((4, 2))
+    y = np.array([0, 1, 0, 1])
+    kw = dict(hidden_layer_sizes=(3,), epochs=1, random_state=0)
+    with pytest.raises(ValueError, match=r"^X has values beyond the float32 range.*dtype='float64'"):
+        MLPClassifier(**kw).fit(X * 1e39, y)
+    clf = MLPClassifier(**kw).fit(X, y)
+    with pytest.raises(ValueError, match=r"^X has values beyond the float32 range.*dtype='float64'"):
+        clf.predict(X * 1e39)
+    with pytest.raises(ValueError, match=r"^y has values beyond the float32 range.*dtype='float64'"):
+        MLPRegressor(**kw).fit(X, y * 1e39)
+    # the same data trains with the float64 network the message suggests
+    MLPRegressor(dtype="float64", **kw).fit(X * 1e39, y * 1e39)
