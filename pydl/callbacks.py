@@ -6,6 +6,7 @@ built into ``fit`` itself (see ``pydl.training.TrainingDiverged``).
 """
 from __future__ import annotations
 
+import math
 import numbers
 import string
 
@@ -175,7 +176,7 @@ class EarlyStopping(Callback):
         if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
             raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
         if isinstance(min_delta, (bool, np.bool_)) or not isinstance(min_delta, numbers.Real) \
-                or not np.isfinite(min_delta) or min_delta < 0:
+                or not math.isfinite(float(min_delta)) or min_delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
         if not isinstance(restore_best, (bool, np.bool_)):
             raise TypeError(f"restore_best must be True or False, got {type(restore_best).__name__} "

@@ -234,12 +234,24 @@ def _validate_space_values(cfg: dict, space: dict, w: str) -> None:
         if section not in _OPEN_SECTIONS and key not in DEFAULTS[section]:
             raise ConfigError(f"[search.space]: {dotted!r} is not a config key; valid {section} keys are "
                               f"{', '.join(f'{section}.{k}' for k in sorted(DEFAULTS[section]))}{w}")
+        # The other space keys as a trial may set them: a key such as optimizer.beta is
+        # valid only with the optimizer.name that takes it, so each value is checked with
+        # every choice of its section's name (and the other keys at their first values).
+        others = {k: _space_values(v)[0] for k, v in space.items() if k != dotted}
+        name_key = f"{section}.name"
+        names = _space_values(space[name_key]) if name_key in space and name_key != dotted else [None]
         for v in _space_values(value):
-            try:
-                validate_config(with_params(base, {dotted: v}))
-            except ConfigError as e:
+            errors = []
+            for name in names:
+                params = {**others, dotted: v, **({name_key: name} if name is not None else {})}
+                try:
+                    validate_config(with_params(base, params))
+                    break
+                except ConfigError as e:
+                    errors.append(e)
+            else:
                 raise ConfigError(f"[search.space]: {dotted!r} = {value!r} can take the value {v!r}, "
-                                  f"which the config refuses: {e}{w}") from None
+                                  f"which the config refuses: {errors[0]}{w}") from None
 
 
 def _read_file_data(d: dict):

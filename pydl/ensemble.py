@@ -85,9 +85,10 @@ class SnapshotEnsemble(Callback):
     """Keep a copy of the model every ``every`` epochs (the last ``keep`` copies);
     ``ensemble()`` averages them. Pair it with a cyclic or decaying learning rate.
 
-    The snapshots belong to one ``fit`` call: each fit starts with an empty list (so
-    reusing the callback never mixes copies of earlier runs or other models); take
-    ``ensemble()`` after the fit whose snapshots you want."""
+    The snapshots belong to one run of one model: a fit from epoch 0, or of another model,
+    starts with an empty list (so reusing the callback never mixes copies of earlier runs
+    or other models), while a fit that resumes the same model (``initial_epoch > 0``)
+    keeps adding to it."""
 
     def __init__(self, every: int = 1, keep: int = 5):
         for name, v in (("every", every), ("keep", keep)):
@@ -97,7 +98,9 @@ class SnapshotEnsemble(Callback):
         self.snapshots: list = []
 
     def on_train_begin(self, model, epochs, initial_epoch, steps_per_epoch):
-        self.snapshots = []
+        if initial_epoch == 0 or getattr(self, "_model", None) is not model:
+            self.snapshots = []
+        self._model = model
 
     def on_epoch_end(self, model, epoch, logs):
         if (epoch + 1) % self.every == 0:

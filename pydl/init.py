@@ -27,8 +27,11 @@ def check_init(init: str, scale: float = 1.0) -> None:
     """Raise ValueError unless init names an initializer (or "auto") and scale is finite."""
     if init != "auto" and init not in INITIALIZERS:
         raise ValueError(f"init must be 'auto' or one of {list(INITIALIZERS)}, got {init!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
-            or (isinstance(scale, int) and abs(scale) > 2**1023) or not math.isfinite(float(scale)):
+    try:
+        finite = math.isfinite(float(scale))
+    except (TypeError, ValueError, OverflowError):  # not a number, or an int beyond float's range
+        finite = False
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) or not finite:
         raise ValueError(f"scale must be a finite number, got {scale!r:.60}")
 
 

@@ -195,8 +195,11 @@ class Sequential:
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 rows)")
         original = X
-        with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf
-            X = np.ascontiguousarray(X, dtype=self.dtype)
+        if X.dtype == self.dtype:
+            X = np.ascontiguousarray(X)
+        else:
+            with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf
+                X = np.ascontiguousarray(X, dtype=self.dtype)
         if not _all_finite(X):
             raise _nonfinite_error(name, original, self.dtype)
         return X
@@ -492,19 +495,22 @@ def _atomic_savez(path: str, arrays: dict) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
-        if hasattr(os, "fchmod"):  # POSIX
-            umask = None
-            try:  # Linux >= 4.7 reports it without changing it (os.umask is process-wide)
-                with open("/proc/self/status") as status:
-                    umask = next((int(line.split()[1], 8) for line in status
-                                  if line.startswith("Umask:")), None)
-            except (OSError, ValueError, IndexError):
-                pass
-            if umask is None:
-                umask = os.umask(0o022)
-                os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # closes fd whatever follows
+            if hasattr(os, "fchmod"):  # POSIX; best effort (some mounts refuse a chmod)
+                umask = None
+                try:  # Linux >= 4.7 reports it without changing it (os.umask is process-wide)
+                    with open("/proc/self/status") as status:
+                        umask = next((int(line.split()[1], 8) for line in status
+                                      if line.startswith("Umask:")), None)
+                except (OSError, ValueError, IndexError):
+                    pass
+                if umask is None:
+                    umask = os.umask(0o022)
+                    os.umask(umask)
+                try:
+                    os.fchmod(f.fileno(), 0o666 & ~umask)
+                except OSError:
+                    pass
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())

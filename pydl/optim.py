@@ -104,7 +104,7 @@ class Optimizer:
 
         try:  # an argument the kernel refuses (an eps float32 cannot hold) changes nothing
             finite = self._update(model.theta, model.dtheta, bufs)
-        except BaseException:
+        except Exception:  # (not an interrupt: the kernel may have stored the update by then)
             undo()
             raise
         if not isinstance(finite, (bool, np.bool_)):

@@ -111,6 +111,10 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     # forward and backward leave theta alone; they do move BatchNorm's running statistics
     state = [a for layer in model.layers for a in layer.state_arrays().values()]
     state_backup = [a.copy() for a in state]
+    # a batch whose variance overflows leaves inf in running_var (the mean overflows only
+    # with an inf input, which makes the cost NaN): one reduction per BatchNorm per step
+    variances = [a for layer in model.layers for k, a in layer.state_arrays().items()
+                 if k == "running_var"]
 
     def restore_state():  # BatchNorm statistics as before the failing step's forward pass
         for a, b in zip(state, state_backup):
@@ -118,9 +122,11 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     xbuf = np.empty((batch_size, model.n_in), dtype=model.dtype)
     ybuf = np.empty((batch_size,) + y.shape[1:], dtype=y.dtype)
 
-    for cb in callbacks:
-        cb.on_train_begin(model, epochs=epochs, initial_epoch=start, steps_per_epoch=-(-m // batch_size))
+    begun = []  # callbacks whose on_train_begin ran: they get on_train_end whatever happens
     try:
+        for cb in callbacks:
+            cb.on_train_begin(model, epochs=epochs, initial_epoch=start, steps_per_epoch=-(-m // batch_size))
+            begun.append(cb)
         for epoch in range(start, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(model, epoch)
@@ -141,7 +147,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         "a finite cost. Lower the learning rate or check the inputs.")
                 # normalized activations keep the cost finite while a batch's variance
                 # overflows: the running statistics would then make evaluation all NaN
-                if state and not all(math.isfinite(float(a.sum(dtype=np.float64))) for a in state):
+                if variances and not all(math.isfinite(a.sum()) for a in variances):
                     restore_state()
                     raise TrainingDiverged(
                         f"training diverged: BatchNorm's running statistics became non-finite at "
@@ -179,7 +185,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             if model.stop_training:
                 break
     finally:
-        for cb in callbacks:
+        for cb in begun:
             cb.on_train_end(model)
     return history
 

@@ -348,3 +348,29 @@ def test_lr_scheduler_refuses_an_underflowing_schedule_before_training(tmp_path)
                   callbacks=[LRScheduler(sched)])
     h = model.fit(X, y, epochs=2, batch_size=10, verbose=0, callbacks=[LRScheduler(sched)])
     assert h["lr"] == pytest.approx([1e-3, 1e-203])
+
+
+def test_callbacks_that_began_get_on_train_end_when_a_later_one_refuses_to_begin():
+    """A callback's on_train_begin may refuse (an LRScheduler whose rate would underflow):
+    those that began before it still get on_train_end (a ProgressBar closes its bar)."""
+    from pydl.callbacks import Callback, LRScheduler
+    from pydl.schedules import ExponentialDecay
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_train_begin(self, model, epochs, initial_epoch, steps_per_epoch):
+            self.events.append("begin")
+
+        def on_train_end(self, model):
+            self.events.append("end")
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 3)), rng.integers(0, 2, 20)
+    model = pydl.mlp([3, 4, 2], seed=0, dtype=np.float64)
+    rec = Recorder()
+    with pytest.raises(ValueError, match="epoch"):
+        model.fit(X, y, epochs=400, batch_size=10, verbose=0,
+                  callbacks=[rec, LRScheduler(ExponentialDecay(1e-3, base=1e-200))])
+    assert rec.events == ["begin", "end"]

@@ -291,3 +291,29 @@ def test_gradcheck_counts_must_be_positive(tmp_path, capsys, flag, value):
     cfg.write_text(TINY)
     code, _, err = run(["gradcheck", str(cfg), flag, value], capsys)
     assert code == 2 and f"{flag} must be >= 1" in err
+
+
+@pytest.mark.parametrize("space", [
+    '"optimizer.name" = "momentum"\n"optimizer.beta" = { dist = "uniform", low = 0.8, high = 0.99 }\n',
+    '"schedule.name" = "exponential"\n"schedule.base" = { dist = "uniform", low = 0.5, high = 0.9 }\n',
+])
+def test_tune_space_keys_that_depend_on_another_space_key_are_accepted(tmp_path, capsys, space):
+    """optimizer.beta exists only for the optimizer.name that the space itself sets."""
+    from pydl.config import load_config
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(TINY + "[search]\ntrials = 2\n[search.space]\n" + space)
+    load_config(str(cfg))  # no ConfigError
+
+
+def test_tune_space_that_gives_an_optimizer_a_key_it_lacks_is_refused(tmp_path):
+    """With name a choice of adam and momentum, the trials drawing adam would get a beta
+    that Adam does not take: refused up front, naming the value."""
+    from pydl.config import ConfigError, load_config
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(TINY + "[search]\ntrials = 2\n[search.space]\n"
+                   '"optimizer.name" = { dist = "choice", values = ["adam", "momentum"] }\n'
+                   '"optimizer.beta" = { dist = "uniform", low = 0.8, high = 0.99 }\n')
+    with pytest.raises(ConfigError, match=r"'optimizer.name' .* value 'adam'.*beta"):
+        load_config(str(cfg))

@@ -104,3 +104,15 @@ def test_model_diagnose_measures_errors(trained, moons):
     dv = 1 - m.evaluate(Xd, yd)["accuracy"]
     assert d.avoidable_bias == pytest.approx(tr)
     assert d.variance == pytest.approx(dv - tr)
+
+
+def test_snapshot_ensemble_keeps_its_snapshots_when_the_same_model_resumes(moons):
+    Xtr, ytr, _, _ = moons
+    snap = SnapshotEnsemble(every=1, keep=10)
+    model = pydl.mlp([2, 16, 2], seed=0)
+    model.fit(Xtr, ytr, epochs=3, batch_size=32, callbacks=[snap], verbose=0)
+    model.fit(Xtr, ytr, epochs=5, batch_size=32, callbacks=[snap], verbose=0, initial_epoch=3)
+    assert len(snap.snapshots) == 5
+    np.testing.assert_array_equal(snap.snapshots[-1].theta, model.theta)
+    model.fit(Xtr, ytr, epochs=1, batch_size=32, callbacks=[snap], verbose=0)  # a new run
+    assert len(snap.snapshots) == 1

@@ -621,3 +621,21 @@ def test_saved_files_follow_the_umask(tmp_path, monkeypatch, umask, proc):
     assert os.stat(tmp_path / "plain.txt").st_mode & 0o777 == want
     for f in (tmp_path / "model.npz", tmp_path / "ck" / "m-1.npz"):
         assert os.stat(f).st_mode & 0o777 == want, f"{f}: {oct(os.stat(f).st_mode & 0o777)} != {oct(want)}"
+
+
+def test_save_where_chmod_is_refused_still_saves_and_closes_the_file(tmp_path, monkeypatch):
+    """Some mounts (FUSE, CIFS) refuse a chmod: the mode is best effort, the save is not."""
+    import os
+
+    model = pydl.mlp([3, 4, 2], seed=0)
+
+    def refuse(fd, mode):
+        raise PermissionError("chmod not permitted here")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(5):
+        model.save(tmp_path / f"m{i}.npz")
+    assert len(os.listdir("/proc/self/fd")) == before
+    np.testing.assert_array_equal(pydl.load(tmp_path / "m4.npz").theta, model.theta)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
