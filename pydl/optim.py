@@ -47,12 +47,6 @@ def _eps(value) -> float:
     return eps
 
 
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 class Optimizer:
     """Base optimizer: validates ``lr`` and ``weight_decay`` and keeps the step count t."""
 
@@ -200,7 +194,7 @@ class Momentum(Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
         self.beta = _hyper("beta", beta, 0.0, 1.0, hi_open=True)
-        self.nesterov = _flag("nesterov", nesterov)
+        self.nesterov = ops._bool("nesterov", nesterov)
 
     def _update(self, theta, grad, bufs):
         return ops.momentum_step(theta, bufs[0], grad, self.lr, self.beta, self.nesterov,
@@ -247,7 +241,7 @@ class Adam(Optimizer):
         self.beta1 = _hyper("beta1", beta1, 0.0, 1.0, hi_open=True)
         self.beta2 = _hyper("beta2", beta2, 0.0, 1.0, hi_open=True)
         self.eps = _eps(eps)
-        self.decoupled = _flag("decoupled", decoupled)
+        self.decoupled = ops._bool("decoupled", decoupled)
 
     def _update(self, theta, grad, bufs):
         return ops.adam_step(theta, bufs[0], bufs[1], grad, self.lr, self.beta1, self.beta2,
