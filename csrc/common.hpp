@@ -701,8 +701,13 @@ inline int row_head(int n, const void* align, std::size_t itemsize) {
 //
 // The panels follow the size of CPU 0's L2 cache as sysfs reports it (shared with other
 // CPUs or not; bench/README.md, "Batch norm panels"):
-// - below 2 MB (AMD EPYC VM, 1 MB per core): panels of 512 bytes of each row shared by the
-//   threads (panel_passes), the rows pass prefetching the thread's rows of the next panel,
+// - below 1 MB, or unknown (AMD EPYC Zen 1 VM, 512 KB per core, 8 MB L3): panels of 2048
+//   bytes of each row shared by the threads, no software prefetch. Measured there against
+//   the 512-byte prefetched panels in one process: 1.11x at 1024 x 4096 float, 1.71x at
+//   4096 x 1024 (whose 4 KB rows then take no panels), 1.29x at 2048 x 2048; prefetched
+//   panels of any width were slower than the same panels without prefetch;
+// - from 1 MB to below 2 MB (AMD EPYC VM with AVX-512, 1 MB per core): panels of 512 bytes
+//   of each row shared by the threads (panel_passes), the rows pass prefetching the thread's rows of the next panel,
 //   so that memory keeps streaming while it runs (a thread's share of a 1024-row panel on
 //   2 threads, 512 rows, is 256 KB, as is its share of the next panel);
 // - from 2 MB (Intel Emerald Rapids VM, 2 MB per core): each thread its own columns in
@@ -725,9 +730,12 @@ inline std::atomic<int>& forced_panel_shape() {
 }
 
 inline PanelShape panel_shape() {
-    static const PanelShape rule = cache_bytes(2) >= (std::size_t(2) << 20)
-                                       ? PanelShape{4096, false, true}
-                                       : PanelShape{512, true, false};
+    static const PanelShape rule = [] {
+        const std::size_t l2 = cache_bytes(2);
+        if (l2 >= (std::size_t(2) << 20)) return PanelShape{4096, false, true};
+        if (l2 >= (std::size_t(1) << 20)) return PanelShape{512, true, false};
+        return PanelShape{2048, false, false};
+    }();
     const int forced = forced_panel_shape().load(std::memory_order_relaxed);
     return forced == 0 ? rule : PanelShape{forced & ~63, (forced & 1) != 0, (forced & 2) != 0};
 }

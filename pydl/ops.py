@@ -548,8 +548,8 @@ def batchnorm_panel_shape() -> tuple:
     the next panel when ``prefetch``. With ``by_columns`` each thread owns a contiguous range
     of columns and its panels; otherwise the threads share each panel, split by rows. Chosen
     from the size of CPU 0's L2 cache as sysfs reports it (whether or not other CPUs share
-    it): (4096, False, True) from 2 MB, else (512, True, False). The results do not depend
-    on it, bit for bit."""
+    it): (4096, False, True) from 2 MB, (512, True, False) from 1 MB, else (2048, False,
+    False). The results do not depend on it, bit for bit."""
     nbytes, prefetch, by_columns = _core.get_panel_shape()
     return int(nbytes), bool(prefetch), bool(by_columns)
 
