@@ -704,12 +704,13 @@ inline int row_head(int n, const void* align, std::size_t itemsize) {
 // - below 1 MB, or unknown (AMD EPYC Zen 1 VM, 512 KB per core, 8 MB L3): panels of 2048
 //   bytes of each row shared by the threads, no software prefetch. Measured there against
 //   the 512-byte prefetched panels in one process: 1.11x at 1024 x 4096 float, 1.71x at
-//   4096 x 1024 (whose 4 KB rows then take no panels), 1.29x at 2048 x 2048; prefetched
-//   panels of any width were slower than the same panels without prefetch;
+//   4096 x 1024 (whose 4 KB rows then take no panels), 1.29x at 2048 x 2048; from 1024
+//   bytes up, prefetching made the same panels slower;
 // - from 1 MB to below 2 MB (AMD EPYC VM with AVX-512, 1 MB per core): panels of 512 bytes
-//   of each row shared by the threads (panel_passes), the rows pass prefetching the thread's rows of the next panel,
-//   so that memory keeps streaming while it runs (a thread's share of a 1024-row panel on
-//   2 threads, 512 rows, is 256 KB, as is its share of the next panel);
+//   of each row shared by the threads (panel_passes), the rows pass prefetching the
+//   thread's rows of the next panel, so that memory keeps streaming while it runs (a
+//   thread's share of a 1024-row panel on 2 threads, 512 rows, is 256 KB, as is its share
+//   of the next panel);
 // - from 2 MB (Intel Emerald Rapids VM, 2 MB per core): each thread its own columns in
 //   panels of 4096 bytes (split_passes), no software prefetch. There, software prefetches
 //   of 8 lines a row held L1's fill buffers through the mesh's long L3 latency: 512-byte
