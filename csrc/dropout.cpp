@@ -33,18 +33,18 @@ inline uint64_t keep_threshold(double keep_prob) {
     return uint64_t(std::ceil(keep_prob * 0x1.0p53));
 }
 
-// keep()'s counter term is k * kGolden + kOffset (apply_scalar advances it by kGolden per
+// Element k's counter is h = k * kGolden + kOffset (apply_scalar advances it by kGolden per
 // element: the same value modulo 2^64, so the same bits).
 constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
 constexpr uint64_t kOffset = 0x2545f4914f6cdd1dULL;
 
-// Whether element k is kept (k: a uint64_t, or a vector of them: -1/0 per lane).
+// Whether the element of counter h is kept (h: a uint64_t, or a vector of them: -1/0 per lane).
 template <class U>
-inline auto keep(uint64_t key, U k, uint64_t threshold) {
-    return (mix64(key ^ (k * kGolden + kOffset)) >> 11) < threshold;
+inline auto kept(uint64_t key, U h, uint64_t threshold) {
+    return (mix64(key ^ h) >> 11) < threshold;
 }
 
-// out[k] = keep(key, k) ? A[k] * scale : +0 for k in [k0, k1), one element at a time without
+// out[k] = kept(key, k * kGolden + kOffset) ? A[k] * scale : +0 for k in [k0, k1), one element at a time without
 // a branch (a kept/dropped branch mispredicts on every few elements): the scaled value's
 // bits masked to all zeros where dropped, as apply8 does.
 template <class T>
@@ -53,7 +53,7 @@ inline void apply_scalar(T* out, const T* A, uint64_t key, std::ptrdiff_t k0, st
     using Bits = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
     uint64_t h = uint64_t(k0) * kGolden + kOffset;
     for (std::ptrdiff_t k = k0; k < k1; ++k, h += kGolden) {
-        const Bits mask = Bits(0) - Bits((mix64(key ^ h) >> 11) < threshold);
+        const Bits mask = Bits(0) - Bits(kept(key, h, threshold));
         const T a = A[k] * scale;
         Bits bits;
         std::memcpy(&bits, &a, sizeof bits);
@@ -64,7 +64,7 @@ inline void apply_scalar(T* out, const T* A, uint64_t key, std::ptrdiff_t k0, st
 
 #if defined(__GNUC__) && defined(__AVX512DQ__)
 // Eight elements at a time in GCC/Clang vector types, where AVX-512DQ multiplies 64-bit lanes
-// in one instruction: keep() on a vector of indices, so the same bits. Written out because
+// in one instruction: kept() on a vector of counters, so the same bits. Written out because
 // GCC 12 vectorizes neither form of the plain loop: the 32-bit data under a 64-bit condition
 // has "no vectype" (5.8 ns per element on one core with the branch, as much as a
 // 32 x 256 x 256 product for a 256-unit layer). Without AVX-512DQ each 64-bit lane multiply
@@ -72,7 +72,7 @@ inline void apply_scalar(T* out, const T* A, uint64_t key, std::ptrdiff_t k0, st
 // 2.45 ns per float against 3.87 ns for this vector form (a C++ harness, the same bits).
 typedef uint64_t U64x8 __attribute__((vector_size(64)));
 
-// out[j] = keep(key, k + j) ? A[j] * scale : 0 for j < 8.
+// out[j] = kept(key, (k + j) * kGolden + kOffset) ? A[j] * scale : 0 for j < 8.
 template <class T>
 inline void apply8(T* out, const T* A, uint64_t key, std::ptrdiff_t k, uint64_t threshold,
                    T scale) {
@@ -80,13 +80,14 @@ inline void apply8(T* out, const T* A, uint64_t key, std::ptrdiff_t k, uint64_t 
     using Int = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;  // T's width
     typedef Int M __attribute__((vector_size(8 * sizeof(T))));
     const U64x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    const M kept = __builtin_convertvector(keep(key, U64x8{} + uint64_t(k) + lane, threshold), M);
+    const U64x8 h = (U64x8{} + uint64_t(k) + lane) * kGolden + kOffset;
+    const M keep_mask = __builtin_convertvector(kept(key, h, threshold), M);
     V a;
     std::memcpy(&a, A, sizeof a);
     a *= scale;
     M bits;
     std::memcpy(&bits, &a, sizeof bits);
-    bits &= kept;  // -1 where kept, 0 (+0.0) where dropped
+    bits &= keep_mask;  // -1 where kept, 0 (+0.0) where dropped
     std::memcpy(out, &bits, sizeof bits);
 }
 #endif
