@@ -15,10 +15,23 @@ namespace pydl {
 
 namespace {
 
-// Rows are taken four at a time so that the double accumulators are loaded and stored once
-// per four rows; the grouping depends only on the tile, never on the thread count. (Summing
-// the groups in float first did the pass with half the work, but squares overflowed from
-// |Z - Z[0]| ~ 1.8e19 and an outlying first row cost digits: sums stay in double.)
+// The sums go in groups of kGroup rows, counted from the tile's first row: each group is
+// summed in T (float: eight lanes to a vector and no conversions, 1.3-1.5x the pass in
+// double on an AVX2 core), and the group's sum is added to the tile's double accumulator.
+// The grouping depends only on the tile, never on the thread count. A float group can
+// overflow (|Z - Z[0]| > 1.8e19) or, when the shift is far from the batch mean, lose
+// digits; finish sees both in the totals and recomputes that column exactly in double
+// (exact_moments, exact_backward_sums), which costs a pass over the column's rows.
+constexpr int kGroup = 8;
+
+// fn(i, rows) for the groups of [i0, i1): rows is kGroup as a constant for the full
+// groups (so the compiler unrolls them), an int for the last, shorter one.
+template <class Fn>
+inline void for_groups(int i0, int i1, Fn&& fn) {
+    int i = i0;
+    for (; i1 - i >= kGroup; i += kGroup) fn(i, std::integral_constant<int, kGroup>{});
+    if (i < i1) fn(i, i1 - i);
+}
 
 // s1[j] += sum_i (Z[i,j] - Z[0,j]), s2[j] += sum_i (Z[i,j] - Z[0,j])^2 over rows [i0, i1),
 // columns [j0, j0 + w); s1 = acc, s2 = acc + stride. Shifted by the first row of the batch so
@@ -29,28 +42,46 @@ PYDL_NOINLINE void moments_tile(const T* Z, int n, int i0, int i1, int j0, int w
     const T* __restrict z0 = Z + j0;
     double* __restrict s1 = acc;
     double* __restrict s2 = acc + stride;
-    int i = i0;
-    for (; i1 - i >= 4; i += 4) {
-        const T* a = Z + std::ptrdiff_t(i) * n + j0;
-        const T *b = a + n, *c = b + n, *d = c + n;
+    for_groups(i0, i1, [&](int i, auto rows) {
+        const T* __restrict a = Z + std::ptrdiff_t(i) * n + j0;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const double s = double(z0[j]);
-            const double da = double(a[j]) - s, db = double(b[j]) - s;
-            const double dc = double(c[j]) - s, dd = double(d[j]) - s;
-            s1[j] += (da + db) + (dc + dd);
-            s2[j] += (da * da + db * db) + (dc * dc + dd * dd);
+            const T s = z0[j];
+            T f1 = T(0), f2 = T(0);
+            for (int r = 0; r < rows; ++r) {
+                const T d = a[std::ptrdiff_t(r) * n + j] - s;
+                f1 += d;
+                f2 += d * d;
+            }
+            s1[j] += double(f1);
+            s2[j] += double(f2);
         }
+    });
+}
+
+// Column j's mean and biased variance over its m rows, in double and two passes.
+template <class T>
+void exact_moments(const T* Z, int m, int n, int j, double& mu, double& var) {
+    const T* z = Z + j;
+    double s = 0.0;
+    for (std::ptrdiff_t i = 0; i < m; ++i) s += double(z[i * n]);
+    mu = s / m;
+    double q = 0.0;
+    for (std::ptrdiff_t i = 0; i < m; ++i) {
+        const double d = double(z[i * n]) - mu;
+        q += d * d;
     }
-    for (; i < i1; ++i) {
-        const T* zr = Z + std::ptrdiff_t(i) * n + j0;
-#pragma omp simd
-        for (int j = 0; j < w; ++j) {
-            const double dz = double(zr[j]) - double(z0[j]);
-            s1[j] += dz;
-            s2[j] += dz * dz;
-        }
-    }
+    var = q / m;
+}
+
+// Whether the moments summed in T groups hold their digits: finite, and the shift (the
+// first row) within 4 standard deviations of the mean (d1 = mean - shift). The groups' sums
+// of squares round relative to var + d1^2, so this bounds their error by a few float
+// roundings of var. Always true for double, whose groups are as exact as the totals.
+template <class T>
+inline bool grouped_moments_hold(double d1, double var) {
+    if constexpr (sizeof(T) >= sizeof(double)) return true;
+    return std::isfinite(d1) && std::isfinite(var) && d1 * d1 <= 16.0 * var;
 }
 
 // sb[j] += sum_i g, sg[j] += sum_i g * (Z - mean) with g = dout * g'(out), over rows
@@ -61,65 +92,73 @@ template <Activation ACT, class T>
 PYDL_NOINLINE void backward_sums_tile(const T* dout, const T* out, const T* Z, const T* mean,
                                       int n, int i0, int i1, int j0, int w, T alpha,
                                       double* __restrict acc, std::ptrdiff_t stride) {
-    const T* mu = mean + j0;
+    const T* __restrict mu = mean + j0;
     double* __restrict sb = acc;
     double* __restrict sg = acc + stride;
-    const std::ptrdiff_t r1 = n, r2 = 2 * std::ptrdiff_t(n), r3 = 3 * std::ptrdiff_t(n);
-    int i = i0;
-    for (; i1 - i >= 4; i += 4) {
+    for_groups(i0, i1, [&](int i, auto rows) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        const T *d = dout + off, *o = out + off, *z = Z + off;
+        const T *__restrict d = dout + off, *__restrict o = out + off, *__restrict z = Z + off;
 #pragma omp simd
         for (int j = 0; j < w; ++j) {
-            const double c = double(mu[j]);
-            const double ga = double(d[j] * activation_grad<ACT>(o[j], alpha));
-            const double gb = double(d[j + r1] * activation_grad<ACT>(o[j + r1], alpha));
-            const double gc = double(d[j + r2] * activation_grad<ACT>(o[j + r2], alpha));
-            const double gd = double(d[j + r3] * activation_grad<ACT>(o[j + r3], alpha));
-            sb[j] += (ga + gb) + (gc + gd);
-            sg[j] += (ga * (double(z[j]) - c) + gb * (double(z[j + r1]) - c)) +
-                     (gc * (double(z[j + r2]) - c) + gd * (double(z[j + r3]) - c));
+            const T c = mu[j];
+            T fb = T(0), fg = T(0);
+            for (int r = 0; r < rows; ++r) {
+                const std::ptrdiff_t q = std::ptrdiff_t(r) * n + j;
+                const T g = d[q] * activation_grad<ACT>(o[q], alpha);
+                fb += g;
+                fg += g * (z[q] - c);
+            }
+            sb[j] += double(fb);
+            sg[j] += double(fg);
         }
-    }
-    for (; i < i1; ++i) {
-        const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
-        const T *d = dout + off, *o = out + off, *z = Z + off;
-#pragma omp simd
-        for (int j = 0; j < w; ++j) {
-            const double g = double(d[j] * activation_grad<ACT>(o[j], alpha));
-            sb[j] += g;
-            sg[j] += g * (double(z[j]) - double(mu[j]));
-        }
+    });
+}
+
+// Column j's sb and sg as backward_sums_tile defines them, over its m rows in double (for
+// a column whose T groups overflowed).
+template <Activation ACT, class T>
+void exact_backward_sums(const T* dout, const T* out, const T* Z, const T* mean, int m, int n,
+                         int j, T alpha, double& sb, double& sg) {
+    sb = sg = 0.0;
+    for (std::ptrdiff_t q = j; q < std::ptrdiff_t(m) * n; q += n) {
+        const double g = double(dout[q] * activation_grad<ACT>(out[q], alpha));
+        sb += g;
+        sg += g * (double(Z[q]) - double(mean[j]));
     }
 }
 
-// out = g(gamma * (Z - mean) * invstd + beta) over rows [r0, r1) (last row first: the rows
-// the sums read last are the ones still in cache), columns [j0, j0 + w); prefetches the
-// next w_next columns of Z.
+// out = g(gamma * (Z - mean) * invstd + beta) over rows [r0, r1) (last rows first: the
+// rows the sums read last are the ones still in cache), four rows to a block so that the
+// per-feature vectors are loaded once per block, columns [j0, j0 + w); prefetches the next
+// w_next columns of Z.
 template <bool STREAM, Activation ACT, class T>
 PYDL_NOINLINE void normalize_rows(T* out, const T* Z, const T* mean, const T* invstd,
                                   const T* gamma, const T* beta, int n, int r0, int r1, int j0,
                                   int w, int w_next, T alpha) {
-    for (int i = r1 - 1; i >= r0; --i) {
+    for_row_blocks_down(r0, r1, [&](int i, auto rows) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
         const T* z = Z + off;
-        prefetch_span(z + w, w_next);
-        write_row<STREAM>(out + off, w, [&](T* __restrict o, int c0, int len) {
+        for (int r = 0; r < rows; ++r) prefetch_span(z + std::ptrdiff_t(r) * n + w, w_next);
+        write_rows<STREAM>(out + off, n, rows, w,
+                           [&](T* __restrict o, std::ptrdiff_t ldo, int c0, int len) {
             const T *__restrict zc = z + c0, *__restrict mu = mean + j0 + c0;
             const T *__restrict is = invstd + j0 + c0, *__restrict ga = gamma + j0 + c0;
             const T* __restrict be = beta + j0 + c0;
 #pragma omp simd
             for (int j = 0; j < len; ++j) {
-                const T x = (zc[j] - mu[j]) * is[j];
-                o[j] = activate<ACT>(ga[j] * x + be[j], alpha);
+                const T mj = mu[j], ij = is[j], gj = ga[j], bj = be[j];
+                for (int r = 0; r < rows; ++r) {
+                    const T x = (zc[r * std::ptrdiff_t(n) + j] - mj) * ij;
+                    o[r * ldo + j] = activate<ACT>(gj * x + bj, alpha);
+                }
             }
         });
-    }
+    });
 }
 
 // dZ = k * (m*g - dbeta - xhat*dgamma), g = dout * g'(out), xhat = (Z - mean)*invstd
-// exactly as the forward pass computed it; rows [r0, r1) (last first), columns
-// [j0, j0 + w); prefetches the next w_next columns of dout and Z (and out for an
+// exactly as the forward pass computed it; rows [r0, r1) (last first, in blocks as above),
+// columns [j0, j0 + w); prefetches the next w_next columns of dout and Z (and out for an
 // activation). dZ may alias dout (each element is read before it is written).
 template <bool STREAM, Activation ACT, class T>
 PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z, const T* mean,
@@ -127,22 +166,30 @@ PYDL_NOINLINE void backward_rows(T* dZ, const T* dout, const T* out, const T* Z,
                                  int n, int m, int r0, int r1, int j0, int w, int w_next,
                                  T alpha) {
     const T mt = T(m);
-    for (int i = r1 - 1; i >= r0; --i) {
+    for_row_blocks_down(r0, r1, [&](int i, auto rows) {
         const std::ptrdiff_t off = std::ptrdiff_t(i) * n + j0;
         const T *d = dout + off, *o = out + off, *z = Z + off;
-        prefetch_span(d + w, w_next);
-        prefetch_span(z + w, w_next);
-        if constexpr (ACT != Activation::identity) prefetch_span(o + w, w_next);
-        write_row<STREAM>(dZ + off, w, [&](T* dz, int c0, int len) {
+        for (int r = 0; r < rows; ++r) {
+            const std::ptrdiff_t next = std::ptrdiff_t(r) * n + w;
+            prefetch_span(d + next, w_next);
+            prefetch_span(z + next, w_next);
+            if constexpr (ACT != Activation::identity) prefetch_span(o + next, w_next);
+        }
+        write_rows<STREAM>(dZ + off, n, rows, w, [&](T* dz, std::ptrdiff_t ldz, int c0, int len) {
             const int q = j0 + c0;
 #pragma omp simd
             for (int j = 0; j < len; ++j) {
-                const T g = d[c0 + j] * activation_grad<ACT>(o[c0 + j], alpha);
-                const T xh = (z[c0 + j] - mean[q + j]) * invstd[q + j];
-                dz[j] = k[q + j] * (mt * g - dbeta[q + j] - xh * dgamma[q + j]);
+                const T mj = mean[q + j], ij = invstd[q + j], kj = k[q + j];
+                const T bj = dbeta[q + j], gj = dgamma[q + j];
+                for (int r = 0; r < rows; ++r) {
+                    const std::ptrdiff_t e = r * std::ptrdiff_t(n) + c0 + j;
+                    const T g = d[e] * activation_grad<ACT>(o[e], alpha);
+                    const T xh = (z[e] - mj) * ij;
+                    dz[r * ldz + j] = kj * (mt * g - bj - xh * gj);
+                }
             }
         });
-    }
+    });
 }
 
 // The two passes of a training kernel: panels for a large batch on several threads, else
@@ -197,9 +244,10 @@ void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* run
     auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
         for (int j = j0; j < j1; ++j) {
             const double d1 = s[j - j0] / m;
-            const double mu = double(Z[j]) + d1;
+            double mu = double(Z[j]) + d1;
+            double v = s[stride + j - j0] / m - d1 * d1;
+            if (!grouped_moments_hold<T>(d1, v)) exact_moments(Z, m, n, j, mu, v);
             // clamp rounding below 0, but keep a NaN (std::max(0.0, NaN) is 0.0)
-            const double v = s[stride + j - j0] / m - d1 * d1;
             const double var = v < 0.0 ? 0.0 : v;
             mean[j] = T(mu);
             invstd[j] = T(1.0 / std::sqrt(var + double(eps)));
@@ -261,15 +309,18 @@ void batchnorm_backward(T* dZ, T* dgamma, T* dbeta, const T* dout, const T* out,
     T* const k = scratch<T>(Scratch::coef, n);  // gamma * invstd / m; the rows also read
                                                 // dbeta and dgamma
     const int arrays = act == Activation::identity ? 3 : 4;  // dout, Z, dZ (+ out)
-    auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
-        for (int j = j0; j < j1; ++j) {
-            dbeta[j] = T(s[j - j0]);
-            dgamma[j] = T(s[stride + j - j0] * double(invstd[j]));
-            k[j] = T(double(gamma[j]) * double(invstd[j]) / m);
-        }
-    };
     with_activation(act, [&](auto tag) {
         constexpr Activation ACT = decltype(tag)::value;
+        auto finish = [&](int j0, int j1, const double* s, std::ptrdiff_t stride) {
+            for (int j = j0; j < j1; ++j) {
+                double sb = s[j - j0], sg = s[stride + j - j0];
+                if (!(std::isfinite(sb) && std::isfinite(sg)))
+                    exact_backward_sums<ACT>(dout, out, Z, mean, m, n, j, alpha, sb, sg);
+                dbeta[j] = T(sb);
+                dgamma[j] = T(sg * double(invstd[j]));
+                k[j] = T(double(gamma[j]) * double(invstd[j]) / m);
+            }
+        };
         auto tile = [&](int i0, int i1, int j0, int w, double* acc, std::ptrdiff_t stride) {
             backward_sums_tile<ACT>(dout, out, Z, mean, n, i0, i1, j0, w, alpha, acc, stride);
         };

@@ -555,22 +555,38 @@ inline void stream_fence() {
 #endif
 }
 
-// Writes dst[0, w) through fill(o, c0, len), which sets o[0, len) to the values of columns
-// [c0, c0 + len): straight into dst, or when STREAM into a buffer in L1 that is then
-// copied out with non-temporal stores.
-template <bool STREAM, class T, class Fill>
-inline void write_row(T* dst, int w, Fill&& fill) {
+// Writes columns [0, w) of `rows` rows of dst (row stride ld) through
+// fill(o, ldo, c0, len), which sets o[r * ldo + c] for r < rows, c < len to the values of
+// row r, column c0 + c: straight into dst, or when STREAM into a buffer in L1 that is then
+// copied out with non-temporal stores. rows is at most kMaxWriteRows (an int or an
+// std::integral_constant).
+constexpr int kMaxWriteRows = 4;
+
+template <bool STREAM, class T, class Rows, class Fill>
+inline void write_rows(T* dst, std::ptrdiff_t ld, Rows rows, int w, Fill&& fill) {
     if constexpr (STREAM) {
         constexpr int kChunk = 256;
-        alignas(64) T buf[kChunk];
+        alignas(64) T buf[kMaxWriteRows * kChunk];
         for (int c0 = 0; c0 < w; c0 += kChunk) {
             const int len = w - c0 < kChunk ? w - c0 : kChunk;
-            fill(buf, c0, len);
-            stream_copy(dst + c0, static_cast<const T*>(buf), len);
+            fill(buf, std::ptrdiff_t(kChunk), c0, len);
+            for (int r = 0; r < rows; ++r)
+                stream_copy(dst + r * ld + c0, static_cast<const T*>(buf + r * kChunk), len);
         }
     } else {
-        fill(dst, 0, w);
+        fill(dst, ld, 0, w);
     }
+}
+
+// fn(i, rows) for blocks of rows [r0, r1) from the last: whole blocks of kMaxWriteRows
+// rows (rows an std::integral_constant, so that the compiler unrolls them), then single
+// rows. The rows a pass read last are the first to be read again (still in cache).
+template <class Fn>
+inline void for_row_blocks_down(int r0, int r1, Fn&& fn) {
+    int top = r1;
+    for (; top - r0 >= kMaxWriteRows; top -= kMaxWriteRows)
+        fn(top - kMaxWriteRows, std::integral_constant<int, kMaxWriteRows>{});
+    for (; top > r0; --top) fn(top - 1, std::integral_constant<int, 1>{});
 }
 
 // ---- Column sums over the batch and an elementwise pass that uses them.
