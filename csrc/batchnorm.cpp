@@ -236,7 +236,8 @@ void two_passes(int m, int n, const T* out, double footprint, Tile&& tile, Finis
 // out (m, n), not aliasing Z (backward reads Z); mean, invstd (n,) saved for backward;
 // running_mean/var (n,) updated in place, or both null to leave them untouched.
 // Two passes over Z: both moments at once (shifted by the first row so that a large mean
-// does not cancel the variance away; sums in double), then normalize.
+// does not cancel the variance away; float groups into double totals, as above), then
+// normalize.
 template <class T>
 void batchnorm_forward_train(T* out, T* mean, T* invstd, T* running_mean, T* running_var,
                              const T* Z, const T* gamma, const T* beta, int m, int n, T momentum,

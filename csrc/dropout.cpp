@@ -44,9 +44,9 @@ inline auto kept(uint64_t key, U h, uint64_t threshold) {
     return (mix64(key ^ h) >> 11) < threshold;
 }
 
-// out[k] = kept(key, k * kGolden + kOffset) ? A[k] * scale : +0 for k in [k0, k1), one element at a time without
-// a branch (a kept/dropped branch mispredicts on every few elements): the scaled value's
-// bits masked to all zeros where dropped, as apply8 does.
+// out[k] = kept(key, k * kGolden + kOffset) ? A[k] * scale : +0 for k in [k0, k1), one
+// element at a time without a branch (a kept/dropped branch mispredicts on every few
+// elements): the scaled value's bits masked to all zeros where dropped, as apply8 does.
 template <class T>
 inline void apply_scalar(T* out, const T* A, uint64_t key, std::ptrdiff_t k0, std::ptrdiff_t k1,
                          uint64_t threshold, T scale) {
