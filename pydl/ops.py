@@ -93,6 +93,17 @@ def _eps(value, like) -> float:
     return eps
 
 
+def _factor(name: str, value, like) -> float:
+    """A finite real >= 0 (a rate or a penalty's weight) that ``like``'s dtype can hold:
+    the kernels compute in that dtype, where a larger one is inf (and inf * 0 is NaN)."""
+    v = _real(name, value, 0.0)
+    lim = _EPS_RANGE.get(getattr(like, "dtype", None))
+    if lim is not None and v > lim[1]:
+        raise ValueError(f"{name} must be at most {lim[1]:.4g} for {like.dtype} arrays (the "
+                         f"largest finite {like.dtype}), got {v}")
+    return v
+
+
 def _int(name: str, value, lo: int = 0, hi: int = 2**63 - 1) -> int:
     """An integer in [lo, hi] (hi: what the C++ parameter holds); raises naming it otherwise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, np.integer)):
@@ -166,8 +177,7 @@ def dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, activation="identity", alp
             dA_prev = dZ @ W  (m, n_in) (or None for the first layer).
     A (m, n_out) is the layer's output g(Z); A_prev (m, n_in); W (n_out, n_in).
     """
-    l2 = _real("l2", l2, 0.0)
-    l1 = _real("l1", l1, 0.0)
+    l2, l1 = _factor("l2", l2, W), _factor("l1", l1, W)
     code, alpha = activation_code(activation), _alpha(activation, alpha)
     try:
         _core.dense_backward(dA_prev, dW, db, dZ, A, A_prev, W, code, alpha, l2, l1)
@@ -281,6 +291,8 @@ def softmax_cross_entropy(dZ, Z, labels=None, Y=None) -> float:
 
     Labels are integer ids ``labels`` (m,) int64 in [0, C) or one-hot rows ``Y`` (m, C):
     exactly one. Writes dZ = (softmax(Z) - Y)/m (m, C) unless dZ is None. Returns J.
+    A label outside [0, C) raises ValueError after the pass: dZ is then written already
+    (the rows with a bad label are 0), so treat it as garbage.
     """
     try:
         return _core.softmax_cross_entropy(dZ, Z, labels, Y)
@@ -372,7 +384,7 @@ _STEP_RETURNS = """
 
 def sgd_step(theta, grad, lr, weight_decay=0.0, check=False) -> bool:
     """theta -= lr * (grad + weight_decay * theta). theta, grad (P,)."""
-    lr, weight_decay = _real("lr", lr, 0.0), _real("weight_decay", weight_decay, 0.0)
+    lr, weight_decay = _factor("lr", lr, theta), _factor("weight_decay", weight_decay, theta)
     try:
         return bool(_core.sgd_step(theta, grad, lr, weight_decay, _bool("check", check)))
     except TypeError:
@@ -384,8 +396,8 @@ def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0
                   check=False) -> bool:
     """v = beta v + (1-beta) g; theta -= lr v (Nesterov: lr (beta v + (1-beta) g)).
     theta, v, grad (P,)."""
-    lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
-    weight_decay = _real("weight_decay", weight_decay, 0.0)
+    lr, beta = _factor("lr", lr, theta), _real("beta", beta, 0.0, 1.0, hi_open=True)
+    weight_decay = _factor("weight_decay", weight_decay, theta)
     try:
         return bool(_core.momentum_step(theta, v, grad, lr, beta, _bool("nesterov", nesterov),
                                         weight_decay, _bool("check", check)))
@@ -396,8 +408,8 @@ def momentum_step(theta, v, grad, lr, beta=0.9, nesterov=False, weight_decay=0.0
 
 def rmsprop_step(theta, s, grad, lr, beta=0.9, eps=1e-8, weight_decay=0.0, check=False) -> bool:
     """s = beta s + (1-beta) g^2; theta -= lr g / (sqrt(s) + eps). theta, s, grad (P,)."""
-    lr, beta = _real("lr", lr, 0.0), _real("beta", beta, 0.0, 1.0, hi_open=True)
-    eps, weight_decay = _eps(eps, theta), _real("weight_decay", weight_decay, 0.0)
+    lr, beta = _factor("lr", lr, theta), _real("beta", beta, 0.0, 1.0, hi_open=True)
+    eps, weight_decay = _eps(eps, theta), _factor("weight_decay", weight_decay, theta)
     try:
         return bool(_core.rmsprop_step(theta, s, grad, lr, beta, eps, weight_decay,
                                        _bool("check", check)))
@@ -413,11 +425,11 @@ def adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay=0.0, dec
     v = b1 v + (1-b1) g; s = b2 s + (1-b2) g^2; theta -= lr (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps).
     weight_decay adds w*theta to g (L2), or with decoupled=True (AdamW) theta -= lr*w*theta.
     """
-    lr = _real("lr", lr, 0.0)
+    lr = _factor("lr", lr, theta)
     beta1 = _real("beta1", beta1, 0.0, 1.0, hi_open=True)
     beta2 = _real("beta2", beta2, 0.0, 1.0, hi_open=True)
     eps, t = _eps(eps, theta), _int("t", t, 1)
-    weight_decay = _real("weight_decay", weight_decay, 0.0)
+    weight_decay = _factor("weight_decay", weight_decay, theta)
     try:
         return bool(_core.adam_step(theta, v, s, grad, lr, beta1, beta2, eps, t, weight_decay,
                                     _bool("decoupled", decoupled), _bool("check", check)))

@@ -385,6 +385,20 @@ def test_eps_must_be_a_normal_number_of_the_dtype(name, low_ok):
     op_of(name)(**dict(SPECS[name]["make"](np.float32), eps=low_ok))
 
 
+@pytest.mark.parametrize("name, param", [("dense_backward", "l2"), ("dense_backward", "l1"),
+                                         ("sgd_step", "lr"), ("sgd_step", "weight_decay"),
+                                         ("momentum_step", "lr"), ("momentum_step", "weight_decay"),
+                                         ("rmsprop_step", "lr"), ("rmsprop_step", "weight_decay"),
+                                         ("adam_step", "lr"), ("adam_step", "weight_decay")])
+def test_rates_and_penalties_must_fit_the_dtype(name, param):
+    """1e39 is inf in float32, where the kernels compute (l2 = 1e39 made dW NaN wherever W is
+    0); float64 holds it, and float32 takes its largest finite number."""
+    call_expecting(name, dict(SPECS[name]["make"](np.float32), **{param: 1e39}), ValueError,
+                   [param])
+    op_of(name)(**dict(SPECS[name]["make"](np.float64), **{param: 1e39}))
+    op_of(name)(**dict(SPECS[name]["make"](np.float32), **{param: float(np.finfo(np.float32).max)}))
+
+
 def test_gemm_kernel_needs_a_dtype():
     with pytest.raises(TypeError, match="dtype"):
         ops.gemm_kernel(4, 4, 4, dtype=None)
