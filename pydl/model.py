@@ -139,8 +139,8 @@ class Sequential:
             for name, shape in layer.param_shapes():
                 specs.append((i, name, shape))
         total = sum(int(np.prod(s)) for _, _, s in specs)
-        self.theta = np.zeros(total, dtype=self.dtype)
-        self.dtheta = np.zeros(total, dtype=self.dtype)
+        self._theta = np.zeros(total, dtype=self.dtype)
+        self._dtheta = np.zeros(total, dtype=self.dtype)
         self._names = []
         offset = 0
         per_layer: dict[int, tuple[dict, dict]] = {}
@@ -158,6 +158,25 @@ class Sequential:
             if isinstance(layer, nn.BatchNorm):
                 layer.running_mean = np.zeros(layer.n_in, self.dtype)
                 layer.running_var = np.ones(layer.n_in, self.dtype)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """All parameters, (P,); each layer's W, b, gamma, beta is a view into it.
+        ``model.theta = x`` copies x in (shape (P,), finite): the views stay views."""
+        return self._theta
+
+    @theta.setter
+    def theta(self, value) -> None:
+        nn.assign_in_place(self._theta, value, "theta")
+
+    @property
+    def dtheta(self) -> np.ndarray:
+        """All gradients, (P,), matching theta; ``model.dtheta = x`` copies x in."""
+        return self._dtheta
+
+    @dtheta.setter
+    def dtheta(self, value) -> None:
+        nn.assign_in_place(self._dtheta, value, "dtheta")
 
     def parameters(self):
         """[(name, view)] in theta order, e.g. ("0.W", array (n_out, n_in))."""

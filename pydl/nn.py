@@ -58,6 +58,28 @@ def _nonneg(name: str, value) -> float:
     return float(value)
 
 
+def assign_in_place(view: np.ndarray, value, name: str) -> None:
+    """view[...] = value for a parameter or gradient that is a view into a model's theta or
+    dtheta: rebinding the name to a new array would leave the model and its optimizer on
+    the old one. value: real numbers of view's shape, finite once cast to view's dtype."""
+    if value is view:  # model.theta *= 2 assigns theta to itself
+        return
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of shape {view.shape}: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != view.shape:
+        raise ValueError(f"{name} must have shape {view.shape}, got {arr.shape}")
+    with np.errstate(over="ignore"):
+        cast = arr.astype(view.dtype)
+    if not np.isfinite(cast).all():
+        raise ValueError(f"{name} must be finite in {view.dtype} (NaN, inf, or a value too large "
+                         f"for {view.dtype})")
+    view[...] = cast
+
+
 class Layer:
     """Base class. Subclasses with parameters list them in ``param_shapes()``.
 
@@ -88,9 +110,20 @@ class Layer:
         """Point the layer's parameters and gradients at views of theta/dtheta."""
         self.params, self.grads = params, grads
         for name, view in params.items():
-            setattr(self, name, view)
+            object.__setattr__(self, name, view)
         for name, view in grads.items():
-            setattr(self, "d" + name, view)
+            object.__setattr__(self, "d" + name, view)
+
+    def __setattr__(self, name: str, value) -> None:
+        """``layer.W = array`` (or b, gamma, beta, dW, ...) once bound copies into the view
+        (assign_in_place), so that the model, its theta and its optimizer stay one."""
+        bound = self.__dict__.get("params", {}).get(name)
+        if bound is None and name[:1] == "d":
+            bound = self.__dict__.get("grads", {}).get(name[1:])
+        if bound is None or value is bound:
+            object.__setattr__(self, name, value)
+        else:
+            assign_in_place(bound, value, name)
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """Initialize the bound parameters in place."""

@@ -318,6 +318,57 @@ def test_writing_views_changes_theta_and_back():
     assert model.dtheta[name_to_slice["0.b"][0]][0] == -1
 
 
+def test_assigning_theta_or_a_parameter_copies_into_the_model():
+    """model.theta = x and layer.W = x copy in: the layers, theta and the optimizer keep
+    sharing one array (rebinding the name left the layers on the old theta, or the optimizer
+    stepping an array the layer no longer read)."""
+    model = net_relu_softmax(np.float32)
+    theta, W = model.theta, model.layers[0].W
+    new = np.linspace(-1, 1, model.n_params)        # float64 into a float32 model
+    model.theta = new
+    assert model.theta is theta and model.layers[0].W is W
+    assert np.array_equal(model.theta, new.astype(np.float32))
+    sl, shape = next((sl, s) for n, sl, s in model.parameter_slices() if n == "0.W")
+    assert np.array_equal(W, new[sl].reshape(shape).astype(np.float32))
+    model.layers[0].W = np.full(shape, 0.25)
+    assert model.layers[0].W is W and np.all(model.theta[sl] == 0.25)
+    model.layers[0].dW = np.ones(shape)
+    assert np.all(model.dtheta[sl] == 1.0)
+    model.dtheta = np.zeros(model.n_params)
+    assert not model.dtheta.any() and not model.layers[0].dW.any()
+    # the optimizer's step reaches the layer
+    X = np.random.default_rng(0).standard_normal((8, model.n_in)).astype(np.float32)
+    y = np.arange(8) % model.n_out
+    before = W.copy()
+    model.forward_backward(X, y)
+    pydl.optim.SGD(lr=0.1).step(model)
+    assert not np.array_equal(model.layers[0].W, before)
+    assert np.array_equal(model.layers[0].W, model.theta[sl].reshape(shape))
+
+
+@pytest.mark.parametrize("target, value, exc, message", [
+    ("theta", np.zeros(3), ValueError, r"theta must have shape \(\d+,\), got \(3,\)"),
+    ("theta", "nan", ValueError, "theta must be finite"),
+    ("theta", 1e39, ValueError, "theta must be finite in float32"),
+    ("W", np.zeros((3, 3)), ValueError, r"W must have shape \(\d+, \d+\), got \(3, 3\)"),
+    ("W", np.inf, ValueError, "W must be finite"),
+    ("W", "abc", TypeError, "W must hold real numbers"),
+    ("b", [1j], TypeError, "b must hold real numbers"),
+])
+def test_assigning_a_bad_value_is_named_and_changes_nothing(target, value, exc, message):
+    model = net_relu_softmax(np.float32)
+    layer = model.layers[0]
+    before = model.theta.copy()
+    if target == "theta" and not isinstance(value, np.ndarray):  # a fill value
+        value = np.full(model.n_params, float(value))
+    elif isinstance(value, float):
+        value = np.full(getattr(layer, target).shape, value)
+    with pytest.raises(exc, match=message):
+        setattr(model if target == "theta" else layer, target, value)
+    assert np.array_equal(model.theta, before)
+    assert np.shares_memory(layer.W, model.theta)
+
+
 def test_parameters_names_in_theta_order():
     model = net_batchnorm()
     names = [n for n, _ in model.parameters()]
