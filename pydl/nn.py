@@ -308,6 +308,11 @@ class BatchNorm(Layer):
         self._check_dtype(A_prev, dt)
         out = self._buf("out", m, n, dt)
         if training:
+            if m < 2:
+                raise ValueError(
+                    "A_prev has 1 row, but BatchNorm in training mode needs at least 2: over "
+                    "one example the batch variance is 0, the output is beta and the gradient "
+                    "into the layers before it is 0")
             if "mean" not in self._bufs or self._bufs["mean"].dtype != dt:
                 self._bufs["mean"] = np.empty(n, dt)
                 self._bufs["invstd"] = np.empty(n, dt)

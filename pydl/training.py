@@ -42,6 +42,11 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     by (seed, step, layer), so training 2 epochs, saving, loading and training 2 more
     (``epochs=4, initial_epoch=2``) gives bitwise the same theta as 4 in one go.
 
+    BatchNorm cannot learn from one example (its batch variance is 0: the layers before it
+    get no gradient and its running variance decays towards 0), so a model with BatchNorm
+    refuses batch_size=1, and a lone last row (m % batch_size == 1) joins the batch before
+    it, which then has batch_size + 1 rows.
+
     optimizer : an Optimizer, a name ("adam", ...), or None for ``model.optimizer``
         (or Adam() if the model has none). Stored as ``model.optimizer``.
     validation_data : (X_dev, y_dev) evaluated after every epoch ("dev_loss", ...).
@@ -81,6 +86,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
         m = X.shape[0]
     y = model._check_y(y, m)
     batch_size = min(batch_size, m)  # more than m: one batch of all m rows
+    join_lone_row = _join_lone_row(model, m, batch_size)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -119,13 +125,14 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     def restore_state():  # BatchNorm statistics as before the failing step's forward pass
         for a, b in zip(state, state_backup):
             np.copyto(a, b)
-    xbuf = np.empty((batch_size, model.n_in), dtype=model.dtype)
-    ybuf = np.empty((batch_size,) + y.shape[1:], dtype=y.dtype)
+    xbuf = np.empty((batch_size + join_lone_row, model.n_in), dtype=model.dtype)
+    ybuf = np.empty((batch_size + join_lone_row,) + y.shape[1:], dtype=y.dtype)
+    steps_per_epoch = -(-m // batch_size) - join_lone_row
 
     begun = []  # callbacks whose on_train_begin ran: they get on_train_end whatever happens
     try:
         for cb in callbacks:
-            cb.on_train_begin(model, epochs=epochs, initial_epoch=start, steps_per_epoch=-(-m // batch_size))
+            cb.on_train_begin(model, epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch)
             begun.append(cb)
         for epoch in range(start, epochs):
             for cb in callbacks:
@@ -133,7 +140,8 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             rng = np.random.default_rng([model.seed, epoch])
             aug_rng = np.random.default_rng([model.seed, epoch, 1]) if augment is not None else None
             loss_sum, correct = 0.0, 0
-            for Xb, yb in _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model):
+            for Xb, yb in _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model,
+                                   join_lone_row):
                 if augment is not None:
                     Xb = _augmented(augment, Xb, aug_rng, model.dtype)
                 for a, b in zip(state, state_backup):
@@ -190,30 +198,75 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     return history
 
 
-def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model):
-    """Yield (Xb, yb) mini-batches; in-memory rows are gathered into reused buffers."""
+def _join_lone_row(model, m: int, batch_size: int) -> bool:
+    """Whether the batch of one row that m % batch_size == 1 leaves joins another (the model
+    has BatchNorm); raises when every batch would have one row."""
+    from .nn import BatchNorm
+
+    if not any(isinstance(layer, BatchNorm) for layer in model.layers):
+        return False
+    if batch_size == 1:
+        what = "X has 1 row" if m == 1 else "batch_size=1"
+        raise ValueError(
+            f"{what}, but the model has BatchNorm: over one sample the batch variance is 0, so "
+            "the layers before it get no gradient and its running variance decays towards 0; "
+            "use batch_size >= 2 (a lone last row then joins the batch before it)")
+    return m % batch_size == 1
+
+
+def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, join_lone_row):
+    """Yield (Xb, yb) mini-batches; in-memory rows are gathered into reused buffers. With
+    join_lone_row, the batch of one row goes with its neighbour (the one before it)."""
     if streaming:
         from .data import minibatches
 
         seed = int(rng.integers(2**63)) if shuffle else None
-        for Xb, yb in minibatches(X, y, batch_size, shuffle=shuffle, seed=seed):
+        batches = minibatches(X, y, batch_size, shuffle=shuffle, seed=seed)
+        pending = lone = None  # streamed batches are copies: holding one back is safe
+        for Xb, yb in batches:
             raw = Xb
             with np.errstate(over="ignore"):  # values beyond the dtype's range: reported below
                 Xb = np.ascontiguousarray(Xb, dtype=model.dtype)
             if not np.isfinite(Xb).all():
                 e = _nonfinite_error("X", raw, model.dtype)
                 raise ValueError(f"{e} (found in a streamed mini-batch)")
-            yield Xb, np.ascontiguousarray(yb)
+            batch = (Xb, np.ascontiguousarray(yb))
+            if not join_lone_row:
+                yield batch
+                continue
+            # shuffled blocks can put the short batch anywhere in the epoch
+            if Xb.shape[0] == 1:
+                if pending is None:
+                    lone = batch
+                else:
+                    yield _joined(pending, batch)
+                    pending = None
+                continue
+            if lone is not None:
+                batch, lone = _joined(lone, batch), None
+            if pending is not None:
+                yield pending
+            pending = batch
+        if pending is not None:
+            yield pending
         return
     order = rng.permutation(m) if shuffle else None
     for s in range(0, m, batch_size):
         e = min(s + batch_size, m)
+        if join_lone_row and e == m - 1:
+            e = m
         if order is None:
             yield X[s:e], y[s:e]
         else:
             idx = order[s:e]
             n = e - s
             yield np.take(X, idx, axis=0, out=xbuf[:n]), np.take(y, idx, axis=0, out=ybuf[:n])
+        if e == m:
+            break
+
+
+def _joined(first, second):
+    return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
 
 
 def _augmented(augment, Xb, rng, dtype):

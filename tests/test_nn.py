@@ -264,6 +264,16 @@ def test_batchnorm_standalone_training_normalizes_and_tracks():
     assert_close(out2, 2 * out - 1, 1e-12, 1e-12)
 
 
+def test_batchnorm_training_needs_two_rows_and_evaluation_one():
+    bn = nn.BatchNorm(3)
+    bn.forward(np.ones((2, 3)), training=True)
+    state = (bn.running_mean.copy(), bn.running_var.copy())
+    with pytest.raises(ValueError, match="A_prev has 1 row, but BatchNorm in training mode"):
+        bn.forward(np.ones((1, 3)), training=True)
+    assert np.array_equal(bn.running_mean, state[0]) and np.array_equal(bn.running_var, state[1])
+    assert bn.forward(np.ones((1, 3)), training=False).shape == (1, 3)
+
+
 def test_batchnorm_eval_uses_running_stats_rowwise_exactly():
     rng = np.random.default_rng(1)
     bn = nn.BatchNorm(5)

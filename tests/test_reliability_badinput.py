@@ -910,6 +910,11 @@ def test_any_optimizer_hyperparameter_is_refused_exactly_when_out_of_range(opt, 
                 o.step(holder)
             assert o.t == 0 and not holder.theta.any()
             return
+        if name in ("lr", "weight_decay") and float(value) > f32.max:  # inf in float32
+            with pytest.raises(ValueError, match=f"{name} must be at most .* for float32 arrays"):
+                o.step(holder)
+            assert o.t == 0 and not holder.theta.any()
+            return
         try:
             o.step(holder)
         except FloatingPointError:  # a huge lr or weight decay overflows float32: refused

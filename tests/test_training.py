@@ -147,15 +147,55 @@ def test_batch_gradient_descent_is_one_full_step_per_epoch():
     assert_close(c.theta, a.theta, 1e-10, 1e-12)
 
 
-def test_stochastic_and_partial_last_batch_with_batchnorm():
-    """batch_size=1 (and a partial last batch of 1 row) through BatchNorm must stay finite."""
+def test_batchnorm_refuses_batches_of_one_and_joins_a_lone_last_row():
+    """Over one example BatchNorm's variance is 0: the gradient into the layers before it is
+    0 and running_var decays towards 0 (SGD on digits scored below chance). So batch_size=1
+    is refused, and a lone last row joins the batch before it."""
     X, y = toy(m=33)
     model = pydl.mlp([10, 8, 3], batchnorm=True, seed=0)
-    h = model.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=32, verbose=0)
-    assert len(h.iterations) == 2 and np.isfinite(model.theta).all()
-    model.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=1, verbose=0)
-    assert np.isfinite(model.theta).all()
+    theta = model.theta.copy()
+    with pytest.raises(ValueError, match="batch_size=1, but the model has BatchNorm"):
+        model.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=1, verbose=0)
+    with pytest.raises(ValueError, match="X has 1 row, but the model has BatchNorm"):
+        model.fit(X[:1], y[:1], epochs=1, verbose=0)
+    assert np.array_equal(model.theta, theta) and model.step == 0
+    sizes = []
+
+    class Sizes(pydl.callbacks.Callback):
+        def on_train_begin(self, model, **kw):
+            sizes.append(kw["steps_per_epoch"])
+
+    first = model.layers[0].W.copy()
+    original = model._forward_backward
+    model._forward_backward = lambda Xb, yb: (sizes.append(Xb.shape[0]), original(Xb, yb))[1]
+    h = model.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=16, verbose=0,
+                  callbacks=[Sizes()])
+    assert sizes == [2, 16, 17] and len(h.iterations) == 2
+    assert not np.array_equal(model.layers[0].W, first)
     assert all(np.isfinite(a).all() for a in model._state_arrays().values())
+    # without BatchNorm the last batch keeps its one row
+    plain = pydl.mlp([10, 8, 3], seed=0)
+    h = plain.fit(X, y, optimizer=optim.SGD(lr=0.01), epochs=1, batch_size=16, verbose=0)
+    assert len(h.iterations) == 3
+
+
+def test_batchnorm_joins_a_lone_row_of_a_streamed_epoch(tmp_path):
+    """A memory-mapped X streams in shuffled blocks, so the one-row batch can come anywhere
+    in the epoch: it joins a neighbour, and every row is used once."""
+    X, y = toy(m=49)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    model = pydl.mlp([10, 8, 3], batchnorm=True, seed=3)
+    seen = []
+    original = model._forward_backward
+    model._forward_backward = lambda Xb, yb: (seen.append(Xb.copy()), original(Xb, yb))[1]
+    model.fit(Xm, y, optimizer=optim.SGD(lr=0.01), epochs=3, batch_size=8, verbose=0)
+    for epoch in range(3):
+        batches = seen[epoch * 6:(epoch + 1) * 6]
+        assert sorted(b.shape[0] for b in batches) == [8, 8, 8, 8, 8, 9]
+        rows = np.concatenate(batches)
+        assert np.array_equal(np.unique(rows, axis=0), np.unique(X.astype(np.float32), axis=0))
+    assert len(seen) == 18
 
 
 def test_initial_epoch_and_epochs():
