@@ -78,6 +78,7 @@ def cmd_train(args) -> int:
             print(f"the checkpoint has already trained {model.epoch} epochs (>= --epochs {epochs}); "
                   f"nothing to do, nothing written to {out}")
             return 0
+        _refuse_overwriting_later_epochs(out, model.epoch)
         (Xtr, ytr, Xd, yd, Xte, yte), _ = _prepare(cfg, X, y, model.standardizer or _Identity())
         optimizer = model.optimizer or build_optimizer(cfg)
         if args.lr is not None:
@@ -124,6 +125,35 @@ def _refuse_earlier_run(out) -> None:
         hint = (f"resume it with --resume {os.path.join(ckpt, found[-1])}, " if found else "")
         raise ValueError(f"--out {out} already holds a run ({'checkpoints, ' if found else ''}"
                          f"model.npz); {hint}or pass another --out, or delete {out}")
+
+
+def _refuse_overwriting_later_epochs(out, start: int) -> None:
+    """Resuming from epoch ``start`` into ``out`` rewrites its checkpoints after ``start``
+    and its model.npz: refuse when those hold a later point of the run (an earlier
+    checkpoint resumed with a new learning rate belongs in a directory of its own)."""
+    import re
+
+    import pydl
+
+    ckpt = os.path.join(out, "checkpoints")
+    later = []
+    if os.path.isdir(ckpt):
+        for f in sorted(os.listdir(ckpt)):
+            match = re.fullmatch(r"epoch-(\d+)\.npz", f)
+            if match and int(match.group(1)) > start:
+                later.append(os.path.join("checkpoints", f))
+    final = os.path.join(out, "model.npz")
+    if os.path.exists(final):
+        try:
+            final_epoch = pydl.load(final).epoch
+        except (OSError, ValueError):  # unreadable: nothing there to keep
+            final_epoch = -1
+        if final_epoch > start:
+            later.append(f"model.npz at epoch {final_epoch}")
+    if later:
+        raise ValueError(f"--out {out} holds later epochs of this run ({', '.join(later)}); "
+                         f"resuming from epoch {start} there would overwrite them: pass another "
+                         f"--out (e.g. --out {out.rstrip(os.sep)}-from-{start}), or delete them")
 
 
 class _Identity:

@@ -48,6 +48,35 @@ def test_resume_continues_exactly_where_the_checkpoint_left(tmp_path, capsys):
     assert b.history.epoch == [0, 1, 2, 3]
 
 
+def test_resume_over_later_epochs_of_the_run_is_refused_and_writes_nothing(tmp_path, capsys):
+    """Resuming epoch 2 of a 4-epoch run into its own --out would rewrite epochs 3-4 and
+    model.npz: refused, every file as it was; into another --out it runs."""
+    run_dir = tmp_path / "run"
+    assert run(["train", "--epochs", "4", "--out", str(run_dir), "--quiet"], capsys)[0] == 0
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    resume = str(run_dir / "checkpoints" / "epoch-002.npz")
+    code, _, err = run(["train", "--epochs", "4", "--lr", "0.01", "--resume", resume,
+                        "--out", str(run_dir), "--quiet"], capsys)
+    assert code != 0
+    assert "holds later epochs of this run" in err and "epoch-003.npz" in err
+    assert "model.npz at epoch 4" in err and f"--out {run_dir}-from-2" in err
+    assert sorted(p for p in run_dir.rglob("*") if p.is_file()) == files
+    assert all(p.read_bytes() == data for p, data in before.items())
+    branch = tmp_path / "branch"
+    code, _, err = run(["train", "--epochs", "4", "--lr", "0.01", "--resume", resume,
+                        "--out", str(branch), "--quiet"], capsys)
+    assert code == 0, err
+    assert pydl.load(branch / "model.npz").optimizer.lr == 0.01
+    # from the run's last epoch, into the same --out, it goes on
+    code, _, err = run(["train", "--epochs", "5", "--resume", str(run_dir / "model.npz"),
+                        "--out", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert pydl.load(run_dir / "model.npz").epoch == 5
+    assert (run_dir / "checkpoints" / "epoch-004.npz").read_bytes() == before[
+        run_dir / "checkpoints" / "epoch-004.npz"]
+
+
 def test_resume_with_new_learning_rate(tmp_path, capsys):
     assert run(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet"], capsys)[0] == 0
     code, out, _ = run(["train", "--epochs", "2", "--lr", "0.0005", "--resume",
