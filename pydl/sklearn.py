@@ -18,6 +18,7 @@ dependency scikit-learn (``pip install pydl[sklearn]``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from numbers import Integral, Real
 
@@ -182,6 +183,22 @@ class _BaseMLP(BaseEstimator):
         return p
 
     # ------------------------------------------------------------------ training
+    @contextlib.contextmanager
+    def _keeping_state_on_failure(self):
+        """A fit that raises leaves the estimator as it was, fitted or not (validating X
+        sets n_features_in_ before training, which would otherwise disagree with the old
+        model_)."""
+        def fitted_state():
+            return {k: v for k, v in self.__dict__.items() if k.endswith("_") or k == "_y_1d"}
+        saved = fitted_state()
+        try:
+            yield
+        except BaseException:
+            for k in fitted_state():
+                del self.__dict__[k]
+            self.__dict__.update(saved)
+            raise
+
     def _train(self, p, X, y, n_out, stratify):
         """Build and train the network on validated X (m, n) and model-ready targets y,
         with the validated parameters p."""
@@ -325,14 +342,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Raises ValueError for invalid parameters or data, and ``pydl.TrainingDiverged`` if
         the training cost becomes NaN or inf (lower ``learning_rate``)."""
         p = self._check_params()
-        X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=False)
-        check_classification_targets(y)
-        classes, y_enc = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"MLPClassifier needs samples of at least 2 classes in y; the data "
-                             f"contains only one class: {classes[0]!r}")
-        self._train(p, X, y_enc.reshape(-1).astype(np.int64), len(classes), stratify=True)
-        self.classes_ = classes
+        with self._keeping_state_on_failure():
+            X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=False)
+            try:
+                check_classification_targets(y)
+                classes, y_enc = np.unique(y, return_inverse=True)
+            except TypeError as exc:  # e.g. ints and strings in one object array
+                raise TypeError(f"y's labels must be sortable against each other (all numbers "
+                                f"or all strings): {exc}") from None
+            if len(classes) < 2:
+                raise ValueError(f"MLPClassifier needs samples of at least 2 classes in y; the "
+                                 f"data contains only one class: {classes[0]!r}")
+            self._train(p, X, y_enc.reshape(-1).astype(np.int64), len(classes), stratify=True)
+            self.classes_ = classes
         return self
 
     def predict_proba(self, X):
@@ -424,12 +446,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Raises ValueError for invalid parameters or data, and ``pydl.TrainingDiverged`` if
         the training cost becomes NaN or inf (lower ``learning_rate`` or scale y)."""
         p = self._check_params()
-        X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
-                              y_numeric=True)
-        y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-        self._train(p, X, _as_model_input(y2, p["dtype"], "y"), y2.shape[1], stratify=False)
-        self.n_outputs_ = y2.shape[1]
-        self._y_1d = y.ndim == 1
+        with self._keeping_state_on_failure():
+            X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
+                                  y_numeric=True)
+            y2 = y.reshape(-1, 1) if y.ndim == 1 else y
+            self._train(p, X, _as_model_input(y2, p["dtype"], "y"), y2.shape[1], stratify=False)
+            self.n_outputs_ = y2.shape[1]
+            self._y_1d = y.ndim == 1
         return self
 
     def predict(self, X):

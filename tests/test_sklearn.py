@@ -349,6 +349,34 @@ def test_diverging_fit_raises_and_keeps_the_previous_fit():
     np.testing.assert_array_equal(reg.predict(X), before)     # still (n, 1), as fitted
 
 
+def test_a_failed_refit_on_other_features_leaves_the_previous_fit_whole(digits):
+    """Validating X sets n_features_in_ before training: a refit that then fails must not
+    leave it disagreeing with model_ and classes_ (predict refused both widths)."""
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(8,), epochs=2, random_state=0).fit(X, y)
+    before = clf.predict(X)
+    state = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    clf.set_params(optimizer="sgd", learning_rate=1e30)
+    with pytest.raises(pydl.TrainingDiverged):
+        clf.fit(X[:, :32] * 1e3, (y % 3).astype(str))
+    assert {k: v for k, v in vars(clf).items() if k.endswith("_")}.keys() == state.keys()
+    assert all(vars(clf)[k] is v for k, v in state.items())
+    np.testing.assert_array_equal(clf.predict(X), before)
+    unfitted = MLPRegressor(hidden_layer_sizes=(4,), optimizer="sgd", learning_rate=1e30)
+    with pytest.raises(pydl.TrainingDiverged):
+        unfitted.fit(X[:, :5] * 1e3, y.astype(float))
+    assert not [k for k in vars(unfitted) if k.endswith("_")]
+    with pytest.raises(NotFittedError):
+        unfitted.predict(X[:, :5])
+
+
+def test_classifier_labels_that_do_not_sort_are_named():
+    X = np.random.default_rng(0).standard_normal((6, 3))
+    y = np.array(["a", 1, "a", 1, "a", 1], dtype=object)
+    with pytest.raises(TypeError, match="y's labels must be sortable"):
+        MLPClassifier(epochs=1).fit(X, y)
+
+
 # ---------------------------------------------------------------------------------------
 # determinism, dtypes, pickling
 # ---------------------------------------------------------------------------------------
