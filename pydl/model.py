@@ -512,7 +512,11 @@ def _atomic_savez(path: str, arrays: dict) -> None:
     rename. The file gets the mode of a normally created one, 0o666 & ~umask (mkstemp
     makes it 0o600)."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    except OSError as exc:  # name the file asked for, not the temporary one
+        raise type(exc)(exc.errno, f"cannot save {path!r}: {exc.strerror} (in {directory!r})") \
+            from None
     try:
         with os.fdopen(fd, "wb") as f:  # closes fd whatever follows
             if hasattr(os, "fchmod"):  # POSIX; best effort (some mounts refuse a chmod)

@@ -93,6 +93,13 @@ def test_save_accepts_str_and_leaves_no_temporary_files(tmp_path):
         pydl.load(tmp_path / "missing.npz")
 
 
+def test_save_into_a_missing_directory_names_the_file_asked_for(tmp_path):
+    target = tmp_path / "nodir" / "model.npz"
+    with pytest.raises(FileNotFoundError, match=r"cannot save .*nodir/model\.npz") as info:
+        pydl.mlp([10, 6, 3], seed=0).save(target)
+    assert ".tmp-" not in str(info.value) and not (tmp_path / "nodir").exists()
+
+
 @pytest.mark.parametrize("make_opt", [lambda: optim.Adam(lr=0.01), lambda: optim.Momentum(lr=0.05, nesterov=True)],
                          ids=["adam", "nesterov"])
 def test_resume_is_bitwise_identical(tmp_path, make_opt):
