@@ -557,12 +557,25 @@ class Trial:
     def _from_json(cls, record: dict) -> "Trial":
         if record.get("kind") != "trial" or record.get("status") not in ("ok", "failed"):
             raise ValueError("not a trial record")
+
+        def typed(key, kinds, optional=True, default=None):
+            v = record.get(key, default) if optional else record[key]
+            if (v is None and optional) or (isinstance(v, kinds) and not isinstance(v, bool)):
+                return v
+            raise TypeError(f"its {key} is {v!r}, not {' or '.join(k.__name__ for k in kinds)}")
+
+        value = typed("value", (int, float), optional=record["status"] == "failed")
+        reports = typed("reports", (list,), default=[])
+        if not all(isinstance(r, list) and len(r) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in r) for r in reports):
+            raise TypeError(f"its reports are {reports!r}, not [step, value] pairs")
         return cls(
-            number=int(record["number"]), params=dict(record["params"]), status=record["status"],
-            value=record["value"], metrics=dict(record["metrics"]), error=record["error"],
-            duration=float(record["duration"]), budget=record.get("budget"),
-            rung=record.get("rung"), bracket=record.get("bracket"), round=record.get("round"),
-            reports=[tuple(r) for r in record.get("reports", [])], traceback=record.get("traceback"),
+            number=typed("number", (int,), optional=False), params=typed("params", (dict,), False),
+            status=record["status"], value=value, metrics=typed("metrics", (dict,), False),
+            error=typed("error", (str,)), duration=float(typed("duration", (int, float), False)),
+            budget=typed("budget", (int, float)), rung=typed("rung", (int,)),
+            bracket=typed("bracket", (int,)), round=typed("round", (int,)),
+            reports=[tuple(r) for r in reports], traceback=typed("traceback", (str,)),
         )
 
 
@@ -658,20 +671,41 @@ class _Journal:
         self.done: dict[tuple, Trial] = {}
         header = {"kind": "header", "journal": "pydl.tune", "version": _JOURNAL_VERSION,
                   "search": search, "config": _normalized(config), "seed": seed}
-        records = self._load()
-        if records:
-            self.seed = self._check_header(records[0], header, seed)
-            for record in records[1:]:
-                trial = Trial._from_json(record)
-                self.done[self._key(trial.number, trial.budget)] = trial
-        elif seed is None and seeded:  # new journal, no seed given: draw one, keep it in the header
-            self.seed = secrets.randbits(63)
-        else:
-            self.seed = seed
         self._file = open(path, "a", encoding="utf-8")
-        if not records:
-            header["seed"] = self.seed
-            self._write(header)
+        try:
+            self._lock()
+            records = self._load()
+            if records:
+                self.seed = self._check_header(records[0], header, seed)
+                for record in records[1:]:
+                    trial = Trial._from_json(record)
+                    self.done[self._key(trial.number, trial.budget)] = trial
+            elif seed is None and seeded:  # new journal, no seed: draw one, keep it in the header
+                self.seed = secrets.randbits(63)
+            else:
+                self.seed = seed
+            if not records:
+                header["seed"] = self.seed
+                self._write(header)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _lock(self) -> None:
+        """Hold the journal for this search while it runs: two searches appending to one
+        journal would both run every unfinished trial (POSIX flock; none on Windows)."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"journal {self.path!r} is in use by another search (it holds the "
+                             "journal's lock); wait for it to finish, or use another journal "
+                             "file") from None
+        except OSError:  # a file system without locks: go on unlocked
+            pass
 
     def _load(self) -> list[dict]:
         """The parsed lines; a corrupt last line (partial write) is cut off with a warning."""
@@ -679,11 +713,22 @@ class _Journal:
             return []
         with open(self.path, "rb") as f:
             data = f.read()
+        kept = data.rstrip(b"\x00 \t\r\n")
+        if b"\x00" in data[len(kept):]:  # a crash can leave the file's last block zero-filled
+            warnings.warn(f"journal {self.path!r}: ignoring and removing {len(data) - len(kept)} "
+                          "NUL and blank bytes at its end (left by a crash)", RuntimeWarning,
+                          stacklevel=6)
+            with open(self.path, "r+b") as f:
+                f.truncate(len(kept))
+            data = kept
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
         records, offset = [], 0
         for i, line in enumerate(lines):
+            if i > 0 and not line.strip():  # a blank line (an editor's, or echo >> FILE)
+                offset += len(line) + 1
+                continue
             try:
                 record = json.loads(line.decode("utf-8"))
                 if i > 0:

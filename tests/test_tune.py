@@ -593,6 +593,64 @@ def test_journal_tolerates_only_a_partial_last_line(tmp_path):
     assert other.read_bytes() == b"my notes"
 
 
+def test_journal_skips_blank_lines_and_cuts_nul_bytes_left_by_a_crash(tmp_path):
+    path = tmp_path / "search.jsonl"
+    tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + b"\n" + lines[1] + b"  \n" + b"".join(lines[2:]) + b"\n")
+    calls = []
+
+    def objective(params):
+        calls.append(1)
+        return quadratic_log_lr(params)
+
+    assert len(tune.random_search(objective, SPACE, 3, seed=0, journal=path).trials) == 3
+    assert calls == []
+    good = path.read_bytes()
+    path.write_bytes(good + b"\x00" * 4096)
+    with pytest.warns(RuntimeWarning, match=r"removing 409\d NUL and blank bytes"):
+        result = tune.random_search(objective, SPACE, 4, seed=0, journal=path)
+    assert len(calls) == 1 and len(result.trials) == 4
+    assert path.read_bytes().startswith(good.rstrip(b"\n")) and b"\x00" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("value", "abc", "its value is 'abc', not int or float"),
+    ("value", None, "its value is None"),
+    ("number", 1.5, "its number is 1.5, not int"),
+    ("params", [1], "its params is \\[1\\], not dict"),
+    ("reports", [[1, "x"]], "its reports are .*, not \\[step, value\\] pairs"),
+    ("budget", "9", "its budget is '9'"),
+])
+def test_journal_records_of_the_wrong_type_are_corrupt_lines(tmp_path, field, value, message):
+    """A hand-edited value of the wrong type was accepted, and result.best failed later with
+    a TypeError that did not mention the journal."""
+    path = tmp_path / "search.jsonl"
+    tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path)
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[2])
+    record[field] = value
+    lines[2] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=f"line 3 is corrupt \\({message}"):
+        tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, journal=path)
+    assert path.read_bytes() == before
+
+
+def test_a_journal_in_use_by_another_search_is_refused(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    path = tmp_path / "search.jsonl"
+    tune.random_search(quadratic_log_lr, SPACE, 2, seed=0, journal=path)
+    before = path.read_bytes()
+    with open(path, "a") as held:  # another process's search, as far as flock can tell
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="is in use by another search"):
+            tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, journal=path)
+        assert path.read_bytes() == before
+    assert len(tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, journal=path).trials) == 4
+
+
 def test_journal_resumes_coarse_to_fine_and_successive_halving(tmp_path):
     calls = []
 
