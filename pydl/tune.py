@@ -51,7 +51,8 @@ non-deterministic objective use ``client.get_executor(pure=False)``.
 Journal: ``journal="search.jsonl"`` appends one JSON line per finished trial,
 flushed and fsync'd as it completes. Running the same search again with the
 same journal skips every trial already recorded, so killing the process
-loses no finished trial.
+loses no finished trial. A search holds its journal's lock while it runs (POSIX):
+a second search on the same journal is refused instead of repeating its trials.
 """
 from __future__ import annotations
 
