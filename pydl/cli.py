@@ -116,11 +116,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _checkpoints(out) -> list[str]:
+    """The .npz file names in ``out``/checkpoints, sorted (none if it does not exist)."""
+    ckpt = os.path.join(out, "checkpoints")
+    return sorted(f for f in os.listdir(ckpt) if f.endswith(".npz")) if os.path.isdir(ckpt) else []
+
+
 def _refuse_earlier_run(out) -> None:
     """A new run would overwrite an earlier run's checkpoints in ``out`` one by one (and
     delete them past keep_last) before it could fail: refuse, naming the way on."""
     ckpt = os.path.join(out, "checkpoints")
-    found = sorted(f for f in os.listdir(ckpt) if f.endswith(".npz")) if os.path.isdir(ckpt) else []
+    found = _checkpoints(out)
     if found or os.path.exists(os.path.join(out, "model.npz")):
         hint = (f"resume it with --resume {os.path.join(ckpt, found[-1])}, " if found else "")
         raise ValueError(f"--out {out} already holds a run ({'checkpoints, ' if found else ''}"
@@ -135,13 +141,8 @@ def _refuse_overwriting_later_epochs(out, start: int) -> None:
 
     import pydl
 
-    ckpt = os.path.join(out, "checkpoints")
-    later = []
-    if os.path.isdir(ckpt):
-        for f in sorted(os.listdir(ckpt)):
-            match = re.fullmatch(r"epoch-(\d+)\.npz", f)
-            if match and int(match.group(1)) > start:
-                later.append(os.path.join("checkpoints", f))
+    later = [os.path.join("checkpoints", f) for f in _checkpoints(out)
+             if (match := re.fullmatch(r"epoch-(\d+)\.npz", f)) and int(match.group(1)) > start]
     final = os.path.join(out, "model.npz")
     if os.path.exists(final):
         try:

@@ -76,17 +76,18 @@ def _bool(name: str, value) -> bool:
     raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
-# eps as the kernels see it: a normal number of the arrays' dtype. A smaller one is 0 there
-# (it rounds to 0 in float32, or the optimizer steps count a subnormal as 0), and 0 gives
-# 0/0 where a gradient or a variance is 0; a larger one is inf in float32.
-_EPS_RANGE = {np.dtype(t): (float(np.finfo(t).tiny), float(np.finfo(t).max))
-              for t in (np.float32, np.float64)}
+# The normal range of the arrays' dtype. eps must lie in it: a smaller one is 0 to the
+# kernels (it rounds to 0 in float32, or the optimizer steps count a subnormal as 0), and 0
+# gives 0/0 where a gradient or a variance is 0. eps, rates and penalty weights above its
+# top are inf in float32.
+_FLOAT_RANGE = {np.dtype(t): (float(np.finfo(t).tiny), float(np.finfo(t).max))
+                for t in (np.float32, np.float64)}
 
 
 def _eps(value, like) -> float:
     """eps > 0 (float), within the normal range of ``like``'s dtype when that is float32/64."""
     eps = _real("eps", value, 0.0, lo_open=True)
-    lim = _EPS_RANGE.get(getattr(like, "dtype", None))
+    lim = _FLOAT_RANGE.get(getattr(like, "dtype", None))
     if lim is not None and not lim[0] <= eps <= lim[1]:
         raise ValueError(f"eps must be in [{lim[0]:.4g}, {lim[1]:.4g}] for {like.dtype} arrays "
                          f"(a normal number: smaller ones act as 0), got {eps}")
@@ -97,7 +98,7 @@ def _factor(name: str, value, like) -> float:
     """A finite real >= 0 (a rate or a penalty's weight) that ``like``'s dtype can hold:
     the kernels compute in that dtype, where a larger one is inf (and inf * 0 is NaN)."""
     v = _real(name, value, 0.0)
-    lim = _EPS_RANGE.get(getattr(like, "dtype", None))
+    lim = _FLOAT_RANGE.get(getattr(like, "dtype", None))
     if lim is not None and v > lim[1]:
         raise ValueError(f"{name} must be at most {lim[1]:.4g} for {like.dtype} arrays (the "
                          f"largest finite {like.dtype}), got {v}")

@@ -221,9 +221,8 @@ def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, jo
         from .data import minibatches
 
         seed = int(rng.integers(2**63)) if shuffle else None
-        batches = minibatches(X, y, batch_size, shuffle=shuffle, seed=seed)
-        pending = lone = None  # streamed batches are copies: holding one back is safe
-        for Xb, yb in batches:
+        pending = None  # streamed batches are copies: holding one back is safe
+        for Xb, yb in minibatches(X, y, batch_size, shuffle=shuffle, seed=seed):
             raw = Xb
             with np.errstate(over="ignore"):  # values beyond the dtype's range: reported below
                 Xb = np.ascontiguousarray(Xb, dtype=model.dtype)
@@ -233,20 +232,13 @@ def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, jo
             batch = (Xb, np.ascontiguousarray(yb))
             if not join_lone_row:
                 yield batch
-                continue
-            # shuffled blocks can put the short batch anywhere in the epoch
-            if Xb.shape[0] == 1:
-                if pending is None:
-                    lone = batch
-                else:
-                    yield _joined(pending, batch)
-                    pending = None
-                continue
-            if lone is not None:
-                batch, lone = _joined(lone, batch), None
-            if pending is not None:
+            elif pending is None:
+                pending = batch
+            elif len(pending[0]) == 1 or len(batch[0]) == 1:  # shuffled blocks can put the
+                pending = _joined(pending, batch)             # short batch anywhere
+            else:
                 yield pending
-            pending = batch
+                pending = batch
         if pending is not None:
             yield pending
         return
