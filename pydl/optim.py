@@ -4,7 +4,9 @@ Each ``step(model)`` is one fused kernel pass over the whole vector. ``model`` i
 anything with ``theta`` and ``dtheta`` arrays of the same length and dtype. The
 learning rate ``lr`` may be set by hand between steps. State (moments, step count)
 lives in flat arrays matching theta and round-trips through ``state_dict()`` /
-``load_state_dict()``.
+``load_state_dict()``. A step applied to a ``pydl.Sequential`` also advances its
+``model.step``, the count of updates that keys the dropout masks, so each mini-batch of a
+hand-written loop gets fresh masks, as under ``fit``.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from . import ops
+from .model import Sequential
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "get_optimizer", "minimize",
            "OPTIMIZERS"]
@@ -78,11 +81,13 @@ class Optimizer:
         return [st[n] for n in self._state_names]
 
     def step(self, model) -> None:
-        """Update model.theta in place from model.dtheta.
+        """Update model.theta in place from model.dtheta; for a ``pydl.Sequential``, then
+        advance ``model.step`` (which keys the dropout masks) by one.
 
         An update that would make theta or the optimizer's state non-finite (NaN or inf,
         or beyond half the dtype's largest value) is not applied: the step raises
-        ``FloatingPointError`` and leaves theta, the state and the step count t as they were
+        ``FloatingPointError`` and leaves theta, the state, the step count t and
+        ``model.step`` as they were
         (the kernel computes the update once without storing it, then again to store it).
         So does an error raised before the kernel runs (an eps below float32's normal range
         for float32 parameters: ValueError).
@@ -106,6 +111,8 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__}._update must return whether every new value "
                             f"is finite (a bool; check=True in pydl.ops), got {type(finite).__name__}")
         if finite:
+            if isinstance(model, Sequential):
+                model.step += 1
             return
         undo()
         raise FloatingPointError(

@@ -173,7 +173,6 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                         f"the parameters or the optimizer's state non-finite (lr={optimizer.lr:g}); it "
                         "was not applied, so the model keeps the parameters from before that step. "
                         "Lower the learning rate or check the inputs.") from None
-                model.step += 1
                 n = Xb.shape[0]
                 loss_sum += J * n
                 if classification:

@@ -237,7 +237,6 @@ def replay(layers, X, y, lr, batch_size, steps):
             idx = order[s:s + batch_size]
             model.forward_backward(X[idx], y[idx])
             opt.step(model)
-            model.step += 1
         epoch += 1
     return model
 

@@ -27,8 +27,8 @@ def bn_dropout_model(seed=3, dtype=np.float32):
 
 
 def low_level_loop(model, X, y, opt, epochs, batch_size, shuffle=True):
-    """The loop of DESIGN.md, with fit's shuffling (rng keyed by [seed, epoch]) and step
-    counter (which keys the dropout masks). Returns the per-step costs."""
+    """The loop of DESIGN.md with fit's shuffling (rng keyed by [seed, epoch]); opt.step
+    advances model.step, which keys the dropout masks. Returns the per-step costs."""
     m = X.shape[0]
     costs = []
     for epoch in range(epochs):
@@ -37,7 +37,6 @@ def low_level_loop(model, X, y, opt, epochs, batch_size, shuffle=True):
             idx = order[s:s + batch_size]
             costs.append(model.forward_backward(X[idx], y[idx]))
             opt.step(model)
-            model.step += 1
         model.epoch = epoch + 1
     return costs
 
@@ -59,6 +58,35 @@ def test_low_level_loop_equals_fit_bitwise(make_opt):
         assert np.array_equal(opt_a.state[k], opt_b.state[k]), f"optimizer state {k} differs"
     assert (a.step, a.epoch) == (b.step, b.epoch) == (3 * 7, 3)
     assert b.optimizer is opt_b
+
+
+def test_the_readme_loop_draws_fresh_dropout_masks_and_counts_its_steps():
+    """README's course-style loop: opt.step advances model.step, so each mini-batch gets its
+    own mask; forward_backward alone does not (the same batch twice: the same gradient);
+    an update that is refused leaves model.step as it was."""
+    X, y = toy(m=64)
+    model = pydl.Sequential([nn.Dense(10, 32), nn.Tanh(), nn.Dropout(keep_prob=0.5),
+                             nn.Dense(32, 3)], seed=3, dtype=np.float64)
+    drop = model.layers[2]
+    opt = optim.SGD(lr=0.1)
+    masks = []
+    for k, _ in enumerate(pydl.data.minibatches(X, y, batch_size=16, seed=0)):
+        assert model.step == k
+        model.forward_backward(X, y)                  # the same rows every time
+        grad = model.dtheta.copy()
+        masks.append(drop._out != 0)
+        model.forward_backward(X, y)
+        assert np.array_equal(model.dtheta, grad)     # same step: same mask
+        opt.step(model)
+        if k == 3:
+            break
+    assert model.step == 4
+    for a, b in zip(masks, masks[1:]):
+        assert 0.3 < np.mean(a == b) < 0.7            # independent masks agree on ~1/2
+    model.dtheta[0] = np.inf
+    with pytest.raises(FloatingPointError):
+        opt.step(model)
+    assert model.step == 4
 
 
 def test_low_level_loop_equals_fit_without_shuffle():
