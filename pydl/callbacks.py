@@ -162,9 +162,12 @@ def _monitor_mode(monitor: str, mode: str) -> str:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` (default "dev_loss") has not improved by more than
-    ``min_delta`` for ``patience`` epochs; with ``restore_best`` put back the parameters
-    (and BatchNorm statistics) of the best epoch. Records ``history.best_epoch``.
+    """Stop when ``monitor`` (default "dev_loss") has gone more than ``patience`` epochs in a
+    row without improving by more than ``min_delta``: ``patience`` such epochs are
+    tolerated, and training stops at the end of the next one (patience=0: of the first;
+    as scikit-learn's ``n_iter_no_change``; Keras stops one epoch earlier). With
+    ``restore_best`` put back the parameters (and BatchNorm statistics) of the best epoch.
+    Records ``history.best_epoch``.
 
     ``patience`` is an integer >= 0 and ``min_delta`` a finite real number >= 0 (Python or
     NumPy scalars); ``restore_best`` is a bool (Python or NumPy)."""
