@@ -1,8 +1,8 @@
 """The ``pydl`` command (also ``python -m pydl``): train, tune, gradcheck, bench.
 
-    pydl train [CONFIG.toml] [--epochs N] [--lr X] [--resume CHECKPOINT] [--out DIR] [--seed S]
+    pydl train [CONFIG.toml] [--epochs N] [--lr X] [--resume CHECKPOINT] [--out DIR] [--seed S] [--quiet]
     pydl tune CONFIG.toml [--trials N] [--jobs K] [--scheduler ADDRESS] [--journal FILE] [--out DIR]
-    pydl gradcheck [CONFIG.toml]
+    pydl gradcheck [CONFIG.toml] [--examples M] [--coordinates K]
     pydl bench [--quick]
 
 Without a config, ``train`` runs the default job: an MLP with batch norm, dropout and Adam

@@ -300,8 +300,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     epochs : int >= 1, default=50
         Number of passes over the training data (fewer with early stopping).
     early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the training data and stop when
-        its loss has not improved for ``n_iter_no_change`` epochs, then restore the
+        Hold out a stratified ``validation_fraction`` of the training data and stop at the
+        end of the first epoch after ``n_iter_no_change`` epochs in a row in which its
+        loss did not improve (as scikit-learn's MLPClassifier), then restore the
         parameters of the best epoch.
     validation_fraction : float in (0, 1), default=0.1
         Fraction of the training data held out with ``early_stopping``.
@@ -324,8 +325,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     model_ : pydl.Sequential
         The trained network (its outputs are the logits of ``classes_``).
     history_ : pydl.History
-        Per-epoch ``"loss"``, ``"accuracy"`` (and ``"dev_loss"``, ``"dev_accuracy"`` with
-        early stopping).
+        Per-epoch ``"loss"``, ``"accuracy"``, ``"lr"`` (and ``"dev_loss"``,
+        ``"dev_accuracy"`` with early stopping).
     n_iter_ : int
         Number of epochs run.
     loss_ : float
@@ -406,9 +407,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     epochs : int >= 1, default=50
         Number of passes over the training data (fewer with early stopping).
     early_stopping : bool, default=False
-        Hold out a random ``validation_fraction`` of the training data, stop when its
-        loss has not improved for ``n_iter_no_change`` epochs and restore the best
-        epoch's parameters.
+        Hold out a random ``validation_fraction`` of the training data, stop at the end
+        of the first epoch after ``n_iter_no_change`` epochs in a row in which its loss
+        did not improve (as scikit-learn's MLPRegressor) and restore the best epoch's
+        parameters.
     validation_fraction : float in (0, 1), default=0.1
         Fraction of the training data held out with ``early_stopping``.
     n_iter_no_change : int >= 1, default=5
@@ -428,7 +430,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_outputs_ : int
         Number of regression targets.
     history_ : pydl.History
-        Per-epoch ``"loss"`` (and ``"dev_loss"``, ``"dev_mse"`` with early stopping).
+        Per-epoch ``"loss"``, ``"lr"`` (and ``"dev_loss"``, ``"dev_mse"`` with early
+        stopping).
     n_iter_ : int
         Number of epochs run.
     loss_ : float
