@@ -63,13 +63,20 @@ DType dtype_of(const py::array& a, const char* name) {
                          std::string(py::str(a.dtype())));
 }
 
+// The argument whose dtype the running call's arrays must all share (set by dispatch).
+thread_local const char* dtype_source = nullptr;
+
 // Checks dtype T, C-contiguity, exact shape and (for outputs) writability; returns data.
 template <class T>
 T* checked(const py::array& a, const char* name, const Shape& shape, bool writable) {
-    if (!has_dtype(a, py::dtype::of<T>()))
+    if (!has_dtype(a, py::dtype::of<T>())) {
+        const std::string from = dtype_source != nullptr && std::string(dtype_source) != name
+                                     ? std::string(" (that of ") + dtype_source + ")"
+                                     : std::string();
         throw py::type_error(std::string(name) + " must have dtype " +
-                             std::string(py::str(py::dtype::of<T>())) + ", got " +
+                             std::string(py::str(py::dtype::of<T>())) + from + ", got " +
                              std::string(py::str(a.dtype())));
+    }
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(name) + " must be C-contiguous");
     const Shape got(a);
@@ -145,6 +152,11 @@ Activation activation_of(int act) {
 // Runs f(T{}) with T the dtype of `a`.
 template <class F>
 auto dispatch(const py::array& a, const char* name, F&& f) {
+    struct Source {  // names `name` in the dtype errors of f's checks, until f returns
+        const char* before = dtype_source;
+        explicit Source(const char* n) { dtype_source = n; }
+        ~Source() { dtype_source = before; }
+    } source(name);
     if (dtype_of(a, name) == DType::f32) return f(float{});
     return f(double{});
 }
@@ -351,7 +363,7 @@ double softmax_cross_entropy(py::object dZ, py::array Z, py::object labels, py::
             cost = pydl::softmax_cross_entropy<T>(pdZ, pZ, pl, pY, m, C, &bad);
         }
         if (bad != 0)
-            throw py::value_error(std::to_string(bad) + " labels are outside [0, " +
+            throw py::value_error("labels: " + std::to_string(bad) + " of them are outside [0, " +
                                   std::to_string(C) + ")");
         return cost;
     });

@@ -31,6 +31,9 @@ class History:
         Cost of every mini-batch step, in order: the noisy mini-batch curve.
     best_epoch : int or None
         The epoch EarlyStopping restored (or would restore), if it ran.
+    completed : bool
+        Whether ``fit`` ran to its end (its last epoch, or a callback's stop) rather than
+        ending on an exception (TrainingDiverged, KeyboardInterrupt, ...).
     """
 
     def __init__(self):
@@ -38,6 +41,7 @@ class History:
         self.history: dict[str, list[float]] = {}
         self.iterations: list[float] = []
         self.best_epoch: int | None = None
+        self.completed = False
 
     def record(self, epoch: int, **values: float) -> None:
         """Append one epoch's values (missing keys are allowed)."""
@@ -167,7 +171,8 @@ class EarlyStopping(Callback):
     tolerated, and training stops at the end of the next one (patience=0: of the first;
     as scikit-learn's ``n_iter_no_change``; Keras stops one epoch earlier). With
     ``restore_best`` put back the parameters (and BatchNorm statistics) of the best epoch.
-    Records ``history.best_epoch``.
+    Records ``history.best_epoch``. A run that ends on an exception (TrainingDiverged,
+    KeyboardInterrupt) is not restored.
 
     ``patience`` is an integer >= 0 and ``min_delta`` a finite real number >= 0 (Python or
     NumPy scalars); ``restore_best`` is a bool (Python or NumPy)."""
@@ -218,7 +223,10 @@ class EarlyStopping(Callback):
             model.history.best_epoch = self.best_epoch
 
     def on_train_end(self, model):
-        if self.restore_best and self._best_theta is not None:
+        # not after an exception: TrainingDiverged promises the last finite step, and an
+        # interrupted model stays at its last step (the counters and optimizer agree with it)
+        completed = model.history is not None and model.history.completed
+        if self.restore_best and self._best_theta is not None and completed:
             model.theta[...] = self._best_theta
             live = [a for l in model.layers for a in l.state_arrays().values()]
             for a, b in zip(live, self._best_state):

@@ -93,7 +93,7 @@ def cmd_train(args) -> int:
     else:
         _refuse_earlier_run(out)
         (Xtr, ytr, Xd, yd, Xte, yte), std = _prepare(cfg, X, y)
-        model = build_model(cfg, X.shape[1], y)
+        model = build_model(cfg, X.shape[1], y, args.config)
         model.standardizer = std
         optimizer, start = build_optimizer(cfg), 0
     os.makedirs(out, exist_ok=True)
@@ -228,7 +228,7 @@ def cmd_tune(args) -> int:
     import functools
 
     from . import tune
-    from .config import _infer_loss, build_space, load_config, load_data
+    from .config import _infer_loss, build_space, check_loss, load_config, load_data
 
     cfg = load_config(args.config)
     space = build_space(cfg)
@@ -246,6 +246,8 @@ def cmd_tune(args) -> int:
     context["data.fingerprint"] = _fingerprint(X, y)
     losses = space["model.loss"].options if isinstance(space.get("model.loss"), tune.Choice) else \
         [space.get("model.loss", cfg["model"]["loss"]) or _infer_loss(y)[0]]
+    for loss in losses:  # before any trial runs, not in every one
+        check_loss(loss, y, args.config)
     if s["metric"] == "dev_accuracy" and "mse" in losses:
         raise ValueError(f"search.metric = 'dev_accuracy' in {args.config} needs classification, but the "
                          "loss is mse (real-valued labels); use dev_loss or train_loss")
@@ -299,7 +301,7 @@ def cmd_gradcheck(args) -> int:
     cfg = load_config(args.config)
     X, y = load_data(cfg)
     (Xtr, ytr, *_), _ = _prepare(cfg, X, y)
-    model = build_model(cfg, X.shape[1], y).astype(np.float64)
+    model = build_model(cfg, X.shape[1], y, args.config).astype(np.float64)
     dropout = any(isinstance(l, nn.Dropout) and l.keep_prob < 1 for l in model.layers)
     if dropout:
         print("note: dropout is turned off for the check (its masks are random)")
@@ -364,6 +366,12 @@ def main(argv=None) -> int:
         print(f"pydl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:  # TrainingDiverged: nothing of the run was saved as model.npz
+        print(f"pydl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader of the output went away (pydl tune ... | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+    except OSError as e:  # a read-only or full disk, an --out that is a file: names the path
         print(f"pydl {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -53,6 +53,7 @@ A config has the sections below; every key is optional and a wrong key or value 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 
@@ -133,6 +134,10 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
     return cfg
 
 
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
 def validate_config(cfg: dict, path=None) -> None:
     """Check types and values; raise ConfigError naming the key and file."""
     w = _where(path)
@@ -143,7 +148,7 @@ def validate_config(cfg: dict, path=None) -> None:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else \
             isinstance(v, typ) and not (typ is int and isinstance(v, bool))
         if not ok:
-            raise ConfigError(f"{section}.{key} must be a {typ.__name__}, got {v!r}{w}")
+            raise ConfigError(f"{section}.{key} must be {_TYPE_WORDS[typ]}, got {v!r}{w}")
     d, mdl, tr, s = cfg["data"], cfg["model"], cfg["training"], cfg["search"]
     if d["source"] not in ("digits", "moons", "circles", "spirals", "file"):
         raise ConfigError(f"data.source must be digits, moons, circles, spirals or file, got {d['source']!r}{w}")
@@ -334,17 +339,23 @@ def _describe_labels(y) -> str:
     return "real-valued targets"
 
 
-def build_model(cfg: dict, n_in: int, y):
-    """An mlp() from [model] for inputs of width n_in and labels y."""
+def check_loss(loss: str, y, path=None) -> None:
+    """ConfigError naming model.loss (and the config file) when ``loss`` cannot fit labels y."""
+    fits = _losses_for(y)
+    if loss not in fits:
+        raise ConfigError(f"model.loss = {loss!r} does not fit the labels ({_describe_labels(y)}); "
+                          f"losses that fit them: {', '.join(fits)}{_where(path)}")
+
+
+def build_model(cfg: dict, n_in: int, y, path=None):
+    """An mlp() from [model] for inputs of width n_in and labels y (``path``: the config
+    file, named in errors)."""
     from .model import mlp
 
     mdl = cfg["model"]
     loss, n_out = _infer_loss(y)
     if mdl.get("loss"):
-        fits = _losses_for(y)
-        if mdl["loss"] not in fits:
-            raise ConfigError(f"model.loss = {mdl['loss']!r} does not fit the labels ({_describe_labels(y)}); "
-                              f"losses that fit them: {', '.join(fits)}")
+        check_loss(mdl["loss"], y, path)
         loss = mdl["loss"]
         if loss == "sigmoid_cross_entropy":
             n_out = 1
@@ -377,7 +388,16 @@ def build_schedule(cfg: dict):
         if sch:
             raise ValueError(f"a constant schedule takes no keys, got {sorted(sch)}")
         return None
-    return getattr(schedules, _SCHEDULES[name])(cfg["optimizer"].get("lr", 1e-3), **sch)
+    cls = getattr(schedules, _SCHEDULES[name])
+    params = list(inspect.signature(cls).parameters.values())[1:]  # after lr0 (optimizer.lr)
+    unknown = sorted(set(sch) - {p.name for p in params})
+    if unknown:
+        raise ValueError(f"schedule {name!r} takes no key {', '.join(map(repr, unknown))}; its keys "
+                         f"are {', '.join(p.name for p in params)} (lr0 is optimizer.lr)")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in sch]
+    if missing:
+        raise ValueError(f"schedule {name!r} needs {', '.join('schedule.' + k for k in missing)}")
+    return cls(cfg["optimizer"].get("lr", 1e-3), **sch)
 
 
 def build_space(cfg: dict) -> dict:

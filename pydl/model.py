@@ -60,6 +60,9 @@ class Sequential:
         if not layers:
             raise ValueError("layers must be a non-empty list of pydl.nn layers")
         for i, layer in enumerate(layers):
+            if isinstance(layer, type) and issubclass(layer, nn.Layer):
+                raise TypeError(f"layers[{i}] is the class {layer.__name__}; pass an instance, "
+                                f"{layer.__name__}(...)")
             if not isinstance(layer, nn.Layer):
                 raise TypeError(f"layers[{i}] must be a pydl.nn.Layer, got {type(layer).__name__}")
         if len(set(map(id, layers))) != len(layers):

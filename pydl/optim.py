@@ -10,6 +10,7 @@ hand-written loop gets fresh masks, as under ``fit``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from numbers import Integral, Real
 
@@ -35,8 +36,9 @@ def _hyper(name: str, value, lo: float, hi: float = math.inf, lo_open=False, hi_
         raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
     ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        bound = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+                 if hi < math.inf else f"{'>' if lo_open else '>='} {lo}")
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return v
 
 
@@ -270,6 +272,11 @@ def get_optimizer(name_or_opt, **kwargs) -> Optimizer:
     cls = _ALIASES.get(str(name_or_opt).lower()) if isinstance(name_or_opt, str) else None
     if cls is None:
         raise ValueError(f"optimizer must be an Optimizer or one of {sorted(_ALIASES)}, got {name_or_opt!r}")
+    known = [p for p in inspect.signature(cls).parameters]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise TypeError(f"{cls.__name__} takes no argument {', '.join(map(repr, unknown))}; its "
+                        f"arguments are {', '.join(known)}")
     return cls(**kwargs)
 
 

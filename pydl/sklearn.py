@@ -74,8 +74,9 @@ def _check_real(name, value, lo, hi=math.inf, lo_open=False, hi_open=False):
         v = float(value)
         ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        raise _bad(name, f"a finite number in {interval}", value)
+        bound = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+                 if hi < math.inf else f"{'>' if lo_open else '>='} {lo}")
+        raise _bad(name, f"a finite number {bound}", value)
     return float(value)
 
 

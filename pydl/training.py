@@ -60,6 +60,14 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     ``TrainingDiverged``; the
     model keeps the (finite) parameters, BatchNorm statistics and optimizer state from
     before the failing step.
+
+    Any exception, KeyboardInterrupt included, leaves the model at a step boundary: theta,
+    the optimizer's state, the BatchNorm statistics and ``model.step`` all as after the
+    last update applied. ``model.epoch`` counts whole epochs only, so after an interrupt in
+    the middle of an epoch ``fit(..., initial_epoch=model.epoch)`` runs that epoch again
+    in full from there (it is not the same as an uninterrupted run; resuming from a
+    checkpoint written at the end of an epoch is). ``history.completed`` is False then,
+    and EarlyStopping does not restore its best epoch.
     """
     from .optim import Adam, get_optimizer
 
@@ -97,6 +105,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     if optimizer is None:
         optimizer = model.optimizer if model.optimizer is not None else Adam()
     optimizer = get_optimizer(optimizer)
+    optimizer._buffers(model.theta)  # another model's optimizer: refused before anything changes
     model.optimizer = optimizer
 
     try:
@@ -122,9 +131,6 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     variances = [a for layer in model.layers for k, a in layer.state_arrays().items()
                  if k == "running_var"]
 
-    def restore_state():  # BatchNorm statistics as before the failing step's forward pass
-        for a, b in zip(state, state_backup):
-            np.copyto(a, b)
     xbuf = np.empty((batch_size + join_lone_row, model.n_in), dtype=model.dtype)
     ybuf = np.empty((batch_size + join_lone_row,) + y.shape[1:], dtype=y.dtype)
     steps_per_epoch = -(-m // batch_size) - join_lone_row
@@ -146,33 +152,17 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                     Xb = _augmented(augment, Xb, aug_rng, model.dtype)
                 for a, b in zip(state, state_backup):
                     np.copyto(b, a)
-                J = model._forward_backward(Xb, yb)
-                if not math.isfinite(J):
-                    restore_state()
-                    raise TrainingDiverged(
-                        f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
-                        f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
-                        "a finite cost. Lower the learning rate or check the inputs.")
-                # normalized activations keep the cost finite while a batch's variance
-                # overflows: the running statistics would then make evaluation all NaN
-                if variances and not all(math.isfinite(a.sum()) for a in variances):
-                    restore_state()
-                    raise TrainingDiverged(
-                        f"training diverged: BatchNorm's running statistics became non-finite at "
-                        f"epoch {epoch}, step {model.step} (lr={optimizer.lr:g}); the model keeps "
-                        "them and the parameters from before that step. Lower the learning rate "
-                        "or check the inputs.")
-                # a finite cost can still give an update that overflows: the optimizer then
-                # applies none of it (theta, its moments and t stay as they were)
+                t0, step0 = optimizer.t, model.step
                 try:
-                    optimizer.step(model)
-                except FloatingPointError:
-                    restore_state()
-                    raise TrainingDiverged(
-                        f"training diverged: the update at epoch {epoch}, step {model.step} would make "
-                        f"the parameters or the optimizer's state non-finite (lr={optimizer.lr:g}); it "
-                        "was not applied, so the model keeps the parameters from before that step. "
-                        "Lower the learning rate or check the inputs.") from None
+                    J = _train_step(model, optimizer, Xb, yb, epoch, variances)
+                except BaseException:  # an interrupt, too: the model stays at a step boundary
+                    if optimizer.t == t0:  # not applied: undo the forward's BatchNorm statistics
+                        for a, b in zip(state, state_backup):
+                            np.copyto(a, b)
+                        model.step = step0
+                    else:  # applied (interrupted after the update)
+                        model.step = step0 + 1
+                    raise
                 n = Xb.shape[0]
                 loss_sum += J * n
                 if classification:
@@ -191,10 +181,48 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                 cb.on_epoch_end(model, epoch, logs)
             if model.stop_training:
                 break
+        history.completed = True
     finally:
-        for cb in begun:
-            cb.on_train_end(model)
+        error = None
+        for cb in begun:  # each one, even after another's on_train_end raised
+            try:
+                cb.on_train_end(model)
+            except BaseException as e:
+                error = error or e
+        if error is not None:
+            raise error
     return history
+
+
+def _train_step(model, optimizer, Xb, yb, epoch, variances) -> float:
+    """Forward, backward and the update on one mini-batch; returns its cost J. Raises
+    TrainingDiverged, with no update applied, when the cost, a BatchNorm running variance
+    or the update would not be finite (the caller puts back the BatchNorm statistics)."""
+    J = model._forward_backward(Xb, yb)
+    if not math.isfinite(J):
+        raise TrainingDiverged(
+            f"training diverged: the cost became {J} at epoch {epoch}, step {model.step} "
+            f"(lr={optimizer.lr:g}); the model keeps the parameters of the last step with "
+            "a finite cost. Lower the learning rate or check the inputs.")
+    # normalized activations keep the cost finite while a batch's variance
+    # overflows: the running statistics would then make evaluation all NaN
+    if variances and not all(math.isfinite(a.sum()) for a in variances):
+        raise TrainingDiverged(
+            f"training diverged: BatchNorm's running statistics became non-finite at "
+            f"epoch {epoch}, step {model.step} (lr={optimizer.lr:g}); the model keeps "
+            "them and the parameters from before that step. Lower the learning rate "
+            "or check the inputs.")
+    # a finite cost can still give an update that overflows: the optimizer then
+    # applies none of it (theta, its moments and t stay as they were)
+    try:
+        optimizer.step(model)
+    except FloatingPointError:
+        raise TrainingDiverged(
+            f"training diverged: the update at epoch {epoch}, step {model.step} would make "
+            f"the parameters or the optimizer's state non-finite (lr={optimizer.lr:g}); it "
+            "was not applied, so the model keeps the parameters from before that step. "
+            "Lower the learning rate or check the inputs.") from None
+    return J
 
 
 def _join_lone_row(model, m: int, batch_size: int) -> bool:

@@ -252,6 +252,28 @@ def test_loss_that_does_not_fit_the_labels_says_which_do(tmp_path, capsys):
     code, _, err = run(["train", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert code == 2
     assert "model.loss = 'mse' does not fit the labels" in err and "softmax_cross_entropy" in err
+    assert str(cfg) in err
+
+
+@pytest.mark.parametrize("space", ["", "\"model.loss\" = { dist = 'choice', values = ['softmax_cross_entropy', 'mse'] }\n"])
+def test_tune_checks_the_loss_against_the_labels_before_any_trial(tmp_path, capsys, space):
+    cfg = tmp_path / "s.toml"
+    text = SEARCH + LR + space
+    cfg.write_text(text if space else text.replace("hidden = [4]", "hidden = [4]\nloss = 'mse'"))
+    code, out, err = run(["tune", str(cfg), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "model.loss = 'mse' does not fit the labels" in err and str(cfg) in err
+    assert "trial" not in out
+
+
+def test_an_out_that_is_a_file_is_an_error_naming_it(tmp_path, capsys):
+    cfg, out = tmp_path / "c.toml", tmp_path / "taken"
+    cfg.write_text(TINY)
+    out.write_text("not a directory")
+    code, _, err = run(["train", str(cfg), "--out", str(out / "run"), "--quiet"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert f"pydl train: error:" in err and str(out) in err
+    assert out.read_text() == "not a directory"
 
 
 def test_resume_with_a_schedule_prints_the_rate_it_will_use(tmp_path, capsys):

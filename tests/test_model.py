@@ -612,3 +612,8 @@ def test_seed_none_draws_and_keeps_a_seed():
     assert isinstance(m.seed, int) and 0 <= m.seed < 2**63
     again = pydl.mlp([3, 4, 2], seed=m.seed)
     assert np.array_equal(m.theta, again.theta)
+
+
+def test_a_layer_class_instead_of_an_instance_says_so():
+    with pytest.raises(TypeError, match=r"layers\[1\] is the class ReLU; pass an instance, ReLU\(\.\.\.\)"):
+        pydl.Sequential([nn.Dense(4, 3), nn.ReLU])

@@ -340,10 +340,10 @@ for case_id, fn, exc, match in [
 OPTS = {"SGD": optim.SGD, "Momentum": optim.Momentum, "RMSprop": optim.RMSprop, "Adam": optim.Adam}
 for opt_name, cls in OPTS.items():
     for value, exc, match in [
-        (-1e-3, ValueError, r"lr must be a finite number in \(0.0, inf\], got -0.001"),
-        (0.0, ValueError, r"lr must be a finite number in \(0.0, inf\], got 0.0"),
-        (math.nan, ValueError, r"lr must be a finite number in \(0.0, inf\], got nan"),
-        (math.inf, ValueError, r"lr must be a finite number in \(0.0, inf\], got inf"),
+        (-1e-3, ValueError, r"lr must be a finite number > 0.0, got -0.001"),
+        (0.0, ValueError, r"lr must be a finite number > 0.0, got 0.0"),
+        (math.nan, ValueError, r"lr must be a finite number > 0.0, got nan"),
+        (math.inf, ValueError, r"lr must be a finite number > 0.0, got inf"),
         ("0.1", TypeError, r"lr must be a real number, got str"),
         (None, TypeError, r"lr must be a real number, got NoneType"),
         (True, TypeError, r"lr must be a real number, got bool"),
@@ -354,7 +354,7 @@ for opt_name, cls in OPTS.items():
             lambda c=cls, v=value: setattr(c(), "lr", v))
     for value in (-1.0, math.nan, math.inf):
         bad(f"{opt_name}-weight_decay-{value!r}", ValueError,
-            rf"weight_decay must be a finite number in \[0.0, inf\], got {value!r}",
+            rf"weight_decay must be a finite number >= 0.0, got {value!r}",
             lambda c=cls, v=value: c(weight_decay=v))
 for opt_name, beta_names in [("Momentum", ["beta"]), ("RMSprop", ["beta"]), ("Adam", ["beta1", "beta2"])]:
     for beta in beta_names:
@@ -364,7 +364,7 @@ for opt_name, beta_names in [("Momentum", ["beta"]), ("RMSprop", ["beta"]), ("Ad
                 lambda c=OPTS[opt_name], b=beta, v=value: c(**{b: v}))
 for opt_name in ("RMSprop", "Adam"):
     for value in (0.0, -1e-8, math.nan):
-        bad(f"{opt_name}-eps-{value!r}", ValueError, rf"eps must be a finite number in \(0.0, inf\], got {value!r}",
+        bad(f"{opt_name}-eps-{value!r}", ValueError, rf"eps must be a finite number > 0.0, got {value!r}",
             lambda c=OPTS[opt_name], v=value: c(eps=v))
 for case_id, fn, exc, match in [
     ("get-unknown", lambda: optim.get_optimizer("adamax"), ValueError, r"optimizer must be an Optimizer or one of"),
@@ -421,8 +421,8 @@ for case_id, fn, exc, match in [
     ("l2-neg", lambda: ops.weight_penalty(_A, l2=-1.0), ValueError, r"l2 must be in \[0.0, inf\], got -1.0"),
     ("set_num_threads-0", lambda: pydl.set_num_threads(0), ValueError, r"n must be >= 1, got 0"),
     ("set_num_threads-float", lambda: pydl.set_num_threads(2.0), TypeError, r"n must be an integer, got float"),
-    ("labels-out-of-range", lambda: ops.softmax_cross_entropy(None, np.zeros((2, 3)), labels=np.array([0, 3])), ValueError, r"1 labels are outside \[0, 3\)"),
-    ("labels-negative", lambda: ops.softmax_cross_entropy(None, np.zeros((2, 3)), labels=np.array([-1, 0])), ValueError, r"1 labels are outside \[0, 3\)"),
+    ("labels-out-of-range", lambda: ops.softmax_cross_entropy(None, np.zeros((2, 3)), labels=np.array([0, 3])), ValueError, r"labels: 1 of them are outside \[0, 3\)"),
+    ("labels-negative", lambda: ops.softmax_cross_entropy(None, np.zeros((2, 3)), labels=np.array([-1, 0])), ValueError, r"labels: 1 of them are outside \[0, 3\)"),
 ]:
     bad(f"ops-{case_id}", exc, match, fn)
 
@@ -606,12 +606,12 @@ for toml, match in [
     ("[model]\nl2 = inf", r"model.l2 must be a finite number >= 0, got inf"),
     ("[model]\nloss = 'hinge'", r"model.loss must be one of \['mse', 'sigmoid_cross_entropy', 'softmax_cross_entropy'\], got 'hinge'"),
     ("[model]\ninit = 'normal'", r"model.init must be 'auto' or one of \['he', .*got 'normal'"),
-    ("[optimizer]\nlr = -0.1", r"\[optimizer\]: lr must be a finite number in \(0.0, inf\], got -0.1"),
-    ("[optimizer]\nlr = nan", r"\[optimizer\]: lr must be a finite number in \(0.0, inf\], got nan"),
+    ("[optimizer]\nlr = -0.1", r"\[optimizer\]: lr must be a finite number > 0.0, got -0.1"),
+    ("[optimizer]\nlr = nan", r"\[optimizer\]: lr must be a finite number > 0.0, got nan"),
     ("[optimizer]\nname = 'adam'\nbeta1 = 1.0", r"\[optimizer\]: beta1 must be a finite number in \[0.0, 1.0\), got 1.0"),
     ("[optimizer]\nname = 'momentum'\nbeta = -0.5", r"\[optimizer\]: beta must be a finite number in \[0.0, 1.0\), got -0.5"),
     ("[training]\nbatch_size = 0", r"training.batch_size must be >= 1, got 0"),
-    ("[training]\nbatch_size = 2.5", r"training.batch_size must be a int, got 2.5"),
+    ("[training]\nbatch_size = 2.5", r"training.batch_size must be an integer, got 2.5"),
     ("[training]\nepochs = -1", r"training.epochs must be >= 1, got -1"),
     ("[training]\nseed = -1", r"training.seed must be >= 0, got -1"),
     ("[data]\nseed = -1", r"data.seed must be >= 0, got -1"),
@@ -626,6 +626,9 @@ for toml, match in [
     ("[search.space]\n'optimizer.lr' = {dist = 'loguniform', low = -1.0, high = 1.0}", r"\[search.space\]: loguniform needs low > 0"),
     ("[schedule]\nname = 'exponential'\nbase = 2.0", r"\[schedule\]: base must be in \(0, 1\], got 2.0"),
     ("[model]\nunknown = 1", r"unknown key model.unknown"),
+    ("[optimizer]\nlearning_rate = 0.01", r"\[optimizer\]: Adam takes no argument 'learning_rate'; its arguments are lr, beta1"),
+    ("[schedule]\nname = 'inverse_time'", r"\[schedule\]: schedule 'inverse_time' needs schedule.decay_rate"),
+    ("[schedule]\nname = 'exponential'\nrate = 0.5", r"\[schedule\]: schedule 'exponential' takes no key 'rate'; its keys are base"),
     ("nonsense ==", r"is not valid TOML"),
 ]:
     def call(toml=toml, tmp=[]):
@@ -873,9 +876,10 @@ def _expect_hyper(name, v, lo, hi, lo_open, hi_open):
         return TypeError, rf"{name} must be a real number"
     f = float(v)
     ok = math.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
-    # (eps: "... at least <the smallest normal float64>" below it, as 0 is "... in (0, inf)")
-    return None if ok else (ValueError, rf"{name} must be a finite number in" if name != "eps"
-                            else r"eps must be (a finite number in|at least)")
+    # (eps: "... at least <the smallest normal float64>" below it, as 0 is "... > 0.0")
+    bound = "in [[(]" if hi < math.inf else (f"> {float(lo)}" if lo_open else f">= {float(lo)}")
+    return None if ok else (ValueError, rf"{name} must be a finite number {bound}" if name != "eps"
+                            else r"eps must be (a finite number > 0.0|at least)")
 
 
 @FAST

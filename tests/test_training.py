@@ -388,3 +388,114 @@ def test_sigmoid_output_learns_moons():
     model.fit(X[:400], y[:400], optimizer=optim.Adam(lr=0.01), epochs=80, batch_size=32, verbose=0)
     acc = model.evaluate(X[400:], y[400:])["accuracy"]
     assert acc >= 0.95, f"sigmoid moons test accuracy {acc:.4f}"
+
+
+def _first_steps(k, X, y, batch_size=32):
+    """bn_dropout_model and its Adam after the first k steps of fit's epoch 0 (k < 7)."""
+    model, opt = bn_dropout_model(), optim.Adam(lr=0.01)
+    order = np.random.default_rng([model.seed, 0]).permutation(X.shape[0])
+    for s in range(k):
+        idx = order[s * batch_size:(s + 1) * batch_size]
+        model.forward_backward(X[idx], y[idx])
+        opt.step(model)
+    return model, opt
+
+
+@pytest.mark.parametrize("when", ["after the backward", "after the update"])
+def test_an_interrupt_leaves_the_model_at_a_step_boundary(when):
+    """KeyboardInterrupt in the 4th step of an epoch: before its update the model is as after
+    3 steps (BatchNorm statistics put back), after it as after 4; theta, BatchNorm
+    statistics, Adam's moments and t, and model.step all agree, bit for bit."""
+    X, y = toy()
+    model, opt = bn_dropout_model(), optim.Adam(lr=0.01)
+    calls = [0]
+    if when == "after the backward":
+        target, name = model.loss, "forward_backward"
+    else:
+        target, name = opt, "_update"
+    real = getattr(target, name)
+
+    def interrupted(*args):
+        out = real(*args)
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return out
+    setattr(target, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, optimizer=opt, epochs=2, batch_size=32, verbose=0)
+    k = 3 if when == "after the backward" else 4
+    ref, ref_opt = _first_steps(k, X, y)
+    assert (model.step, model.epoch, opt.t) == (k, 0, k)
+    assert np.array_equal(model.theta, ref.theta)
+    for (name_, a), (_, b) in zip(model._state_arrays().items(), ref._state_arrays().items()):
+        assert np.array_equal(a, b), name_
+    for key in ref_opt.state:
+        assert np.array_equal(opt.state[key], ref_opt.state[key]), key
+    assert model.history.completed is False
+
+
+def test_early_stopping_does_not_restore_after_divergence_or_interrupt():
+    """TrainingDiverged keeps the last finite step; EarlyStopping must not swap in its best
+    epoch's theta behind the counters' back (it does on a normal end)."""
+    from pydl.callbacks import Callback, EarlyStopping
+    X, y = toy()
+    Xd, yd = toy(m=60, seed=1)
+
+    class Blowup(Callback):
+        def on_epoch_begin(self, model, epoch):
+            if epoch == 4:
+                model.optimizer.lr = 1e30
+    model = pydl.mlp([10, 16, 3], seed=0, dtype=np.float64)
+    with pytest.raises(pydl.training.TrainingDiverged):
+        model.fit(X, y, optimizer=optim.SGD(lr=0.5), epochs=8, validation_data=(Xd, yd),
+                  callbacks=[EarlyStopping(patience=20), Blowup()], verbose=0)
+    assert model.history.completed is False and model.epoch >= 4
+    assert model.history.best_epoch < 4                 # its best was before the blow-up
+    # theta is that of the last finite step, which is not the best epoch's
+    assert model.step == model.optimizer.t > 4 * 4
+    ref = pydl.mlp([10, 16, 3], seed=0, dtype=np.float64)
+    ref.fit(X, y, optimizer=optim.SGD(lr=0.5), epochs=model.history.best_epoch + 1, verbose=0)
+    assert not np.array_equal(model.theta, ref.theta)
+    assert np.isfinite(model.theta).all()
+    done = pydl.mlp([10, 16, 3], seed=0, dtype=np.float64)
+    h = done.fit(X, y, optimizer=optim.SGD(lr=0.5), epochs=3, validation_data=(Xd, yd),
+                 callbacks=[EarlyStopping(patience=20)], verbose=0)
+    assert h.completed is True and h.best_epoch is not None
+
+
+def test_every_callback_ends_even_when_one_raises_in_on_train_end():
+    from pydl.callbacks import Callback
+    ended = []
+
+    class Ends(Callback):
+        def __init__(self, name, fail):
+            self.name, self.fail = name, fail
+
+        def on_train_end(self, model):
+            ended.append(self.name)
+            if self.fail:
+                raise RuntimeError(f"{self.name} failed")
+    X, y = toy()
+    model = pydl.mlp([10, 8, 3], seed=0)
+    with pytest.raises(RuntimeError, match="a failed"):
+        model.fit(X, y, epochs=1, callbacks=[Ends("a", True), Ends("b", True), Ends("c", False)],
+                  verbose=0)
+    assert ended == ["a", "b", "c"]
+
+
+def test_another_models_optimizer_is_refused_before_anything_changes():
+    X, y = toy()
+    model = bn_dropout_model()
+    model.fit(X, y, optimizer=optim.Adam(), epochs=1, verbose=0)
+    other = pydl.mlp([10, 4, 3], seed=0)
+    foreign = optim.Adam()
+    other.fit(X, y, optimizer=foreign, epochs=1, verbose=0)
+    before = (model.theta.copy(), {k: v.copy() for k, v in model._state_arrays().items()},
+              model.optimizer, model.history)
+    with pytest.raises(ValueError, match="use a new optimizer for this model"):
+        model.fit(X, y, optimizer=foreign, epochs=2, initial_epoch=1, verbose=0)
+    assert np.array_equal(model.theta, before[0])
+    for k, v in model._state_arrays().items():
+        assert np.array_equal(v, before[1][k]), k
+    assert model.optimizer is before[2] and model.history is before[3]
