@@ -119,7 +119,8 @@ def cmd_train(args) -> int:
 def _checkpoints(out) -> list[str]:
     """The .npz file names in ``out``/checkpoints, sorted (none if it does not exist)."""
     ckpt = os.path.join(out, "checkpoints")
-    return sorted(f for f in os.listdir(ckpt) if f.endswith(".npz")) if os.path.isdir(ckpt) else []
+    return sorted(f for f in os.listdir(ckpt) if f.endswith(".npz") and not f.startswith(".")) \
+        if os.path.isdir(ckpt) else []  # (not the temporary files of a save that was killed)
 
 
 def _refuse_earlier_run(out) -> None:
@@ -127,10 +128,12 @@ def _refuse_earlier_run(out) -> None:
     delete them past keep_last) before it could fail: refuse, naming the way on."""
     ckpt = os.path.join(out, "checkpoints")
     found = _checkpoints(out)
-    if found or os.path.exists(os.path.join(out, "model.npz")):
+    has_model = os.path.exists(os.path.join(out, "model.npz"))
+    if found or has_model:
         hint = (f"resume it with --resume {os.path.join(ckpt, found[-1])}, " if found else "")
-        raise ValueError(f"--out {out} already holds a run ({'checkpoints, ' if found else ''}"
-                         f"model.npz); {hint}or pass another --out, or delete {out}")
+        held = ", ".join(["checkpoints"] * bool(found) + ["model.npz"] * has_model)
+        raise ValueError(f"--out {out} already holds a run ({held}); {hint}or pass another "
+                         f"--out, or delete {out}")
 
 
 def _refuse_overwriting_later_epochs(out, start: int) -> None:
@@ -164,6 +167,7 @@ class _Identity:
 
 def _report(model, splits, out):
     from .diagnose import bias_variance
+    from .model import atomic_write
 
     Xtr, ytr, Xd, yd, Xte, yte = splits
     res = {name: model.evaluate(Xs, ys) for name, Xs, ys in
@@ -171,9 +175,9 @@ def _report(model, splits, out):
     model_path = os.path.join(out, "model.npz")
     model.save(model_path)
     hist_path = os.path.join(out, "history.json")
-    if model.history is not None:
-        with open(hist_path, "w") as f:
-            json.dump(model.history.to_dict(), f)
+    if model.history is not None:  # a full disk or an interrupt leaves the old one whole
+        text = json.dumps(model.history.to_dict()).encode()
+        atomic_write(hist_path, lambda f: f.write(text))
     print()
     print(f"{'split':<6} {'loss':>10} {'accuracy':>10}" if model.loss.classification else f"{'split':<6} {'loss':>10}")
     for name, r in res.items():
@@ -194,7 +198,8 @@ def _report(model, splits, out):
             from .plot import learning_curves
 
             png = os.path.join(out, "learning_curves.png")
-            fig = learning_curves(model.history, path=png)
+            fig = learning_curves(model.history)
+            atomic_write(png, lambda f: fig.savefig(f, format="png"))
             import matplotlib.pyplot as plt
 
             plt.close(fig)

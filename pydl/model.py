@@ -511,12 +511,19 @@ def _all_finite(a: np.ndarray) -> bool:
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
-    """np.savez to ``path`` atomically: a temporary file in the same directory, fsync,
-    rename. The file gets the mode of a normally created one, 0o666 & ~umask (mkstemp
-    makes it 0o600)."""
+    """np.savez to ``path`` atomically (``atomic_write``)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path: str, write) -> None:
+    """``write(f)`` into a binary file that then becomes ``path`` atomically: a temporary
+    file in the same directory, fsync, rename; on any error ``path`` is as it was. The
+    file gets the mode of a normally created one, 0o666 & ~umask (mkstemp makes it
+    0o600)."""
     directory = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     except OSError as exc:  # name the file asked for, not the temporary one
         raise type(exc)(exc.errno, f"cannot save {path!r}: {exc.strerror} (in {directory!r})") \
             from None
@@ -537,7 +544,7 @@ def _atomic_savez(path: str, arrays: dict) -> None:
                     os.fchmod(f.fileno(), 0o666 & ~umask)
                 except OSError:
                     pass
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -936,8 +936,10 @@ def _alive(pool) -> bool:
 
 
 def _kill(pool) -> None:
+    # the processes first: shutdown forgets them (CPython sets pool._processes to None)
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.terminate()
 
 

@@ -368,3 +368,15 @@ def test_tune_space_that_gives_an_optimizer_a_key_it_lacks_is_refused(tmp_path):
                    '"optimizer.beta" = { dist = "uniform", low = 0.8, high = 0.99 }\n')
     with pytest.raises(ConfigError, match=r"'optimizer.name' .* value 'adam'.*beta"):
         load_config(str(cfg))
+
+
+def test_temporary_files_of_a_killed_save_are_not_a_run(tmp_path, capsys):
+    """A save killed midway leaves checkpoints/.tmp-*.npz: neither a run to refuse nor a
+    checkpoint to suggest resuming from."""
+    cfg, out = tmp_path / "c.toml", tmp_path / "o"
+    cfg.write_text(TINY)
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / ".tmp-abc123.npz").write_bytes(b"PK\x03\x04 cut")
+    assert run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
+    code, _, err = run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and ".tmp-" not in err and "epoch-" in err

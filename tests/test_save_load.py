@@ -646,3 +646,19 @@ def test_save_where_chmod_is_refused_still_saves_and_closes_the_file(tmp_path, m
     assert len(os.listdir("/proc/self/fd")) == before
     np.testing.assert_array_equal(pydl.load(tmp_path / "m4.npz").theta, model.theta)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+def test_atomic_write_that_fails_leaves_the_file_and_no_temporary(tmp_path):
+    from pydl.model import atomic_write
+    path = tmp_path / "history.json"
+    path.write_bytes(b"the earlier run")
+
+    def half_then_fail(f):
+        f.write(b"half of the new")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(str(path), half_then_fail)
+    assert path.read_bytes() == b"the earlier run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+    atomic_write(str(path), lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new"

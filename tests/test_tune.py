@@ -958,3 +958,25 @@ def test_dask_executor_on_a_local_cluster():
     assert [(t.number, t.budget, t.value, t.reports) for t in sh.trials] == \
         [(t.number, t.budget, t.value, t.reports) for t in inline.trials]
     assert [t.value for t in closure.trials] == [2 * t.params["x"] for t in closure.trials]
+
+
+def test_kill_stops_running_workers_at_once():
+    """Ctrl-C during a search with n_jobs > 1 ends in _kill: the trials running then must
+    stop, not run to their end (shutdown forgets the processes, so they are taken first)."""
+    import time
+
+    from pydl import tune as t
+    pool = t._new_pool(2, 1)
+    for _ in range(2):
+        pool.submit(time.sleep, 30)
+    deadline = time.monotonic() + 20
+    while len(pool._processes or {}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    processes = list(pool._processes.values())
+    assert len(processes) == 2
+    start = time.monotonic()
+    t._kill(pool)
+    for p in processes:
+        p.join(timeout=10)
+    assert not any(p.is_alive() for p in processes)
+    assert time.monotonic() - start < 10          # not the 30 s of the trials
