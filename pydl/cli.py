@@ -256,6 +256,9 @@ def cmd_tune(args) -> int:
     if s["metric"] == "dev_accuracy" and "mse" in losses:
         raise ValueError(f"search.metric = 'dev_accuracy' in {args.config} needs classification, but the "
                          "loss is mse (real-valued labels); use dev_loss or train_loss")
+    os.makedirs(args.out, exist_ok=True)  # before the trials: a bad --out loses no search
+    if not os.access(args.out, os.W_OK):
+        raise PermissionError(13, "--out is not writable", args.out)
     executor = client = None
     if args.scheduler:
         from dask.distributed import Client
@@ -275,7 +278,6 @@ def cmd_tune(args) -> int:
     finally:
         if client is not None:
             client.close()
-    os.makedirs(args.out, exist_ok=True)
     csv = os.path.join(args.out, "search.csv")
     result.to_csv(csv)
     print(result)

@@ -380,3 +380,14 @@ def test_temporary_files_of_a_killed_save_are_not_a_run(tmp_path, capsys):
     assert run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
     code, _, err = run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)
     assert code == 2 and ".tmp-" not in err and "epoch-" in err
+
+
+def test_tune_checks_its_out_before_any_trial(tmp_path, capsys):
+    cfg, taken = tmp_path / "s.toml", tmp_path / "taken"
+    cfg.write_text(SEARCH + LR)
+    taken.write_text("a file")
+    journal = tmp_path / "j.jsonl"
+    code, out, err = run(["tune", str(cfg), "--journal", str(journal), "--out", str(taken / "results")],
+                         capsys)
+    assert code == 1 and "Traceback" not in err and str(taken) in err
+    assert not journal.exists()                   # refused before the search ran
