@@ -38,7 +38,9 @@ Parallelism: ``n_jobs=k`` runs trials in ``k`` worker processes (started with
 are never forked); each worker is limited to ``threads_per_worker`` threads.
 The workers are kept for the next search with the same ``n_jobs`` and
 ``threads_per_worker`` (see :func:`shutdown_workers`; idle ones exit after 5
-minutes).
+minutes). A worker that dies (killed, e.g. out of memory) fails the trials the
+workers were running then (at most ``k``; not journaled, so a resumed search
+runs them again), and new workers run the rest. Ctrl-C stops the workers.
 ``executor=`` takes any ``concurrent.futures.Executor``, e.g. Dask's
 ``Client.get_executor()``. With processes, the objective must be picklable:
 a module-level function (or a ``functools.partial`` of one) defined in an
@@ -1043,22 +1045,42 @@ def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
         ) from None
     key = (n_jobs, threads_per_worker, _start_method(), _source_stamp(objective), os.getcwd(),
            tuple(sys.path))
-    pool, kept = None, False
+    workers = None
     try:
-        pool, kept = _acquire_pool(key, n_jobs, threads_per_worker)
-        yield pool, _PickledObjective(blob)
+        workers = _OwnWorkers(*_acquire_pool(key, n_jobs, threads_per_worker), n_jobs,
+                              threads_per_worker)
+        yield workers, _PickledObjective(blob)
     except BaseException:  # error or Ctrl-C: stop the workers, queued trials and all
-        if pool is None:
+        if workers is None:
             raise
-        if kept:
-            _release_pool(pool, ok=False)
+        if workers.kept:
+            _release_pool(workers.pool, ok=False)
         else:
-            _kill(pool)
+            _kill(workers.pool)
         raise
-    if kept:
-        _release_pool(pool, ok=True)
+    if workers.kept:
+        _release_pool(workers.pool, ok=True)
     else:
-        pool.shutdown(wait=True)
+        workers.pool.shutdown(wait=True)
+
+
+class _OwnWorkers:
+    """The worker processes of a search with n_jobs > 1, as an executor; ``renew()``
+    replaces them after one died (killed, out of memory), which breaks the whole pool."""
+
+    def __init__(self, pool, kept: bool, n_jobs: int, threads_per_worker: int | None):
+        self.pool, self.kept, self.n_jobs = pool, kept, n_jobs
+        self.threads_per_worker = threads_per_worker
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args)
+
+    def renew(self) -> None:
+        if self.kept:
+            _release_pool(self.pool, ok=False)
+        else:
+            _kill(self.pool)
+        self.pool, self.kept = _new_pool(self.n_jobs, self.threads_per_worker), False
 
 
 @dataclass
@@ -1100,32 +1122,64 @@ def _evaluate(ctx: _Context, tasks: list[Trial]) -> list[Trial]:
             t = tasks[i]
             record(i, _run_trial(ctx.objective, t.number, t.params, t.budget, ctx.metric, ctx.budgeted))
     else:
-        futures = {ctx.executor.submit(_run_trial, ctx.objective, tasks[i].number, tasks[i].params,
-                                       tasks[i].budget, ctx.metric, ctx.budgeted): i for i in todo}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                i = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # the worker or the executor broke, not the objective
-                    # Not journaled: the trial did not finish, so a resumed search runs it again.
-                    outcome = {"status": "failed", "value": None, "metrics": {}, "duration": 0.0,
-                               "error": f"worker error: {type(exc).__name__}: {exc}",
-                               "traceback": "".join(traceback.format_exception(exc)), "reports": []}
-                    record(i, outcome, journaled=False)
-                    continue
-                if "load_error" in outcome:
-                    raise TypeError(
-                        f"the worker processes could not load the objective ({outcome['load_error']}); "
-                        "they import it by module and name, so define it at module level in a .py "
-                        "file (not in a notebook cell or under `if __name__ == '__main__':`), or use "
-                        "n_jobs=1 or a Dask executor")
-                record(i, outcome)
-        except BaseException:  # error or Ctrl-C: do not leave trials queued on the executor
-            for future in futures:
-                future.cancel()
-            raise
+        pending = todo
+        while pending:
+            pending = _submitted(ctx, tasks, pending, record)
+
     return [done[i] for i in range(len(tasks))]
+
+
+def _died(error: str) -> dict:
+    """The outcome of a trial that did not finish because its worker or executor broke (it is
+    not journaled, so a resumed search runs it again)."""
+    return {"status": "failed", "value": None, "metrics": {}, "duration": 0.0, "error": error,
+            "traceback": "", "reports": []}
+
+
+def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) -> list[int]:
+    """Run tasks[i] for i in ``pending`` on ctx.executor and record them; returns the ones to
+    submit again. A worker process that dies (SIGKILL, the out-of-memory killer) breaks
+    pydl's own pool: the trials it was running fail, new workers take the rest."""
+    renewable = isinstance(ctx.executor, _OwnWorkers)
+    futures = {ctx.executor.submit(_run_trial, ctx.objective, tasks[i].number, tasks[i].params,
+                                   tasks[i].budget, ctx.metric, ctx.budgeted): i for i in pending}
+    broken = []
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            try:
+                outcome = future.result()
+            except concurrent.futures.process.BrokenProcessPool:
+                if not renewable:
+                    raise
+                broken.append(i)
+                continue
+            except Exception as exc:  # the worker or the executor broke, not the objective
+                outcome = _died(f"worker error: {type(exc).__name__}: {exc}")
+                outcome["traceback"] = "".join(traceback.format_exception(exc))
+                record(i, outcome, journaled=False)
+                continue
+            if "load_error" in outcome:
+                raise TypeError(
+                    f"the worker processes could not load the objective ({outcome['load_error']}); "
+                    "they import it by module and name, so define it at module level in a .py "
+                    "file (not in a notebook cell or under `if __name__ == '__main__':`), or use "
+                    "n_jobs=1 or a Dask executor")
+            record(i, outcome)
+    except BaseException:  # error or Ctrl-C: do not leave trials queued on the executor
+        for future in futures:
+            future.cancel()
+        raise
+    if not broken:
+        return []
+    # Workers take trials in submission order, so the ones that were running are the first
+    # n_jobs of those left unfinished; the rest had not started and go to new workers.
+    broken.sort(key=pending.index)
+    for i in broken[:ctx.executor.n_jobs]:
+        record(i, _died("its worker process died (killed, e.g. by the out-of-memory killer)"),
+               journaled=False)
+    ctx.executor.renew()
+    return broken[ctx.executor.n_jobs:]
 
 
 def _rank_key(direction: str) -> Callable[[Trial], tuple]:

@@ -746,6 +746,24 @@ def exits_the_worker(params):
     return params["x"]
 
 
+def dies_at_one_x(params):
+    time.sleep(0.1)
+    if params["x"] == 3:
+        os._exit(3)  # as the out-of-memory killer would end it
+    return params["x"]
+
+
+def test_a_worker_that_dies_fails_its_own_trials_only(no_kept_workers):
+    """The dead worker breaks the pool; new workers run the trials that had not started. Only
+    the trials running at that moment (at most n_jobs) fail, not journaled."""
+    result = tune.grid_search(dies_at_one_x, {"x": list(range(10))}, n_jobs=2)
+    failed = [t for t in result.trials if not t.ok]
+    assert 1 <= len(failed) <= 2 and any(t.params["x"] == 3 for t in failed)
+    assert all("worker process died" in t.error for t in failed)
+    assert sorted(t.value for t in result.trials if t.ok) == sorted(
+        x for x in range(10) if x not in {t.params["x"] for t in failed})
+
+
 def _pids(result):
     return {t.metrics["pid"] for t in result.trials if t.ok}
 
@@ -795,7 +813,7 @@ def test_worker_processes_are_kept_between_searches_and_replaced_when_they_must_
     # a worker that dies: its trials fail, the search goes on, and the next one gets new workers
     kept = _pids(tune.random_search(pid_of_worker, SPACE, 4, seed=3, n_jobs=2))
     crashed = tune.random_search(exits_the_worker, SPACE, 6, seed=4, n_jobs=2)
-    assert any(t.error and t.error.startswith("worker error") for t in crashed.trials)
+    assert any(t.error and "worker process died" in t.error for t in crashed.trials)
     after = tune.random_search(pid_of_worker, SPACE, 4, seed=5, n_jobs=2)
     assert all(t.ok for t in after.trials) and not _pids(after) & kept
     # an error in the search stops the workers
