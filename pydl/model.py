@@ -453,6 +453,12 @@ class Sequential:
             arrays[f"state/{key}"] = arr
         if self.optimizer is not None:
             sd = self.optimizer.state_dict()
+            for k, v in sd["arrays"].items():  # a file that load would refuse is not written
+                if v.shape != self.theta.shape or v.dtype != self.theta.dtype:
+                    raise ValueError(
+                        f"model.optimizer's state {k!r} has {v.size} {v.dtype} entries but theta has "
+                        f"{self.theta.size} {self.theta.dtype}: the optimizer belongs to another "
+                        "model; set model.optimizer = None (or a new optimizer) before saving")
             meta["optimizer"] = {k: v for k, v in sd.items() if k != "arrays"}
             for k, v in sd["arrays"].items():
                 arrays[f"optimizer/{k}"] = v
@@ -520,6 +526,9 @@ def atomic_write(path: str, write) -> None:
     file in the same directory, fsync, rename; on any error ``path`` is as it was. The
     file gets the mode of a normally created one, 0o666 & ~umask (mkstemp makes it
     0o600)."""
+    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise IsADirectoryError(21, "expected a file name, got a directory" if path else
+                                "expected a file name, got ''", path)
     directory = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
     try:

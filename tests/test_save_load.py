@@ -662,3 +662,26 @@ def test_atomic_write_that_fails_leaves_the_file_and_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
     atomic_write(str(path), lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("name", ["", "adir", "adir/"])
+def test_save_to_a_directory_or_no_name_is_refused_naming_it(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    model = pydl.mlp([3, 2], seed=0)
+    with pytest.raises(IsADirectoryError, match="expected a file name") as info:
+        model.save(name)
+    assert info.value.filename == name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
+    assert not list((tmp_path / "adir").iterdir()) and not list(tmp_path.parent.glob(".tmp-*"))
+
+
+def test_save_refuses_another_models_optimizer_state(tmp_path):
+    X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    y = np.arange(20) % 2
+    a, b = pydl.mlp([3, 4, 2], seed=0), pydl.mlp([3, 8, 2], seed=0)
+    b.fit(X, y, epochs=1, verbose=0)
+    a.optimizer = b.optimizer
+    with pytest.raises(ValueError, match="state 'v' has 50 float32 entries but theta has 26"):
+        a.save(tmp_path / "a.npz")
+    assert not (tmp_path / "a.npz").exists()
