@@ -79,6 +79,8 @@ def cmd_train(args) -> int:
                   f"nothing to do, nothing written to {out}")
             return 0
         _refuse_overwriting_later_epochs(out, model.epoch)
+        if args.config is not None:
+            _note_ignored_sections(cfg, model, X.shape[1], y, args)
         (Xtr, ytr, Xd, yd, Xte, yte), _ = _prepare(cfg, X, y, model.standardizer or _Identity())
         optimizer = model.optimizer or build_optimizer(cfg)
         if args.lr is not None:
@@ -114,6 +116,29 @@ def cmd_train(args) -> int:
         model.history = merged
     _report(model, (Xtr, ytr, Xd, yd, Xte, yte), out)
     return 0
+
+
+def _note_ignored_sections(cfg, model, n_in: int, y, args) -> None:
+    """A resumed run trains the checkpoint's network with its optimizer: say so on stderr when
+    the config describes another one, instead of ignoring its [model] or [optimizer]
+    silently."""
+    from .config import build_model, build_optimizer
+
+    def layers(arch):
+        return arch["layers"], arch["loss"], arch["dtype"]
+    ignored = []
+    if layers(build_model(cfg, n_in, y, args.config).architecture()) != layers(model.architecture()):
+        ignored.append("[model]")
+    config_opt = build_optimizer(cfg)
+    mine = model.optimizer
+    if mine is not None and (type(config_opt) is not type(mine) or any(
+            v != mine.hyperparameters().get(k) for k, v in config_opt.hyperparameters().items()
+            if k != "lr")):  # (the rate moves with a schedule; --lr sets it)
+        ignored.append("[optimizer]")
+    if ignored:
+        print(f"pydl train: note: --resume continues the checkpoint's network and optimizer; "
+              f"{' and '.join(ignored)} of {args.config} describe{'s' if len(ignored) == 1 else ''} "
+              "others and are not used", file=sys.stderr)
 
 
 def _checkpoints(out) -> list[str]:

@@ -391,3 +391,16 @@ def test_tune_checks_its_out_before_any_trial(tmp_path, capsys):
                          capsys)
     assert code == 1 and "Traceback" not in err and str(taken) in err
     assert not journal.exists()                   # refused before the search ran
+
+
+def test_resume_notes_a_config_whose_model_or_optimizer_is_not_the_checkpoints(tmp_path, capsys):
+    cfg, other = tmp_path / "c.toml", tmp_path / "other.toml"
+    cfg.write_text(TINY)
+    assert run(["train", str(cfg), "--out", str(tmp_path / "a"), "--quiet"], capsys)[0] == 0
+    ckpt = sorted((tmp_path / "a" / "checkpoints").glob("epoch-*.npz"))[-1]
+    resume = ["train", "--resume", str(ckpt), "--epochs", "4", "--quiet"]
+    code, _, err = run([*resume[:1], str(cfg), *resume[1:], "--out", str(tmp_path / "b")], capsys)
+    assert code == 0 and "note" not in err                 # the config it was trained with
+    other.write_text(TINY.replace("hidden = [4]", "hidden = [6, 6]"))
+    code, _, err = run([*resume[:1], str(other), *resume[1:], "--out", str(tmp_path / "c")], capsys)
+    assert code == 0 and "[model] of" in err and str(other) in err and "[optimizer]" not in err
