@@ -74,6 +74,10 @@ def cmd_train(args) -> int:
         model = pydl.load(args.resume)
         if model.n_in != X.shape[1]:
             raise ValueError(f"checkpoint {args.resume} expects {model.n_in} features, the data has {X.shape[1]}")
+        try:
+            model._check_y(y, X.shape[0])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint {args.resume} does not fit the labels of the data: {e}") from None
         if model.epoch >= epochs:  # nothing to train: leave OUT (model, history, checkpoints) as it is
             print(f"the checkpoint has already trained {model.epoch} epochs (>= --epochs {epochs}); "
                   f"nothing to do, nothing written to {out}")

@@ -404,3 +404,15 @@ def test_resume_notes_a_config_whose_model_or_optimizer_is_not_the_checkpoints(t
     other.write_text(TINY.replace("hidden = [4]", "hidden = [6, 6]"))
     code, _, err = run([*resume[:1], str(other), *resume[1:], "--out", str(tmp_path / "c")], capsys)
     assert code == 0 and "[model] of" in err and str(other) in err and "[optimizer]" not in err
+
+
+def test_resume_on_labels_the_checkpoint_cannot_fit_names_the_checkpoint(tmp_path, capsys):
+    cfg, spirals = tmp_path / "c.toml", tmp_path / "s.toml"
+    cfg.write_text(TINY)
+    assert run(["train", str(cfg), "--out", str(tmp_path / "a"), "--quiet"], capsys)[0] == 0
+    ckpt = sorted((tmp_path / "a" / "checkpoints").glob("epoch-*.npz"))[-1]
+    spirals.write_text(TINY.replace("source = 'moons'", "source = 'spirals'\nn_classes = 3"))
+    code, _, err = run(["train", str(spirals), "--resume", str(ckpt), "--epochs", "4", "--out",
+                        str(tmp_path / "b"), "--quiet"], capsys)
+    assert code == 2 and f"checkpoint {ckpt} does not fit the labels" in err
+    assert not (tmp_path / "b").exists()
