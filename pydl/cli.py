@@ -131,7 +131,11 @@ def _note_ignored_sections(cfg, model, n_in: int, y, args) -> None:
     def layers(arch):
         return arch["layers"], arch["loss"], arch["dtype"]
     ignored = []
-    if layers(build_model(cfg, n_in, y, args.config).architecture()) != layers(model.architecture()):
+    try:  # (a [model] that cannot fit the data is as unused as another network)
+        same = layers(build_model(cfg, n_in, y, args.config).architecture()) == layers(model.architecture())
+    except (TypeError, ValueError):
+        same = False
+    if not same:
         ignored.append("[model]")
     config_opt = build_optimizer(cfg)
     mine = model.optimizer

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from numbers import Integral
 
 import numpy as np
@@ -136,6 +138,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     steps_per_epoch = -(-m // batch_size) - join_lone_row
 
     begun = []  # callbacks whose on_train_begin ran: they get on_train_end whatever happens
+    guard = _StepGuard()
     try:
         for cb in callbacks:
             cb.on_train_begin(model, epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch)
@@ -154,7 +157,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                     np.copyto(b, a)
                 t0, step0 = optimizer.t, model.step
                 try:
-                    J = _train_step(model, optimizer, Xb, yb, epoch, variances)
+                    J = _train_step(model, optimizer, Xb, yb, epoch, variances, guard)
                 except BaseException:  # an interrupt, too: the model stays at a step boundary
                     if optimizer.t == t0:  # not applied: undo the forward's BatchNorm statistics
                         for a, b in zip(state, state_backup):
@@ -182,19 +185,64 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             if model.stop_training:
                 break
         history.completed = True
+    except BaseException as e:
+        ended = e
+        raise
+    else:
+        ended = None
     finally:
-        error = None
+        guard.close()
+        errors = []
         for cb in begun:  # each one, even after another's on_train_end raised
             try:
                 cb.on_train_end(model)
             except BaseException as e:
-                error = error or e
-        if error is not None:
-            raise error
+                errors.append((cb, e))
+        if errors:
+            if ended is None:
+                raise errors[0][1]
+            # what ended training stays the error raised (TrainingDiverged, Ctrl-C)
+            for cb, e in errors:
+                ended.add_note(f"and then {type(cb).__name__}.on_train_end raised "
+                               f"{type(e).__name__}: {e}")
     return history
 
 
-def _train_step(model, optimizer, Xb, yb, epoch, variances) -> float:
+class _StepGuard:
+    """Holds Ctrl-C (SIGINT) back while an optimizer step runs and raises it right after, so
+    that an interrupted fit has t, theta and model.step in agreement. Only in the main thread
+    and over Python's default handler (a handler of the caller's own is left alone)."""
+
+    def __init__(self):
+        self.inside = self.pending = False
+        self.previous = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.inside:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def step(self, optimizer, model) -> None:
+        self.inside = True
+        try:
+            optimizer.step(model)
+        finally:
+            self.inside = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
+def _train_step(model, optimizer, Xb, yb, epoch, variances, guard) -> float:
     """Forward, backward and the update on one mini-batch; returns its cost J. Raises
     TrainingDiverged, with no update applied, when the cost, a BatchNorm running variance
     or the update would not be finite (the caller puts back the BatchNorm statistics)."""
@@ -215,7 +263,7 @@ def _train_step(model, optimizer, Xb, yb, epoch, variances) -> float:
     # a finite cost can still give an update that overflows: the optimizer then
     # applies none of it (theta, its moments and t stay as they were)
     try:
-        optimizer.step(model)
+        guard.step(optimizer, model)
     except FloatingPointError:
         raise TrainingDiverged(
             f"training diverged: the update at epoch {epoch}, step {model.step} would make "

@@ -59,6 +59,7 @@ a second search on the same journal is refused instead of repeating its trials.
 from __future__ import annotations
 
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import csv
 import itertools
@@ -1076,11 +1077,13 @@ class _OwnWorkers:
         return self.pool.submit(fn, *args)
 
     def renew(self) -> None:
-        if self.kept:
-            _release_pool(self.pool, ok=False)
+        old, kept = self.pool, self.kept
+        self.kept = False  # released once, even if what follows fails or is interrupted
+        if kept:
+            _release_pool(old, ok=False)
         else:
-            _kill(self.pool)
-        self.pool, self.kept = _new_pool(self.n_jobs, self.threads_per_worker), False
+            _kill(old)
+        self.pool = _new_pool(self.n_jobs, self.threads_per_worker)
 
 
 @dataclass
@@ -1149,9 +1152,7 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
             i = futures[future]
             try:
                 outcome = future.result()
-            except concurrent.futures.process.BrokenProcessPool:
-                if not renewable:
-                    raise
+            except BrokenProcessPool if renewable else ():  # else: as any other error below
                 broken.append(i)
                 continue
             except Exception as exc:  # the worker or the executor broke, not the objective

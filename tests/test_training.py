@@ -499,3 +499,43 @@ def test_another_models_optimizer_is_refused_before_anything_changes():
     for k, v in model._state_arrays().items():
         assert np.array_equal(v, before[1][k]), k
     assert model.optimizer is before[2] and model.history is before[3]
+
+
+def test_ctrl_c_during_an_optimizer_step_is_held_until_the_step_is_done():
+    """A SIGINT that arrives inside opt.step (here: before its kernel, after t counted the
+    step) is raised after the step: theta, t and model.step then all count 4 steps."""
+    import os
+    import signal
+    X, y = toy()
+    model, opt = bn_dropout_model(), optim.Adam(lr=0.01)
+    real, calls = opt._update, [0]
+
+    def signalled(*args):
+        calls[0] += 1
+        if calls[0] == 4:
+            os.kill(os.getpid(), signal.SIGINT)   # delivered at the next bytecode
+        return real(*args)
+    opt._update = signalled
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, optimizer=opt, epochs=2, batch_size=32, verbose=0)
+    ref, ref_opt = _first_steps(4, X, y)
+    assert (model.step, opt.t) == (4, 4)
+    assert np.array_equal(model.theta, ref.theta)
+    for key in ref_opt.state:
+        assert np.array_equal(opt.state[key], ref_opt.state[key]), key
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_an_on_train_end_error_does_not_hide_what_ended_training():
+    from pydl.callbacks import Callback
+
+    class Breaks(Callback):
+        def on_epoch_end(self, model, epoch, logs):
+            raise KeyboardInterrupt
+
+        def on_train_end(self, model):
+            raise OSError(28, "No space left on device")
+    X, y = toy()
+    with pytest.raises(KeyboardInterrupt) as info:
+        pydl.mlp([10, 8, 3], seed=0).fit(X, y, epochs=2, callbacks=[Breaks()], verbose=0)
+    assert any("Breaks.on_train_end raised OSError" in n for n in info.value.__notes__)

@@ -1,6 +1,7 @@
 """Tests for pydl.tune: sampling laws, searches, failures, journal/resume, parallel runs."""
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import importlib
 import json
@@ -998,3 +999,18 @@ def test_kill_stops_running_workers_at_once():
         p.join(timeout=10)
     assert not any(p.is_alive() for p in processes)
     assert time.monotonic() - start < 10          # not the 30 s of the trials
+
+
+class _FailingExecutor(concurrent.futures.Executor):
+    """An executor whose futures all fail (as Dask's do for a killed worker)."""
+
+    def submit(self, fn, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_exception(RuntimeError("KilledWorker: the worker died"))
+        return future
+
+
+def test_a_foreign_executor_whose_futures_fail_fails_those_trials():
+    result = tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, executor=_FailingExecutor())
+    assert [t.status for t in result.trials] == ["failed"] * 3
+    assert all("KilledWorker" in t.error for t in result.trials)
