@@ -203,8 +203,9 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
                 raise errors[0][1]
             # what ended training stays the error raised (TrainingDiverged, Ctrl-C)
             for cb, e in errors:
-                ended.add_note(f"and then {type(cb).__name__}.on_train_end raised "
-                               f"{type(e).__name__}: {e}")
+                if hasattr(ended, "add_note"):  # Python >= 3.11
+                    ended.add_note(f"and then {type(cb).__name__}.on_train_end raised "
+                                   f"{type(e).__name__}: {e}")
     return history
 
 
