@@ -137,12 +137,12 @@ def _note_ignored_sections(cfg, model, n_in: int, y, args) -> None:
         same = False
     if not same:
         ignored.append("[model]")
-    config_opt = build_optimizer(cfg)
-    mine = model.optimizer
-    if mine is not None and (type(config_opt) is not type(mine) or any(
-            v != mine.hyperparameters().get(k) for k, v in config_opt.hyperparameters().items()
-            if k != "lr")):  # (the rate moves with a schedule; --lr sets it)
-        ignored.append("[optimizer]")
+    config_opt, mine = build_optimizer(cfg), model.optimizer
+    if mine is not None:  # (not lr: it moves with a schedule, and --lr sets it)
+        theirs, ours = config_opt.hyperparameters(), mine.hyperparameters()
+        if type(config_opt) is not type(mine) or any(
+                v != ours.get(k) for k, v in theirs.items() if k != "lr"):
+            ignored.append("[optimizer]")
     if ignored:
         print(f"pydl train: note: --resume continues the checkpoint's network and optimizer; "
               f"{' and '.join(ignored)} of {args.config} describe{'s' if len(ignored) == 1 else ''} "

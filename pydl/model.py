@@ -453,14 +453,13 @@ class Sequential:
             arrays[f"state/{key}"] = arr
         if self.optimizer is not None:
             sd = self.optimizer.state_dict()
+            meta["optimizer"] = {k: v for k, v in sd.items() if k != "arrays"}
             for k, v in sd["arrays"].items():  # a file that load would refuse is not written
                 if v.shape != self.theta.shape or v.dtype != self.theta.dtype:
                     raise ValueError(
                         f"model.optimizer's state {k!r} has {v.size} {v.dtype} entries but theta has "
                         f"{self.theta.size} {self.theta.dtype}: the optimizer belongs to another "
                         "model; set model.optimizer = None (or a new optimizer) before saving")
-            meta["optimizer"] = {k: v for k, v in sd.items() if k != "arrays"}
-            for k, v in sd["arrays"].items():
                 arrays[f"optimizer/{k}"] = v
         if self.standardizer is not None:
             for k, v in self.standardizer.state().items():

@@ -27,6 +27,14 @@ __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "get_optimizer", "
 _TINY = float(np.finfo(np.float64).tiny)
 
 
+def _bound(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    """The range a hyperparameter must lie in, as error messages say it: "in [0.0, 1.0)",
+    or "> 0.0" without an upper end."""
+    if hi == math.inf:
+        return f"{'>' if lo_open else '>='} {lo}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
 def _hyper(name: str, value, lo: float, hi: float = math.inf, lo_open=False, hi_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -36,9 +44,8 @@ def _hyper(name: str, value, lo: float, hi: float = math.inf, lo_open=False, hi_
         raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
     ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
-        bound = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-                 if hi < math.inf else f"{'>' if lo_open else '>='} {lo}")
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {_bound(lo, hi, lo_open, hi_open)}, "
+                         f"got {value!r}")
     return v
 
 

@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 from .callbacks import EarlyStopping
 from .data import _is_memory_mapped, train_dev_test_split
 from .model import Sequential, _all_finite, mlp
-from .optim import get_optimizer
+from .optim import _bound, get_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -74,9 +74,7 @@ def _check_real(name, value, lo, hi=math.inf, lo_open=False, hi_open=False):
         v = float(value)
         ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
-        bound = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-                 if hi < math.inf else f"{'>' if lo_open else '>='} {lo}")
-        raise _bad(name, f"a finite number {bound}", value)
+        raise _bad(name, f"a finite number {_bound(lo, hi, lo_open, hi_open)}", value)
     return float(value)
 
 

@@ -1052,17 +1052,10 @@ def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
                               threads_per_worker)
         yield workers, _PickledObjective(blob)
     except BaseException:  # error or Ctrl-C: stop the workers, queued trials and all
-        if workers is None:
-            raise
-        if workers.kept:
-            _release_pool(workers.pool, ok=False)
-        else:
-            _kill(workers.pool)
+        if workers is not None:
+            workers.stop(ok=False)
         raise
-    if workers.kept:
-        _release_pool(workers.pool, ok=True)
-    else:
-        workers.pool.shutdown(wait=True)
+    workers.stop(ok=True)
 
 
 class _OwnWorkers:
@@ -1076,13 +1069,20 @@ class _OwnWorkers:
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
 
-    def renew(self) -> None:
-        old, kept = self.pool, self.kept
+    def stop(self, ok: bool) -> None:
+        """After the search: kept workers go back to the keeper (stopped unless ``ok``);
+        a search's own ones are shut down (``ok``) or killed."""
+        pool, kept = self.pool, self.kept
         self.kept = False  # released once, even if what follows fails or is interrupted
         if kept:
-            _release_pool(old, ok=False)
+            _release_pool(pool, ok=ok)
+        elif ok:
+            pool.shutdown(wait=True)
         else:
-            _kill(old)
+            _kill(pool)
+
+    def renew(self) -> None:
+        self.stop(ok=False)
         self.pool = _new_pool(self.n_jobs, self.threads_per_worker)
 
 
