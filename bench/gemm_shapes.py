@@ -26,7 +26,7 @@ import numpy as np
 
 import pydl
 from pydl import ops
-from pydl.benchmarks.kernels import measure_samples, set_threads
+from pydl.benchmarks.kernels import measure_samples, scipy_blas_threads, set_threads
 
 SHAPES = ["1x512x512", "4x512x512", "1x2048x2048", "16x2048x2048", "32x64x256", "32x256x256", "32x256x10", "32x784x128", "64x256x256", "128x512x512",
           "256x512x512", "64x1024x1024", "128x1024x1024", "1024x1024x1024", "1024x4096x4096"]
@@ -53,7 +53,7 @@ def gemm_variants(m: int, n_in: int, n_out: int, dtype) -> dict:
         gemm(1.0, X.T, dZ.T, trans_b=1, c=dW.T, overwrite_c=1)
         gemm(1.0, W.T, dZ.T, c=dX.T, overwrite_c=1)
 
-    return {"pydl": pydl_gemms, "blas": blas_gemms}
+    return {"pydl": pydl_gemms, "blas": scipy_blas_threads(blas_gemms)}
 
 
 _current = [0]

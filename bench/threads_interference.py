@@ -14,7 +14,9 @@ Experiments:
   spin         CPU time that idle workers burn in the second after one call:
                NumPy's OpenBLAS, SciPy's OpenBLAS, pydl's OpenMP team.
   dense        dense forward+backward (relu) with pydl's OpenMP team at N threads
-               versus 1 thread (BLAS at N threads in both), beside the 3 raw sgemm calls.
+               versus 1 thread (SciPy's BLAS on N threads of its own in both, the way
+               pydl ran before it split its products over its team), beside pydl as it
+               runs (one pool) and the 3 raw sgemm calls.
   elementwise  an elementwise kernel (relu forward, in place) over n elements with 1
                versus N OpenMP threads, alone and right after a small GEMM: where is the
                break-even that kParallelMinWork (a cost-1 kernel) should sit at?
@@ -23,8 +25,8 @@ Experiments:
                load, hence the child processes). Note that importing pydl sets
                OMP_WAIT_POLICY=PASSIVE unless it is already set.
 
-The OpenMP-only thread count is set through pydl._core.set_num_threads (what
-pydl.ops.set_num_threads does besides the BLAS pool); this is a diagnostic script, not
+The OpenMP-only thread count is set through pydl._core.set_num_threads; this is a
+diagnostic script, not
 library code. It never imports torch, so pydl's libgomp is the only OpenMP runtime.
 """
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 import pydl._core
 from pydl.benchmarks import kernels as compare
 
-# pydl's OpenMP team alone (pydl.ops.set_num_threads also sets the BLAS pool)
+# pydl's OpenMP team alone (pydl.ops.set_num_threads also sets SciPy's BLAS back to one thread per call)
 _omp = pydl._core.set_num_threads
 
 
@@ -62,7 +64,8 @@ def spin_experiment(threads: int, log) -> list[dict]:
     x = np.random.default_rng(1).random(1 << 22, dtype=np.float32)
     calls = {
         "numpy.matmul (NumPy's OpenBLAS)": lambda: np.matmul(a, a, out=c),
-        "scipy sgemm (SciPy's OpenBLAS, pydl's GEMM)": lambda: sgemm(1.0, a, a),
+        "scipy sgemm (SciPy's OpenBLAS on its own threads)": compare.scipy_blas_threads(
+            lambda: sgemm(1.0, a, a)),
         "pydl relu over 4M floats (libgomp team)": lambda: ops.activation_forward(x, x, "relu"),
     }
     rows = []
@@ -100,9 +103,13 @@ def dense_experiment(threads: int, sizes, repeats: int, idle_wait: float, log) -
             finally:
                 _omp(threads)
 
+        # The two pools side by side, as before pydl split its products: SciPy's BLAS on
+        # N threads of its own (scipy_blas_threads), pydl's OpenMP team on N or 1; and
+        # pydl as it runs, one pool (its team runs the products in parts).
         variants = {
-            f"pydl, OpenMP {threads} threads": pydl_fb,
-            "pydl, OpenMP 1 thread": pydl_omp1,
+            f"pydl, OpenMP {threads} threads": compare.scipy_blas_threads(pydl_fb),
+            "pydl, OpenMP 1 thread": compare.scipy_blas_threads(pydl_omp1),
+            f"pydl, one pool of {threads} threads": pydl_fb,
             "raw sgemm x3": v["ref:sgemm x3 (scipy.linalg.blas)"],
         }
         load = compare.BackgroundLoad()
@@ -137,6 +144,7 @@ def elementwise_experiment(threads: int, exps, repeats: int, idle_wait: float, l
     g = np.random.default_rng(0).random((192, 192), dtype=np.float32)
     gc_ = np.empty_like(g)
 
+    @compare.scipy_blas_threads
     def gemm():
         sgemm(1.0, g, g, c=gc_, overwrite_c=1)
 

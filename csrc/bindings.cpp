@@ -554,6 +554,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("gemm_runs_own", [](int M, int N, int K, bool is_double) {
         return is_double ? pydl::gemm_runs_own<double>(M, N, K) : pydl::gemm_runs_own<float>(M, N, K);
     }, "M"_a, "N"_a, "K"_a, "is_double"_a);
+    m.def("gemm_parts", &pydl::gemm_parts, "M"_a, "N"_a, "K"_a);
+    m.def("pin_blas_threads", &pydl::pin_blas_threads);
+    m.def("set_blas_pool", &pydl::set_blas_pool, "n"_a);
     m.def("blas_core", [] { return pydl::blas_core(); });
     m.def("force_gemm_kernel", &pydl::force_gemm_kernel, "kernel"_a);
     m.attr("own_gemm_vector_bytes") = pydl::own_gemm_vector_bytes();

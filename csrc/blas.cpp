@@ -32,33 +32,41 @@ using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, cons
                           const double*, const double*, const int*, const double*, const int*,
                           const double*, double*, const int*);
 
+using set_threads_fn = void (*)(int);
+using get_threads_fn = int (*)();
+
 sgemm_fn g_sgemm = nullptr;
 dgemm_fn g_dgemm = nullptr;
 std::string g_blas_core;  // OpenBLAS's kernel family ("SkylakeX", "Zen", ...); "" if unknown
 bool g_blas_wide = true;   // BLAS may have 512-bit kernels (true unless known otherwise)
+// OpenBLAS's own thread-count functions (both or neither); null for another BLAS
+set_threads_fn g_blas_set_threads = nullptr;
+get_threads_fn g_blas_get_threads = nullptr;
 
-// OpenBLAS's name for the kernels it picked on this CPU, asked of the library that
-// scipy.linalg.cython_blas loaded (SciPy's wheels: scipy_openblas_get_corename; a system
-// OpenBLAS: openblas_get_corename); "" for another BLAS or where it cannot be found.
-std::string find_blas_core(const void* fn) {
+// Asks the library that scipy.linalg.cython_blas loaded (SciPy's wheels: scipy_openblas_*;
+// a system OpenBLAS: openblas_*) for the name of the kernels it picked on this CPU ("" for
+// another BLAS or where it cannot be found) and for its thread-count functions.
+void find_blas_symbols(const void* fn) {
 #if defined(__unix__) || defined(__APPLE__)
     Dl_info info;
-    if (dladdr(fn, &info) == 0 || info.dli_fname == nullptr) return "";
+    if (dladdr(fn, &info) == 0 || info.dli_fname == nullptr) return;
     void* h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    if (h == nullptr) return "";
-    std::string core;
-    for (const char* name : {"scipy_openblas_get_corename", "openblas_get_corename"}) {
-        if (void* f = dlsym(h, name)) {
-            const char* c = reinterpret_cast<const char* (*)()>(f)();
-            if (c != nullptr) core = c;
-            break;
+    if (h == nullptr) return;
+    for (const char* prefix : {"scipy_openblas", "openblas"}) {
+        void* corename = dlsym(h, (std::string(prefix) + "_get_corename").c_str());
+        if (corename == nullptr) continue;
+        if (const char* c = reinterpret_cast<const char* (*)()>(corename)()) g_blas_core = c;
+        void* set = dlsym(h, (std::string(prefix) + "_set_num_threads").c_str());
+        void* get = dlsym(h, (std::string(prefix) + "_get_num_threads").c_str());
+        if (set != nullptr && get != nullptr) {
+            g_blas_set_threads = reinterpret_cast<set_threads_fn>(set);
+            g_blas_get_threads = reinterpret_cast<get_threads_fn>(get);
         }
+        break;
     }
-    dlclose(h);
-    return core;
+    dlclose(h);  // (SciPy keeps the library loaded: the pointers stay valid)
 #else
     (void)fn;
-    return "";
 #endif
 }
 
@@ -84,6 +92,16 @@ void* capsule_pointer(PyObject* capi, const char* name) {
 
 }  // namespace
 
+bool pin_blas_threads() { return set_blas_pool(1) > 0; }
+
+int set_blas_pool(int n) {
+    if (n < 1) throw std::invalid_argument("n: must be >= 1");
+    if (g_blas_set_threads == nullptr) return 0;
+    const int previous = g_blas_get_threads();
+    if (previous != n) g_blas_set_threads(n);
+    return previous;
+}
+
 void blas_init() {
     if (g_sgemm && g_dgemm) return;
     PyObject* mod = PyImport_ImportModule("scipy.linalg.cython_blas");
@@ -102,8 +120,9 @@ void blas_init() {
     try {
         g_sgemm = reinterpret_cast<sgemm_fn>(capsule_pointer(capi, "sgemm"));
         g_dgemm = reinterpret_cast<dgemm_fn>(capsule_pointer(capi, "dgemm"));
-        g_blas_core = find_blas_core(reinterpret_cast<const void*>(g_sgemm));
+        find_blas_symbols(reinterpret_cast<const void*>(g_sgemm));
         g_blas_wide = g_blas_core.empty() || is_wide_core(g_blas_core);
+        pin_blas_threads();
     } catch (...) {
         Py_DECREF(capi);
         throw;
@@ -344,26 +363,26 @@ constexpr std::int64_t kOwnGemmMaxWide = std::int64_t(1) << 22;     // BLAS on >
 constexpr std::int64_t kOwnGemmMaxWideOne = std::int64_t(1) << 24;  // BLAS on 1 thread
 constexpr std::int64_t kOwnOperandBytes = std::int64_t(4) << 20;
 
-std::atomic<int> g_blas_threads{0};  // as set by set_num_threads; 0: BLAS's default
+std::atomic<int> g_blas_threads{0};  // set_blas_threads (used where OpenBLAS's functions are not found)
 
 std::atomic<int> g_force{0};  // 0: the rule below; 1: always own_gemm; 2: always the BLAS
 
+// blas_threads: the threads the BLAS would use for this call (0: unknown, more than one).
 template <class T>
-bool is_own(int M, int N, int K) {
+bool is_own(int M, int N, int K, int blas_threads) {
     if (const int force = g_force.load(std::memory_order_relaxed)) return force == 1;
     const std::int64_t m = M, n = N, k = K;
     const std::int64_t largest = std::max(m * k, std::max(k * n, m * n)) * std::int64_t(sizeof(T));
     if (g_blas_wide) {
         const std::int64_t limit = !kOwnBeyondTiny ? kTinyGemm
-                                   : g_blas_threads.load(std::memory_order_relaxed) == 1
-                                       ? kOwnGemmMaxWideOne
+                                   : blas_threads == 1 ? kOwnGemmMaxWideOne
                                        : kOwnGemmMaxWide;
         return m * n * k <= limit && largest <= kOwnOperandBytes && m >= 16 && k >= 16 &&
                n >= Tile<T>::NR;
     }
     if (m * n * k <= kTinyGemm) return true;
     if (!kOwnBeyondTiny || k < 8) return false;
-    if (g_blas_threads.load(std::memory_order_relaxed) == 1) return true;
+    if (blas_threads == 1) return true;
     return m * n * k <= kOwnGemmMax && largest <= kOwnOperandBytes;
 }
 #else
@@ -371,7 +390,7 @@ std::atomic<int> g_force{0};
 template <class T>
 void own_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
 template <class T>
-bool is_own(int, int, int) { return false; }
+bool is_own(int, int, int, int) { return false; }
 std::atomic<int> g_blas_threads{0};
 #endif
 
@@ -395,11 +414,6 @@ int force_gemm_kernel(int kernel) {
     return g_force.exchange(kernel, std::memory_order_relaxed);
 }
 
-template <class T>
-bool gemm_runs_own(int M, int N, int K) {
-    return is_own<T>(M, N, K);
-}
-
 // (~40 us of one core's multiply-adds: more than a parallel region costs)
 constexpr std::int64_t kRowsParallelWork = std::int64_t(1) << 22;
 
@@ -418,27 +432,119 @@ void gemm_rows(int M, int N, int K, const T* A, const T* B, T* C) {
 }
 template void gemm_rows<float>(int, int, int, const float*, const float*, float*);
 template void gemm_rows<double>(int, int, int, const double*, const double*, double*);
+
+namespace {
+
+void blas_gemm(char ta, char tb, int M, int N, int K, float alpha, const float* A, int lda,
+               const float* B, int ldb, float beta, float* C, int ldc) {
+    g_sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+void blas_gemm(char ta, char tb, int M, int N, int K, double alpha, const double* A, int lda,
+               const double* B, int ldb, double beta, double* C, int ldc) {
+    g_dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+// The threads SciPy's BLAS would use for a call now (0: unknown, taken as more than one).
+int blas_threads() {
+    return g_blas_get_threads ? g_blas_get_threads()
+                              : g_blas_threads.load(std::memory_order_relaxed);
+}
+
+// Before a thread's first BLAS call of a type: one call of 64 x 512 x 768 (~25 M
+// multiply-adds, ~1 ms in float), which touches the pages of the thread's OpenBLAS buffer
+// that the packed panels of layer-sized products use. OpenBLAS's Haswell kernels prefetch
+// beyond a call's panels, into pages of that buffer no call has touched yet, and on the
+// Zen 1 VM each such prefetch of a page never faulted in was as slow as a page walk
+// that finds nothing: until a call with 384 or more of BLAS's rows (pydl's N) had run on
+// the thread, a 128 x 256 x 256 float product ran at 10 GFLOP/s instead of 33, and
+// 128 x 784 x 256 at 12 instead of 33 (bench/README.md, "One pool of threads").
+// Its operands are zeros in own_gemm's pack buffer (the two kernels never run at once on a
+// thread), A the first rows of B; it grows that buffer to ~1.7 MB (float) for the thread.
+template <class T>
+void prime_blas() {
+    thread_local bool primed = false;
+    if (primed) return;
+    constexpr int m = 64, k = 512, n = 768;
+    constexpr std::size_t b_count = std::size_t(n) * k, count = b_count + std::size_t(m) * n;
+    T* const b = scratch<T>(Scratch::pack, count);
+    std::memset(b, 0, sizeof(T) * b_count);
+    blas_gemm('N', 'T', m, n, k, T(1), b, k, b, k, T(0), b + b_count, n);
+    primed = true;
+}
+
+// One call, in the own kernel or the BLAS (on blas_threads threads) as is_own says.
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the same call with the
+// operands (and their transposes) swapped.
+template <class T>
+void gemm_one(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
+              const T* B, int ldb, T beta, T* C, int ldc, int blas_threads) {
+    if (is_own<T>(M, N, K, blas_threads))
+        return own_gemm<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    prime_blas<T>();
+    blas_gemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C,
+              ldc);
+}
+
+// Products of at least kSplitWork multiply-adds run in parts, one per thread of pydl's team,
+// each a single-threaded call on a band of C's columns (or of its rows, when it has more
+// rows than columns) of at least kSplitWidth. That needs SciPy's BLAS on one thread
+// (pin_blas_threads): pydl's parallel work then all runs on one pool of threads, which sleep
+// when idle, where OpenBLAS's own workers keep spinning after each call and fight the next
+// OpenMP kernel for the cores, and on a busy machine wait out a time slice at every call
+// (bench/README.md, "One pool of threads").
+constexpr std::int64_t kSplitWork = std::int64_t(1) << 20;
+constexpr int kSplitWidth = 16;
+
+struct Split {
+    int parts;        // 1: one call
+    bool by_columns;  // bands of C's columns, else of its rows
+};
+
+Split split_of(int M, int N, int K) {
+    const int team = max_threads();
+    if (team < 2 || std::int64_t(M) * N * K < kSplitWork || blas_threads() != 1) return {1, false};
+    const bool by_columns = N >= M;
+    const int parts = std::min(team, (by_columns ? N : M) / kSplitWidth);
+    return {parts >= 2 ? parts : 1, by_columns};
+}
+
+}  // namespace
+
+template <class T>
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
+          const T* B, int ldb, T beta, T* C, int ldc) {
+    const Split split = split_of(M, N, K);
+    if (split.parts == 1)
+        return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                           blas_threads());
+    const int n = split.by_columns ? N : M;
+    in_team(split.parts, [&](int nt, int id) {
+        const auto [b, e] = thread_range(n, nt, id);
+        if (b >= e) return;
+        const int len = int(e - b);
+        if (split.by_columns)  // op(B)'s columns b..e: B's rows when transposed
+            gemm_one<T>(trans_a, trans_b, M, len, K, alpha, A, lda, B + (trans_b ? b * ldb : b),
+                        ldb, beta, C + b, ldc, 1);
+        else  // op(A)'s rows b..e: A's columns when transposed
+            gemm_one<T>(trans_a, trans_b, len, N, K, alpha, A + (trans_a ? b : b * lda), lda, B,
+                        ldb, beta, C + b * ldc, ldc, 1);
+    });
+}
+template void gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int,
+                          float, float*, int);
+template void gemm<double>(bool, bool, int, int, int, double, const double*, int, const double*,
+                           int, double, double*, int);
+
+template <class T>
+bool gemm_runs_own(int M, int N, int K) {
+    const Split split = split_of(M, N, K);
+    if (split.parts == 1) return is_own<T>(M, N, K, blas_threads());
+    const int n = split.by_columns ? N : M, len = int(thread_range(n, split.parts, 0).second);
+    return split.by_columns ? is_own<T>(M, len, K, 1) : is_own<T>(len, N, K, 1);
+}
 template bool gemm_runs_own<float>(int, int, int);
 template bool gemm_runs_own<double>(int, int, int);
 
-// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the same call
-// with the operands (and their transposes) swapped.
-template <>
-void gemm<float>(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                 int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-    if (is_own<float>(M, N, K))
-        return own_gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-    g_sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
-}
-
-template <>
-void gemm<double>(bool trans_a, bool trans_b, int M, int N, int K, double alpha, const double* A,
-                  int lda, const double* B, int ldb, double beta, double* C, int ldc) {
-    if (is_own<double>(M, N, K))
-        return own_gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-    g_dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
-}
+int gemm_parts(int M, int N, int K) { return split_of(M, N, K).parts; }
 
 }  // namespace pydl

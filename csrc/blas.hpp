@@ -11,7 +11,18 @@ namespace pydl {
 // Needs the GIL (it imports a module).
 void blas_init();
 
-// The size of SciPy's BLAS pool (pydl.set_num_threads sets both); gemm picks its kernel by it.
+// Sets SciPy's BLAS to one thread per call (gemm then runs large products in parts over
+// pydl's OpenMP threads); false where the BLAS is not an OpenBLAS pydl can set (then gemm
+// leaves the threads to the BLAS, set_blas_threads says how many). blas_init calls it.
+bool pin_blas_threads();
+
+// Sets SciPy's OpenBLAS to n threads per call; returns the count it had, or 0 (and does
+// nothing) where pin_blas_threads cannot set it. For references that time the BLAS's own
+// threads (bench/); gemm does not split products while it is above one.
+int set_blas_pool(int n);
+
+// The size of SciPy's BLAS pool where pin_blas_threads cannot set it (pydl.set_num_threads
+// then sets it through threadpoolctl); gemm picks its kernel by it.
 void set_blas_threads(int n);
 
 // Row-major C (M, N) = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
@@ -32,6 +43,10 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
 // it is gemm, and the bits may then depend on M. Never call from inside an OpenMP region.
 template <class T>
 void gemm_rows(int M, int N, int K, const T* A, const T* B, T* C);
+
+// How many parts gemm cuts this product into now: the threads of pydl's team for a large
+// product while SciPy's BLAS runs on one thread, else 1.
+int gemm_parts(int M, int N, int K);
 
 // True when gemm<T> would run this product in pydl's own kernel now (it depends on
 // set_blas_threads); false: in the BLAS.

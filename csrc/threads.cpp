@@ -1,4 +1,4 @@
-// OpenMP thread count (the BLAS pool is set from Python through threadpoolctl), and the
+// OpenMP thread count (pydl's team, which also runs large products in parts: blas.cpp), and the
 // size above which kernels write their outputs around the caches, and the shape of batch
 // norm's column panels.
 #include <stdexcept>

@@ -7,10 +7,11 @@
 """
 import os as _os
 
-# OpenMP threads that spin after a parallel region steal the cores from OpenBLAS's workers
-# (and vice versa): alternating GEMMs and fused elementwise kernels ran 20x slower on
-# 2 cores. Sleeping at once fixes it. libgomp reads this when it loads, i.e. with _core
-# below; a value the user set wins.
+# OpenMP threads that spin after a parallel region steal the cores from other pools'
+# workers (NumPy's OpenBLAS, and SciPy's before pydl ran its products on its own team):
+# alternating GEMMs and fused elementwise kernels ran 20x slower on 2 cores. Sleeping at
+# once fixes it. libgomp reads this when it loads, i.e. with _core below; a value the user
+# set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:

@@ -32,7 +32,7 @@ __all__ = [
     "softmax_cross_entropy", "softmax", "sigmoid_cross_entropy", "mean_squared_error",
     "dropout_forward", "dropout_backward",
     "sgd_step", "momentum_step", "rmsprop_step", "adam_step",
-    "set_num_threads", "get_num_threads", "has_openmp", "gemm_kernel", "blas_core",
+    "set_num_threads", "get_num_threads", "has_openmp", "gemm_kernel", "gemm_parts", "blas_core",
 ]
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
@@ -447,9 +447,6 @@ del _step
 
 # ------------------------------------------------------------------ threads
 
-_blas_limiter = None
-
-
 def _thread_limit() -> int:
     """The largest count set_num_threads takes: 4 per CPU this process may run on, and
     at least 64."""
@@ -461,33 +458,57 @@ def _thread_limit() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use n threads for both pydl's OpenMP kernels and SciPy's BLAS pool.
+    """Use n threads for pydl's work: its OpenMP kernels and its matrix products.
 
-    The two pools never run at once (BLAS is never called inside an OpenMP region), so
-    n = number of cores does not oversubscribe. n is at most 4 per CPU this process may
-    run on (and at least 64 is allowed): OpenMP ends the process when it cannot start a
-    thread.
+    Importing pydl sets SciPy's OpenBLAS (the BLAS pydl calls; NumPy's is another library,
+    left alone) to one thread per call, and pydl cuts each large product into one part
+    per thread of its own. All of pydl's parallel work then runs on one pool of threads,
+    which sleep when idle (OpenBLAS's spin after each call and fight the next kernel for
+    the cores, and on a busy machine a product on both pools waited out a time slice at
+    every call). This keeps SciPy's BLAS at one thread; if something else raises it
+    (``threadpoolctl.threadpool_limits``), pydl leaves its products to the BLAS's threads
+    until this is called again. Where SciPy's BLAS is not an OpenBLAS pydl can set, it
+    sets that BLAS's pool to n through threadpoolctl instead. n is at most 4 per CPU this
+    process may run on (and at least 64 is allowed): OpenMP ends the process when it
+    cannot start a thread.
     """
-    global _blas_limiter
     n = _int("n", n, 1, _thread_limit())
     _core.set_num_threads(n)
-    from threadpoolctl import threadpool_limits
+    if not _core.pin_blas_threads():
+        from threadpoolctl import threadpool_limits
 
-    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+        threadpool_limits(limits=n, user_api="blas")
 
 
 def get_num_threads() -> int:
-    """Threads pydl's kernels use (set_num_threads sets the BLAS pool to the same)."""
+    """Threads pydl's kernels and products use."""
     return int(_core.get_num_threads())
+
+
+def gemm_parts(M: int, N: int, K: int) -> int:
+    """Into how many parts the product C (M, N) = op(A) (M, K) @ op(B) (K, N) is cut now,
+    each a band of C's columns (of its rows when M > N) computed on one of pydl's threads:
+    the thread count for a product of at least 2^20 multiply-adds with a side of at least
+    16 per part while SciPy's BLAS runs on one thread (see ``set_num_threads``), else 1."""
+    M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
+    return int(_core.gemm_parts(M, N, K))
+
+
+def _set_scipy_blas_threads(n: int) -> int:
+    """For references in bench/: SciPy's OpenBLAS runs each call on n threads of its own
+    (pydl's products then run unsplit on them too) until set back to 1, or until
+    ``set_num_threads``. Returns the count it had; 0 (and nothing is set) where pydl
+    cannot set that BLAS (see ``set_num_threads``)."""
+    return int(_core.set_blas_pool(_int("n", n, 1, _thread_limit())))
 
 
 def gemm_kernel(M: int, N: int, K: int, dtype="float32") -> str:
     """Which kernel runs the product C (M, N) = op(A) (M, K) @ op(B) (K, N) now: "own"
     (pydl's single-threaded kernel, for products where it beats the BLAS) or "blas" (SciPy's
     BLAS). A dense layer's three products (forward, dW, dA_prev) have (M, N, K) = (m, n_out,
-    n_in), (n_out, n_in, m) and (m, n_in, n_out). The answer depends on the BLAS's kernels
-    (``blas_core()``) and on the BLAS's thread count as ``set_num_threads`` last set it
-    (until then, and after a limit set another way, pydl assumes more than one).
+    n_in), (n_out, n_in, m) and (m, n_in, n_out). For a product cut into parts
+    (``gemm_parts``) it names the kernel of each part. The answer depends on the BLAS's
+    kernels (``blas_core()``) and on its thread count.
     """
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
     dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) is float64

@@ -850,17 +850,12 @@ def _init_worker(threads_per_worker: int | None, alive: Any = None) -> None:
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads_per_worker)
+    from threadpoolctl import threadpool_limits
+
     import pydl
 
-    set_num_threads = getattr(pydl, "set_num_threads", None)
-    if set_num_threads is not None:
-        set_num_threads(threads_per_worker)
-    else:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            return
-        threadpool_limits(limits=threads_per_worker)
+    threadpool_limits(limits=threads_per_worker)  # every BLAS and OpenMP pool a trial may use
+    pydl.set_num_threads(threads_per_worker)  # after it: SciPy's BLAS on one thread per call
 
 
 def _exit_at_eof(alive: Any) -> None:

@@ -225,8 +225,25 @@ def test_three_products_at_every_edge_of_the_gemm_blocking(m, n_in, n_out, dtype
     _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out])
 
 
+def _parts(M, N, K, threads):
+    """How gemm cuts a product (csrc/blas.cpp, split_of), SciPy's BLAS on one thread per call:
+    (parts, rows and columns of the first part)."""
+    by_columns = N >= M
+    n = N if by_columns else M
+    parts = min(threads, n // 16) if M * N * K >= 2**20 else 1
+    if parts < 2:
+        return 1, M, N
+    chunk = -(-n // parts)
+    chunk = min(n, -(-chunk // 16) * 16 if chunk > 16 else chunk)
+    return (parts, M, chunk) if by_columns else (parts, chunk, N)
+
+
 def _rule(M, N, K, dtype, threads, core):
-    """The kernel choice as csrc/blas.cpp (is_own) documents it, for this build's vectors."""
+    """The kernel choice as csrc/blas.cpp (is_own) documents it, for this build's vectors,
+    with pydl's team on `threads` threads and SciPy's BLAS on one thread per call: a product
+    cut into parts (_parts) takes the kernel of its first part's shape."""
+    parts, M, N = _parts(M, N, K, threads)
+    threads = 1
     vec = ops.own_gemm_vector_bytes
     mnk, itemsize = M * N * K, np.dtype(dtype).itemsize
     largest = max(M * K, K * N, M * N) * itemsize
@@ -253,6 +270,21 @@ def test_gemm_kernel_follows_the_documented_rule():
                         for K in sizes:
                             assert ops.gemm_kernel(M, N, K, dtype) == _rule(
                                 M, N, K, dtype, threads, core), (M, N, K, dtype, threads, core)
+    finally:
+        ops.set_num_threads(previous)
+
+
+def test_gemm_parts_follows_the_documented_rule():
+    previous = ops.get_num_threads()
+    sizes = [1, 15, 16, 31, 32, 33, 64, 100, 256, 1024, 4096]
+    try:
+        for threads in (1, 2, 3):
+            ops.set_num_threads(threads)
+            for M in sizes:
+                for N in sizes:
+                    for K in sizes:
+                        assert ops.gemm_parts(M, N, K) == _parts(M, N, K, threads)[0], (
+                            M, N, K, threads)
     finally:
         ops.set_num_threads(previous)
 
@@ -297,11 +329,32 @@ def _forward(X, W):
     return A
 
 
+def _blas_forward_as_gemm_cuts_it(X, W, threads):
+    """X W^T by the sgemm calls gemm makes for the BLAS: one, or one per band of C's
+    columns (rows) when it cuts the product into parts (SciPy's BLAS on one thread per
+    call); OpenBLAS's bits for a band may differ from those of the whole product's."""
+    from scipy.linalg.blas import sgemm
+
+    (m, k), n = X.shape, W.shape[0]
+    parts, pm, pn = _parts(m, n, k, threads)
+    if parts == 1:
+        return sgemm(1.0, W.T, X.T, trans_a=1).T
+    C = np.empty((m, n), np.float32)
+    if pm == m:  # bands of columns
+        for b in range(0, n, pn):
+            C[:, b:b + pn] = sgemm(1.0, W[b:b + pn].T, X.T, trans_a=1).T
+    else:
+        for b in range(0, m, pm):
+            C[b:b + pm] = sgemm(1.0, W.T, X[b:b + pm].T, trans_a=1).T
+    return C
+
+
 @pytest.mark.skipif(not ops.has_openmp, reason="built without OpenMP")
 def test_gemm_kernel_names_the_kernel_that_runs():
     """What ops.gemm_kernel answers is what runs. A product it sends to the BLAS has the
     bits of the same raw sgemm call at the same thread count; one it keeps has the same bits
-    at 1 and 2 threads (own_gemm is single-threaded), and, with K = 300 or 513 (blocks of
+    at 1 and 2 threads (own_gemm is single-threaded, and its bits do not depend on where
+    gemm cuts the product), and, with K = 300 or 513 (blocks of
     256 + 44, 256 + 256 + 1), other bits than the BLAS's: the check can tell them apart.
     (Bitwise only with an OpenBLAS: MKL's bits may depend on the arrays' alignment.)"""
     from scipy.linalg.blas import sgemm
@@ -320,7 +373,7 @@ def test_gemm_kernel_names_the_kernel_that_runs():
                 kernel = ops.gemm_kernel(m, n_out, n_in)
                 kernels.add(kernel)
                 A = _forward(X, W)
-                blas = sgemm(1.0, W.T, X.T, trans_a=1).T  # the call gemm makes for the BLAS
+                blas = _blas_forward_as_gemm_cuts_it(X, W, threads)
                 if kernel == "blas" and ops.blas_core():
                     assert np.array_equal(A, blas), ((m, n_in, n_out), threads)
                 elif kernel == "blas":

@@ -36,8 +36,8 @@ def _blas_threads():
 def restore_threads():
     n_omp, n_blas = ops.get_num_threads(), max(_blas_threads() or [1])
     yield
-    ops.set_num_threads(n_omp)
     threadpool_limits(limits=n_blas, user_api="blas")
+    ops.set_num_threads(n_omp)  # after it: SciPy's BLAS back to one thread per call
 
 
 def run_kernels(threads, dtype):
@@ -142,11 +142,89 @@ def test_two_threads_repeatable():
         assert np.array_equal(a[key], b[key]), key
 
 
-def test_set_num_threads_sets_openmp_and_blas():
-    for n in (1, 2):
+def _scipy_blas_threads():
+    """Thread counts of the BLAS libraries SciPy loaded (its wheels' scipy.libs/)."""
+    import os
+
+    import scipy
+    import scipy.linalg  # noqa: F401  (loads the BLAS)
+
+    home = os.path.dirname(scipy.__file__)
+    return [i["num_threads"] for i in threadpool_info()
+            if i["user_api"] == "blas" and i["filepath"].startswith(home)]
+
+
+def test_set_num_threads_sets_openmp_and_keeps_scipy_blas_on_one_thread():
+    threadpool_limits(limits=2, user_api="blas")  # as a user (or another library) might
+    assert _scipy_blas_threads() == [2]
+    for n in (1, 2, 3):
         ops.set_num_threads(n)
         assert ops.get_num_threads() == n
-        assert _blas_threads() and all(t == n for t in _blas_threads())
+        assert _scipy_blas_threads() == [1], n
+
+
+def _products(m, n_in, n_out, dtype, seed):
+    """dense_forward (X W^T + b) and dense_backward's dW (with L2: beta = 1 into the
+    penalty) and dA_prev against float64 NumPy."""
+    rng = np.random.default_rng(seed)
+    X, W = rng.standard_normal((m, n_in)), rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+    b, dZ = rng.standard_normal(n_out), rng.standard_normal((m, n_out))
+    A = np.empty((m, n_out), dtype)
+    ops.dense_forward(A, X.astype(dtype), W.astype(dtype), b.astype(dtype))
+    dW, dX = np.empty((n_out, n_in), dtype), np.empty((m, n_in), dtype)
+    ops.dense_backward(dX, dW, None, dZ.astype(dtype), A, X.astype(dtype), W.astype(dtype),
+                       l2=0.5)
+    Xr, Wr = X.astype(dtype).astype(np.float64), W.astype(dtype).astype(np.float64)
+    dZr = dZ.astype(dtype).astype(np.float64)
+    ref = {"forward": Xr @ Wr.T + b.astype(dtype), "dW": dZr.T @ Xr + 0.5 / m * Wr,
+           "dA_prev": dZr @ Wr}
+    # |terms| bounds the rounding of each sum
+    bound = {"forward": np.abs(Xr) @ np.abs(Wr.T) + np.abs(b), "dW": np.abs(dZr.T) @ np.abs(Xr)
+             + np.abs(Wr), "dA_prev": np.abs(dZr) @ np.abs(Wr)}
+    return {"forward": A, "dW": dW, "dA_prev": dX}, ref, bound
+
+
+# (m, n_in, n_out): forward (M, N, K) = (m, n_out, n_in), dW (n_out, n_in, m), dA_prev
+# (m, n_in, n_out); each product >= 2^20 multiply-adds, so all run in parts: by columns
+# (N >= M) and by rows (M > N), even and uneven bands (thread_range rounds to 16).
+SPLIT_SHAPES = [(128, 784, 256), (1000, 100, 40), (333, 257, 129), (64, 2050, 1000)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n_in,n_out", SPLIT_SHAPES)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_products_in_parts_match_numpy(m, n_in, n_out, dtype, threads):
+    ops.set_num_threads(threads)
+    for M, N, K in [(m, n_out, n_in), (n_out, n_in, m), (m, n_in, n_out)]:
+        assert ops.gemm_parts(M, N, K) == threads, (M, N, K)
+    out, ref, bound = _products(m, n_in, n_out, dtype, [m, n_in, n_out])
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for key in out:
+        assert_close(out[key], ref[key], rtol, rtol * bound[key])
+
+
+def test_products_run_whole_on_the_blas_threads_while_scipy_blas_has_more():
+    """With SciPy's BLAS raised above one thread (threadpoolctl, or the benchmarks'
+    reference), gemm leaves each product whole to the BLAS's threads: two multithreaded
+    calls at once would queue for OpenBLAS's one pool. set_num_threads brings it back."""
+    ops.set_num_threads(2)
+    m, n_in, n_out = SPLIT_SHAPES[0]
+    assert ops.gemm_parts(m, n_out, n_in) == 2
+    previous = ops._set_scipy_blas_threads(2)
+    try:
+        assert previous == 1 and _scipy_blas_threads() == [2]
+        assert ops.gemm_parts(m, n_out, n_in) == 1
+        out, ref, bound = _products(m, n_in, n_out, np.float32, 5)
+        for key in out:
+            assert_close(out[key], ref[key], 1e-5, 1e-5 * bound[key])
+    finally:
+        ops._set_scipy_blas_threads(previous)
+    assert ops.gemm_parts(m, n_out, n_in) == 2
+    ops._set_scipy_blas_threads(2)
+    ops.set_num_threads(2)
+    assert _scipy_blas_threads() == [1] and ops.gemm_parts(m, n_out, n_in) == 2
+    with pytest.raises(ValueError, match="n"):
+        ops._set_scipy_blas_threads(0)
 
 
 def test_set_num_threads_holds_for_kernels_called_from_other_threads(restore_threads):

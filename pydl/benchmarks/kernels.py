@@ -76,11 +76,32 @@ def import_torch(enabled: bool = True):
 
 
 def set_threads(n: int, torch=None) -> None:
-    """The same thread count for pydl (OpenMP + SciPy BLAS), NumPy's BLAS and torch."""
+    """The same thread count for pydl (its OpenMP team, which also runs its products in
+    parts), NumPy's BLAS and torch. SciPy's BLAS stays on one thread per call, pydl's
+    setting: a reference that times it on threads of its own wraps its calls in
+    ``scipy_blas_threads``."""
+    from threadpoolctl import threadpool_limits
+
     import pydl.ops
-    pydl.ops.set_num_threads(n)  # also limits every BLAS loaded so far, NumPy's included
+    threadpool_limits(limits=n, user_api="blas")  # every BLAS loaded so far, NumPy's too
+    pydl.ops.set_num_threads(n)  # after it: SciPy's back to one thread per call
     if torch is not None:
         torch.set_num_threads(n)
+
+
+def scipy_blas_threads(fn: Callable[[], object]) -> Callable[[], None]:
+    """fn with SciPy's BLAS on pydl's thread count, as threads of its own (the reference
+    of raw BLAS calls), and back to one thread per call after it."""
+    import pydl.ops
+
+    def call():
+        previous = pydl.ops._set_scipy_blas_threads(pydl.ops.get_num_threads())
+        try:
+            fn()
+        finally:
+            if previous:
+                pydl.ops._set_scipy_blas_threads(previous)
+    return call
 
 
 def environment(threads: int, torch=None) -> dict:
@@ -369,7 +390,7 @@ def dense_case(m: int, n_in: int, n_out: int, torch=None, dtype=np.float32) -> d
         np.matmul(dZ, W, out=dXr)
 
     variants = {"pydl": pydl_fb, "numpy": numpy_fb,
-                "ref:sgemm x3 (scipy.linalg.blas)": raw_scipy,
+                "ref:sgemm x3 (scipy.linalg.blas)": scipy_blas_threads(raw_scipy),
                 "ref:matmul x3 (numpy, out=)": raw_numpy}
     if torch is not None:
         F = torch.nn.functional
