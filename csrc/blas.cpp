@@ -459,7 +459,7 @@ int blas_threads() {
 // the thread, a 128 x 256 x 256 float product ran at 10 GFLOP/s instead of 33, and
 // 128 x 784 x 256 at 12 instead of 33 (bench/README.md, "One pool of threads").
 // Its operands are zeros in own_gemm's pack buffer (the two kernels never run at once on a
-// thread), A the first rows of B; it grows that buffer to ~1.7 MB (float) for the thread.
+// thread), A the first rows of B: ~1.7 MB (float), released after the call.
 template <class T>
 void prime_blas() {
     thread_local bool primed = false;
@@ -469,6 +469,7 @@ void prime_blas() {
     T* const b = scratch<T>(Scratch::pack, count);
     std::memset(b, 0, sizeof(T) * b_count);
     blas_gemm('N', 'T', m, n, k, T(1), b, k, b, k, T(0), b + b_count, n);
+    scratch_release(Scratch::pack);
     primed = true;
 }
 

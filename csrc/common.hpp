@@ -305,14 +305,28 @@ inline std::atomic<int>& scratch_failures() {
     return count;
 }
 
+struct ScratchBuffer {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+    ~ScratchBuffer() { ::operator delete(data, std::align_val_t(64)); }
+};
+
+inline ScratchBuffer& scratch_buffer(Scratch slot) {
+    thread_local ScratchBuffer buffers[int(Scratch::count)];
+    return buffers[int(slot)];
+}
+
+// Frees this thread's buffer of `slot`: after a one-off request far larger than what the
+// slot's kernels ask for (blas.cpp, prime_blas), which is not kept for the thread's life.
+inline void scratch_release(Scratch slot) {
+    ScratchBuffer& b = scratch_buffer(slot);
+    ::operator delete(b.data, std::align_val_t(64));
+    b.data = nullptr;
+    b.bytes = 0;
+}
+
 inline void* scratch_bytes(Scratch slot, std::size_t bytes) {
-    struct Buffer {
-        void* data = nullptr;
-        std::size_t bytes = 0;
-        ~Buffer() { ::operator delete(data, std::align_val_t(64)); }
-    };
-    thread_local Buffer buffers[int(Scratch::count)];
-    Buffer& b = buffers[int(slot)];
+    ScratchBuffer& b = scratch_buffer(slot);
     if (bytes > b.bytes) {
         const std::size_t grown = std::max(bytes, b.bytes + b.bytes / 2);
         for (int left = scratch_failures().load(); left > 0;)
