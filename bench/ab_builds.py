@@ -11,7 +11,10 @@ per-round ratios A / B (> 1: B is faster).
     python bench/ab_builds.py /tmp/old/pydl/_core*.so "$(python -c 'import pydl._core as c; print(c.__file__)')"
     python bench/ab_builds.py A.so B.so --only batchnorm --rounds 30 --threads 1
 
-The builds must take the same arguments (pydl.ops calls whichever is current).
+The builds must take the same arguments (pydl.ops calls whichever is current). A build
+from before "One pool of threads" (bench/README.md) runs here with SciPy's BLAS on one
+thread per call, as the current pydl.ops sets it, and its products whole: its dense
+products are then timed on one thread.
 """
 from __future__ import annotations
 

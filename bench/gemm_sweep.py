@@ -8,8 +8,15 @@ own time per class of shape and size bucket (> 1: the own kernel is faster), the
 shapes where it loses most among those the rule in csrc/blas.cpp gives it. This is how
 the rule for a BLAS with 512-bit kernels was read (on a 2-core Emerald Rapids VM).
 
+With --threads 2 both kernels run as pydl runs them: products of 2^20 multiply-adds and
+more cut into one part per thread, SciPy's BLAS on one thread per call. The rule's limits
+for more than one thread were read, before that, against OpenBLAS on its own threads:
+--blas-own-threads times the BLAS side that way (SciPy's BLAS on --threads threads of its
+own, products whole).
+
     python bench/gemm_sweep.py                 # 1 thread, float32 (~2 minutes)
     python bench/gemm_sweep.py --threads 2 --dtype float64
+    python bench/gemm_sweep.py --threads 2 --blas-own-threads
 """
 from __future__ import annotations
 
@@ -41,8 +48,10 @@ def _best_of(fn, calls: int, rounds: int = 5) -> float:
     return best
 
 
-def sweep(dtype) -> list[tuple]:
+def sweep(dtype, blas_own_threads=False) -> list[tuple]:
     """[(product, M, N, K, own seconds, blas seconds)] for every layer shape."""
+    from pydl.benchmarks.kernels import scipy_blas_threads
+
     rows = []
     for m in SIZES_M:
         for n_in in SIZES_IN:
@@ -63,8 +72,11 @@ def sweep(dtype) -> list[tuple]:
                 for key, fn in products.items():
                     times = {}
                     for kernel in ("own", "blas"):
+                        timed = fn
+                        if kernel == "blas" and blas_own_threads:
+                            timed = scipy_blas_threads(fn)
                         with ops._forced_gemm_kernel(kernel):
-                            times[kernel] = _best_of(fn, calls)
+                            times[kernel] = _best_of(timed, calls)
                     rows.append((*key, times["own"], times["blas"]))
     return rows
 
@@ -99,12 +111,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--blas-own-threads", action="store_true",
+                        help="time the BLAS on --threads threads of its own, products whole")
     args = parser.parse_args(argv)
     if not ops.has_own_gemm:
         raise SystemExit("this build has no own GEMM kernel (needs AVX or AVX-512)")
     ops.set_num_threads(args.threads)
     dtype = np.dtype(args.dtype).type
-    report(sweep(dtype), dtype, args.threads)
+    report(sweep(dtype, args.blas_own_threads), dtype, args.threads)
 
 
 if __name__ == "__main__":

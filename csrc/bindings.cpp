@@ -555,6 +555,8 @@ PYBIND11_MODULE(_core, m) {
         return is_double ? pydl::gemm_runs_own<double>(M, N, K) : pydl::gemm_runs_own<float>(M, N, K);
     }, "M"_a, "N"_a, "K"_a, "is_double"_a);
     m.def("gemm_parts", &pydl::gemm_parts, "M"_a, "N"_a, "K"_a);
+    m.def("gemm_bands_run", &pydl::gemm_bands_run);
+    m.def("blas_library", [] { return pydl::blas_library(); });
     m.def("pin_blas_threads", &pydl::pin_blas_threads);
     m.def("set_blas_pool", &pydl::set_blas_pool, "n"_a);
     m.def("blas_core", [] { return pydl::blas_core(); });

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cctype>
 #include <atomic>
+#include <utility>
 #include <cstdint>
 #include <type_traits>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -39,9 +41,14 @@ sgemm_fn g_sgemm = nullptr;
 dgemm_fn g_dgemm = nullptr;
 std::string g_blas_core;  // OpenBLAS's kernel family ("SkylakeX", "Zen", ...); "" if unknown
 bool g_blas_wide = true;   // BLAS may have 512-bit kernels (true unless known otherwise)
-// OpenBLAS's own thread-count functions (both or neither); null for another BLAS
+// OpenBLAS's own thread-count functions (both or neither); null for another BLAS, and for
+// an OpenBLAS built with OpenMP (there openblas_set_num_threads calls omp_set_num_threads,
+// which would set the OpenMP count of the importing thread, pydl's included; and inside an
+// OpenMP region such a build already runs each call on one thread).
 set_threads_fn g_blas_set_threads = nullptr;
 get_threads_fn g_blas_get_threads = nullptr;
+std::string g_blas_path;     // the OpenBLAS library's file, "" if unknown
+int g_blas_max_threads = 0;  // OpenBLAS's MAX_THREADS (its get_config), 0 if unknown
 
 // Asks the library that scipy.linalg.cython_blas loaded (SciPy's wheels: scipy_openblas_*;
 // a system OpenBLAS: openblas_*) for the name of the kernels it picked on this CPU ("" for
@@ -53,12 +60,23 @@ void find_blas_symbols(const void* fn) {
     void* h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
     if (h == nullptr) return;
     for (const char* prefix : {"scipy_openblas", "openblas"}) {
-        void* corename = dlsym(h, (std::string(prefix) + "_get_corename").c_str());
+        const std::string p(prefix);
+        void* corename = dlsym(h, (p + "_get_corename").c_str());
         if (corename == nullptr) continue;
+        Dl_info lib;  // (info is SciPy's cython_blas, which links the BLAS)
+        if (dladdr(corename, &lib) != 0 && lib.dli_fname != nullptr) g_blas_path = lib.dli_fname;
         if (const char* c = reinterpret_cast<const char* (*)()>(corename)()) g_blas_core = c;
-        void* set = dlsym(h, (std::string(prefix) + "_set_num_threads").c_str());
-        void* get = dlsym(h, (std::string(prefix) + "_get_num_threads").c_str());
-        if (set != nullptr && get != nullptr) {
+        if (void* config = dlsym(h, (p + "_get_config").c_str())) {
+            const char* c = reinterpret_cast<const char* (*)()>(config)();
+            const char* m = c != nullptr ? std::strstr(c, "MAX_THREADS=") : nullptr;
+            if (m != nullptr) g_blas_max_threads = std::atoi(m + 12);
+        }
+        // 0: sequential, 1: its own pthreads, 2: OpenMP
+        void* parallel = dlsym(h, (p + "_get_parallel").c_str());
+        const bool openmp = parallel != nullptr && reinterpret_cast<int (*)()>(parallel)() == 2;
+        void* set = dlsym(h, (p + "_set_num_threads").c_str());
+        void* get = dlsym(h, (p + "_get_num_threads").c_str());
+        if (set != nullptr && get != nullptr && !openmp) {
             g_blas_set_threads = reinterpret_cast<set_threads_fn>(set);
             g_blas_get_threads = reinterpret_cast<get_threads_fn>(get);
         }
@@ -463,7 +481,7 @@ int blas_threads() {
 template <class T>
 void prime_blas() {
     thread_local bool primed = false;
-    if (primed) return;
+    if (primed || g_blas_core.empty()) return;  // only an OpenBLAS that names its kernels
     constexpr int m = 64, k = 512, n = 768;
     constexpr std::size_t b_count = std::size_t(n) * k, count = b_count + std::size_t(m) * n;
     T* const b = scratch<T>(Scratch::pack, count);
@@ -488,13 +506,26 @@ void gemm_one(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T*
 
 // Products of at least kSplitWork multiply-adds run in parts, one per thread of pydl's team,
 // each a single-threaded call on a band of C's columns (or of its rows, when it has more
-// rows than columns) of at least kSplitWidth. That needs SciPy's BLAS on one thread
+// rows than columns): whole blocks of kBlock spread evenly over the bands, the partial
+// block last, at least one block per band. That needs SciPy's BLAS on one thread
 // (pin_blas_threads): pydl's parallel work then all runs on one pool of threads, which sleep
 // when idle, where OpenBLAS's own workers keep spinning after each call and fight the next
 // OpenMP kernel for the cores, and on a busy machine wait out a time slice at every call
-// (bench/README.md, "One pool of threads").
+// (bench/README.md, "One pool of threads"). Below 2^20 cutting was slower.
 constexpr std::int64_t kSplitWork = std::int64_t(1) << 20;
-constexpr int kSplitWidth = 16;
+constexpr int kBlock = 16;
+
+// Bands being computed, over all calling threads. At most band_limit: pydl's team size, so
+// that Python threads that multiply at once do not each bring a team (a later one runs its
+// product whole, on its own thread), and half of OpenBLAS's MAX_THREADS: OpenBLAS keeps a
+// table of 2 x MAX_THREADS buffers, one per call in progress and one per worker of its own;
+// past it, it warns ("precompiled NUM_THREADS exceeded") and may crash.
+std::atomic<int> g_bands{0};
+std::atomic<long long> g_bands_run{0};  // bands computed so far (gemm_bands_run, for tests)
+
+int band_limit(int team) {
+    return g_blas_max_threads > 0 ? std::min(team, g_blas_max_threads / 2) : team;
+}
 
 struct Split {
     int parts;        // 1: one call
@@ -505,9 +536,36 @@ Split split_of(int M, int N, int K) {
     const int team = max_threads();
     if (team < 2 || std::int64_t(M) * N * K < kSplitWork || blas_threads() != 1) return {1, false};
     const bool by_columns = N >= M;
-    const int parts = std::min(team, (by_columns ? N : M) / kSplitWidth);
+    const int parts = std::min(band_limit(team), (by_columns ? N : M) / kBlock);
     return {parts >= 2 ? parts : 1, by_columns};
 }
+
+// Band id of `parts` over [0, n): [begin, end).
+std::pair<int, int> band(int n, int parts, int id) {
+    const std::int64_t blocks = (std::int64_t(n) + kBlock - 1) / kBlock;
+    const int begin = int(blocks * id / parts) * kBlock;
+    const int end = int(std::min<std::int64_t>(n, blocks * (id + 1) / parts * kBlock));
+    return {begin, end};
+}
+
+// Holds `parts` of band_limit while it lives, if they are free (ok).
+class BandReservation {
+    int parts_;
+
+public:
+    explicit BandReservation(int parts) : parts_(parts) {
+        if (g_bands.fetch_add(parts) + parts > band_limit(max_threads())) {
+            g_bands.fetch_sub(parts);
+            parts_ = 0;
+        }
+    }
+    ~BandReservation() {
+        if (parts_ > 0) g_bands.fetch_sub(parts_);
+    }
+    bool ok() const { return parts_ > 0; }
+    BandReservation(const BandReservation&) = delete;
+    BandReservation& operator=(const BandReservation&) = delete;
+};
 
 }  // namespace
 
@@ -515,20 +573,24 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
           const T* B, int ldb, T beta, T* C, int ldc) {
     const Split split = split_of(M, N, K);
-    if (split.parts == 1)
+    const BandReservation reserved(split.parts > 1 ? split.parts : 0);
+    if (split.parts == 1 || !reserved.ok())
         return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                            blas_threads());
     const int n = split.by_columns ? N : M;
     in_team(split.parts, [&](int nt, int id) {
-        const auto [b, e] = thread_range(n, nt, id);
-        if (b >= e) return;
-        const int len = int(e - b);
-        if (split.by_columns)  // op(B)'s columns b..e: B's rows when transposed
-            gemm_one<T>(trans_a, trans_b, M, len, K, alpha, A, lda, B + (trans_b ? b * ldb : b),
-                        ldb, beta, C + b, ldc, 1);
-        else  // op(A)'s rows b..e: A's columns when transposed
-            gemm_one<T>(trans_a, trans_b, len, N, K, alpha, A + (trans_a ? b : b * lda), lda, B,
-                        ldb, beta, C + b * ldc, ldc, 1);
+        for (int part = id; part < split.parts; part += nt) {  // (a team may come up short)
+            const auto [b0, e] = band(n, split.parts, part);
+            const std::ptrdiff_t b = b0;
+            const int len = e - b0;
+            if (split.by_columns)  // op(B)'s columns b..e: B's rows when transposed
+                gemm_one<T>(trans_a, trans_b, M, len, K, alpha, A, lda,
+                            B + (trans_b ? b * ldb : b), ldb, beta, C + b, ldc, 1);
+            else  // op(A)'s rows b..e: A's columns when transposed
+                gemm_one<T>(trans_a, trans_b, len, N, K, alpha, A + (trans_a ? b : b * lda), lda,
+                            B, ldb, beta, C + b * ldc, ldc, 1);
+            g_bands_run.fetch_add(1, std::memory_order_relaxed);
+        }
     });
 }
 template void gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int,
@@ -540,11 +602,15 @@ template <class T>
 bool gemm_runs_own(int M, int N, int K) {
     const Split split = split_of(M, N, K);
     if (split.parts == 1) return is_own<T>(M, N, K, blas_threads());
-    const int n = split.by_columns ? N : M, len = int(thread_range(n, split.parts, 0).second);
-    return split.by_columns ? is_own<T>(M, len, K, 1) : is_own<T>(len, N, K, 1);
+    const auto [b, e] = band(split.by_columns ? N : M, split.parts, 0);
+    return split.by_columns ? is_own<T>(M, e - b, K, 1) : is_own<T>(e - b, N, K, 1);
 }
 template bool gemm_runs_own<float>(int, int, int);
 template bool gemm_runs_own<double>(int, int, int);
+
+long long gemm_bands_run() { return g_bands_run.load(); }
+
+const std::string& blas_library() { return g_blas_path; }
 
 int gemm_parts(int M, int N, int K) { return split_of(M, N, K).parts; }
 

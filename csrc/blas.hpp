@@ -45,11 +45,17 @@ template <class T>
 void gemm_rows(int M, int N, int K, const T* A, const T* B, T* C);
 
 // How many parts gemm cuts this product into now: the threads of pydl's team for a large
-// product while SciPy's BLAS runs on one thread, else 1.
+// product while SciPy's BLAS runs on one thread, else 1 (and 1 while other calling threads'
+// bands take the team's count: gemm then runs it whole). gemm_bands_run: how many bands
+// gemm has computed so far, in this process (tests).
 int gemm_parts(int M, int N, int K);
+long long gemm_bands_run();
 
-// True when gemm<T> would run this product in pydl's own kernel now (it depends on
-// set_blas_threads); false: in the BLAS.
+// The file of the OpenBLAS library SciPy loaded ("" if unknown or another BLAS).
+const std::string& blas_library();
+
+// True when gemm<T> would run this product (its first band, when cut) in pydl's own kernel
+// now (it depends on the BLAS's kernels and thread count); false: in the BLAS.
 template <class T>
 bool gemm_runs_own(int M, int N, int K);
 

@@ -32,7 +32,7 @@ namespace pydl {
 enum class Activation : int { identity = 0, relu = 1, leaky_relu = 2, tanh = 3, sigmoid = 4 };
 
 // Below this much work a kernel stays on one thread: waking a sleeping team (pydl sets
-// OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads leave the cores to the BLAS pool)
+// OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads leave the cores to other pools)
 // costs 50-100 us on a 2-core VM, as long as 2^18-2^19 cheap elements take on one core.
 // Work = elements x a kernel's cost per element: 1 for adds and compares (relu, SGD,
 // softmax: break-even 2^18-2^19 elements), 2 for two passes or a vectorized exp, sqrt or
@@ -400,7 +400,7 @@ inline void parallel_for(std::ptrdiff_t n, bool parallel, F&& body) {
 
 // A barrier for the threads of one parallel region: spin, then sleep. An OpenMP barrier
 // under OMP_WAIT_POLICY=PASSIVE (pydl's default, so that idle OpenMP threads leave the
-// cores to the BLAS pool) sleeps at once and costs a wake-up of 10-100 us on a VM; the
+// cores to other pools) sleeps at once and costs a wake-up of 10-100 us on a VM; the
 // panel passes below meet at barriers dozens of times per call, usually within tens of
 // microseconds of each other, so the early thread spins for up to kBarrierSpins pauses
 // (~50 us) first. It must then sleep, not yield: when another process holds the partner's

@@ -460,15 +460,18 @@ def _thread_limit() -> int:
 def set_num_threads(n: int) -> None:
     """Use n threads for pydl's work: its OpenMP kernels and its matrix products.
 
-    Importing pydl sets SciPy's OpenBLAS (the BLAS pydl calls; NumPy's is another library,
-    left alone) to one thread per call, and pydl cuts each large product into one part
-    per thread of its own. All of pydl's parallel work then runs on one pool of threads,
+    Importing pydl sets SciPy's OpenBLAS (the BLAS pydl calls) to one thread per call, and
+    pydl cuts each large product into one part per thread of its own. With SciPy's wheels
+    NumPy's BLAS is another library, left alone; where NumPy and SciPy load the same
+    OpenBLAS (a Linux distribution's, conda's), NumPy's products then run on one thread too. All of pydl's parallel work then runs on one pool of threads,
     which sleep when idle (OpenBLAS's spin after each call and fight the next kernel for
     the cores, and on a busy machine a product on both pools waited out a time slice at
     every call). This keeps SciPy's BLAS at one thread; if something else raises it
     (``threadpoolctl.threadpool_limits``), pydl leaves its products to the BLAS's threads
-    until this is called again. Where SciPy's BLAS is not an OpenBLAS pydl can set, it
-    sets that BLAS's pool to n through threadpoolctl instead. n is at most 4 per CPU this
+    until this is called again. Where SciPy's BLAS is not an OpenBLAS pydl can set (another
+    BLAS, or an OpenBLAS built with OpenMP, whose calls from pydl's threads run on one
+    thread anyway), this sets every BLAS's pool to n through threadpoolctl instead and
+    products run whole. n is at most 4 per CPU this
     process may run on (and at least 64 is allowed): OpenMP ends the process when it
     cannot start a thread.
     """
@@ -488,10 +491,24 @@ def get_num_threads() -> int:
 def gemm_parts(M: int, N: int, K: int) -> int:
     """Into how many parts the product C (M, N) = op(A) (M, K) @ op(B) (K, N) is cut now,
     each a band of C's columns (of its rows when M > N) computed on one of pydl's threads:
-    the thread count for a product of at least 2^20 multiply-adds with a side of at least
-    16 per part while SciPy's BLAS runs on one thread (see ``set_num_threads``), else 1."""
+    for a product of at least 2^20 multiply-adds while SciPy's BLAS runs on one thread (see
+    ``set_num_threads``), the thread count, at most one part per whole 16 columns (rows)
+    and at most half of OpenBLAS's MAX_THREADS; else 1. The bands are whole blocks of 16
+    spread evenly, the partial block last. (While other Python threads' products hold the
+    team's count of bands, a product runs whole.)"""
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
     return int(_core.gemm_parts(M, N, K))
+
+
+def _gemm_bands_run() -> int:
+    """For tests: how many bands of cut products this process has computed."""
+    return int(_core.gemm_bands_run())
+
+
+def _blas_library() -> str:
+    """The file of the OpenBLAS library SciPy loaded ("" for another BLAS, or if pydl
+    cannot tell)."""
+    return str(_core.blas_library())
 
 
 def _set_scipy_blas_threads(n: int) -> int:
@@ -507,7 +524,8 @@ def gemm_kernel(M: int, N: int, K: int, dtype="float32") -> str:
     (pydl's single-threaded kernel, for products where it beats the BLAS) or "blas" (SciPy's
     BLAS). A dense layer's three products (forward, dW, dA_prev) have (M, N, K) = (m, n_out,
     n_in), (n_out, n_in, m) and (m, n_in, n_out). For a product cut into parts
-    (``gemm_parts``) it names the kernel of each part. The answer depends on the BLAS's
+    (``gemm_parts``) it names the kernel of the first part (a narrower last one may take
+    the other). The answer depends on the BLAS's
     kernels (``blas_core()``) and on its thread count.
     """
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)

@@ -225,17 +225,29 @@ def test_three_products_at_every_edge_of_the_gemm_blocking(m, n_in, n_out, dtype
     _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out])
 
 
-def _parts(M, N, K, threads):
-    """How gemm cuts a product (csrc/blas.cpp, split_of), SciPy's BLAS on one thread per call:
-    (parts, rows and columns of the first part)."""
+# SciPy's BLAS on one thread per call, as pydl sets it (False where it cannot: another BLAS,
+# or an OpenBLAS built with OpenMP; products then run whole on the BLAS's threads).
+PINNED = ops._set_scipy_blas_threads(1) > 0
+
+
+def _bands(M, N, K, threads):
+    """How gemm cuts a product (csrc/blas.cpp, split_of and band): a list of (start, stop)
+    bands of C's columns (of its rows when M > N), and whether they are columns."""
     by_columns = N >= M
     n = N if by_columns else M
-    parts = min(threads, n // 16) if M * N * K >= 2**20 else 1
+    parts = min(threads, n // 16) if PINNED and M * N * K >= 2**20 else 1
     if parts < 2:
-        return 1, M, N
-    chunk = -(-n // parts)
-    chunk = min(n, -(-chunk // 16) * 16 if chunk > 16 else chunk)
-    return (parts, M, chunk) if by_columns else (parts, chunk, N)
+        return [(0, N if by_columns else M)], by_columns
+    blocks = -(-n // 16)
+    return [(blocks * i // parts * 16, min(n, blocks * (i + 1) // parts * 16))
+            for i in range(parts)], by_columns
+
+
+def _parts(M, N, K, threads):
+    """(parts, rows and columns of the first part)."""
+    bands, by_columns = _bands(M, N, K, threads)
+    width = bands[0][1] - bands[0][0]
+    return (len(bands), M, width) if by_columns else (len(bands), width, N)
 
 
 def _rule(M, N, K, dtype, threads, core):
@@ -243,7 +255,8 @@ def _rule(M, N, K, dtype, threads, core):
     with pydl's team on `threads` threads and SciPy's BLAS on one thread per call: a product
     cut into parts (_parts) takes the kernel of its first part's shape."""
     parts, M, N = _parts(M, N, K, threads)
-    threads = 1
+    if PINNED:
+        threads = 1
     vec = ops.own_gemm_vector_bytes
     mnk, itemsize = M * N * K, np.dtype(dtype).itemsize
     largest = max(M * K, K * N, M * N) * itemsize
@@ -336,16 +349,13 @@ def _blas_forward_as_gemm_cuts_it(X, W, threads):
     from scipy.linalg.blas import sgemm
 
     (m, k), n = X.shape, W.shape[0]
-    parts, pm, pn = _parts(m, n, k, threads)
-    if parts == 1:
-        return sgemm(1.0, W.T, X.T, trans_a=1).T
+    bands, by_columns = _bands(m, n, k, threads)
     C = np.empty((m, n), np.float32)
-    if pm == m:  # bands of columns
-        for b in range(0, n, pn):
-            C[:, b:b + pn] = sgemm(1.0, W[b:b + pn].T, X.T, trans_a=1).T
-    else:
-        for b in range(0, m, pm):
-            C[b:b + pm] = sgemm(1.0, W.T, X[b:b + pm].T, trans_a=1).T
+    for b, e in bands:
+        if by_columns:
+            C[:, b:e] = sgemm(1.0, W[b:e].T, X.T, trans_a=1).T
+        else:
+            C[b:e] = sgemm(1.0, W.T, X[b:e].T, trans_a=1).T
     return C
 
 

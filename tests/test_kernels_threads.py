@@ -143,17 +143,22 @@ def test_two_threads_repeatable():
 
 
 def _scipy_blas_threads():
-    """Thread counts of the BLAS libraries SciPy loaded (its wheels' scipy.libs/)."""
+    """Thread counts of the BLAS library SciPy loaded (as threadpoolctl sees it)."""
     import os
 
-    import scipy
-    import scipy.linalg  # noqa: F401  (loads the BLAS)
-
-    home = os.path.dirname(scipy.__file__)
+    lib = os.path.realpath(ops._blas_library())
     return [i["num_threads"] for i in threadpool_info()
-            if i["user_api"] == "blas" and i["filepath"].startswith(home)]
+            if i["user_api"] == "blas" and os.path.realpath(i["filepath"]) == lib]
 
 
+# False where pydl cannot set SciPy's BLAS (another BLAS, or an OpenBLAS built with OpenMP):
+# products then run whole on the BLAS's threads, and the tests of the cut do not apply.
+PINNED = ops._set_scipy_blas_threads(1) > 0
+needs_pin = pytest.mark.skipif(not PINNED, reason="SciPy's BLAS is not an OpenBLAS pydl can set")
+KERNELS = ["own", "blas"] if ops.has_own_gemm else ["blas"]
+
+
+@needs_pin
 def test_set_num_threads_sets_openmp_and_keeps_scipy_blas_on_one_thread():
     threadpool_limits(limits=2, user_api="blas")  # as a user (or another library) might
     assert _scipy_blas_threads() == [2]
@@ -184,25 +189,94 @@ def _products(m, n_in, n_out, dtype, seed):
     return {"forward": A, "dW": dW, "dA_prev": dX}, ref, bound
 
 
-# (m, n_in, n_out): forward (M, N, K) = (m, n_out, n_in), dW (n_out, n_in, m), dA_prev
-# (m, n_in, n_out); each product >= 2^20 multiply-adds, so all run in parts: by columns
-# (N >= M) and by rows (M > N), even and uneven bands (thread_range rounds to 16).
-SPLIT_SHAPES = [(128, 784, 256), (1000, 100, 40), (333, 257, 129), (64, 2050, 1000)]
+# (m, n_in, n_out): forward (M, N, K) = (m, n_out, n_in), dW (n_out, n_in, m) with A
+# transposed, dA_prev (m, n_in, n_out); each product >= 2^20 multiply-adds, so all run in
+# parts: by columns (N >= M) and by rows (M > N; the forward of (1000, 100, 40), dW of
+# (64, 100, 1000) with A transposed, dA_prev of (1000, 100, 40)), in bands of whole blocks of
+# 16 and a partial last one (N = 40 on 2 threads: 16 + 24).
+SPLIT_SHAPES = [(128, 784, 256), (1000, 100, 40), (333, 257, 129), (64, 2050, 1000),
+                (64, 100, 1000), (40, 1000, 40)]
 
 
+@needs_pin
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n_in,n_out", SPLIT_SHAPES)
 @pytest.mark.parametrize("threads", [2, 3])
-def test_products_in_parts_match_numpy(m, n_in, n_out, dtype, threads):
+def test_products_in_parts_match_numpy(m, n_in, n_out, dtype, threads, kernel):
     ops.set_num_threads(threads)
-    for M, N, K in [(m, n_out, n_in), (n_out, n_in, m), (m, n_in, n_out)]:
-        assert ops.gemm_parts(M, N, K) == threads, (M, N, K)
-    out, ref, bound = _products(m, n_in, n_out, dtype, [m, n_in, n_out])
+    products = [(m, n_out, n_in), (n_out, n_in, m), (m, n_in, n_out)]
+    parts = [ops.gemm_parts(*p) for p in products]
+    # a part per thread, at most one per whole 16 of the side cut (40: 2)
+    assert parts == [min(threads, max(M, N) // 16) for M, N, K in products], parts
+    before = ops._gemm_bands_run()
+    with ops._forced_gemm_kernel(kernel):
+        out, ref, bound = _products(m, n_in, n_out, dtype, [m, n_in, n_out])
+    assert ops._gemm_bands_run() - before == sum(parts)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for key in out:
         assert_close(out[key], ref[key], rtol, rtol * bound[key])
 
 
+@needs_pin
+def test_products_of_python_threads_at_once_share_the_teams_bands():
+    """Python threads that multiply at once do not each bring a team: beyond the team's
+    count of bands in progress a product runs whole (on its own thread). Every result
+    stays right, and the bands never outnumber the products' parts."""
+    import threading
+
+    ops.set_num_threads(2)
+    m, n_in, n_out = SPLIT_SHAPES[0]
+    results, errors = [], []
+
+    def work(seed):
+        try:
+            for _ in range(20):
+                results.append(_products(m, n_in, n_out, np.float32, seed))
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    before = ops._gemm_bands_run()
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    bands = ops._gemm_bands_run() - before
+    assert 0 < bands <= 4 * 20 * 3 * 2
+    for out, ref, bound in results:
+        for key in out:
+            assert_close(out[key], ref[key], 1e-5, 1e-5 * bound[key])
+
+
+@needs_pin
+@pytest.mark.skipif(not ops.blas_core(), reason="primes only an OpenBLAS that names its kernels")
+def test_a_threads_first_blas_call_of_a_type_primes_the_blas_once():
+    """A thread's first BLAS product of each type is preceded by one priming call, whose
+    operands take a scratch buffer that is released after it (one growth); later
+    products on the thread take none (csrc/blas.cpp, prime_blas)."""
+    import threading
+
+    ops.set_num_threads(1)
+    growths = {}
+
+    def work():
+        with ops._forced_gemm_kernel("blas"):
+            for dtype in (np.float32, np.float64):
+                first = ops._scratch_growth_count()
+                _products(64, 300, 200, dtype, 1)
+                second = ops._scratch_growth_count()
+                _products(64, 300, 200, dtype, 2)
+                growths[dtype] = (second - first, ops._scratch_growth_count() - second)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert growths == {np.float32: (1, 0), np.float64: (1, 0)}
+
+
+@needs_pin
 def test_products_run_whole_on_the_blas_threads_while_scipy_blas_has_more():
     """With SciPy's BLAS raised above one thread (threadpoolctl, or the benchmarks'
     reference), gemm leaves each product whole to the BLAS's threads: two multithreaded

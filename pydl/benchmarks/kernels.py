@@ -5,7 +5,8 @@
     python bench/compare.py --threads 1 --only dense,adam --json out.json
 
 Every peer runs with the same thread count (``pydl.ops.set_num_threads``,
-``torch.set_num_threads``, and threadpoolctl for NumPy's and SciPy's OpenBLAS)
+``torch.set_num_threads``, threadpoolctl for NumPy's OpenBLAS, and SciPy's OpenBLAS on
+that many threads of its own for the raw sgemm reference: ``scipy_blas_threads``)
 and in its fastest configuration we know of: for each benchmark several PyTorch
 variants are timed (autograd, direct ATen calls, ``out=`` calls, Adam
 ``fused=True`` and ``foreach=True``) and the fastest one is the "torch" column.
