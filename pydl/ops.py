@@ -461,19 +461,20 @@ def set_num_threads(n: int) -> None:
     """Use n threads for pydl's work: its OpenMP kernels and its matrix products.
 
     Importing pydl sets SciPy's OpenBLAS (the BLAS pydl calls) to one thread per call, and
-    pydl cuts each large product into one part per thread of its own. With SciPy's wheels
-    NumPy's BLAS is another library, left alone; where NumPy and SciPy load the same
-    OpenBLAS (a Linux distribution's, conda's), NumPy's products then run on one thread too. All of pydl's parallel work then runs on one pool of threads,
-    which sleep when idle (OpenBLAS's spin after each call and fight the next kernel for
-    the cores, and on a busy machine a product on both pools waited out a time slice at
-    every call). This keeps SciPy's BLAS at one thread; if something else raises it
-    (``threadpoolctl.threadpool_limits``), pydl leaves its products to the BLAS's threads
-    until this is called again. Where SciPy's BLAS is not an OpenBLAS pydl can set (another
-    BLAS, or an OpenBLAS built with OpenMP, whose calls from pydl's threads run on one
-    thread anyway), this sets every BLAS's pool to n through threadpoolctl instead and
-    products run whole. n is at most 4 per CPU this
-    process may run on (and at least 64 is allowed): OpenMP ends the process when it
-    cannot start a thread.
+    pydl cuts each large product into one part per thread of its own (``gemm_parts``). All
+    of pydl's parallel work then runs on one pool of threads, which sleep when idle
+    (OpenBLAS's spin after each call and fight the next kernel for the cores, and on a busy
+    machine a product on both pools waited out a time slice at every call). With SciPy's
+    and NumPy's wheels NumPy's BLAS is another library, left alone; where both load one
+    OpenBLAS (a Linux distribution's, conda's), NumPy's products run on one thread too.
+
+    This keeps SciPy's BLAS at one thread; if something else raises it
+    (``threadpoolctl.threadpool_limits``), pydl runs its products whole on the BLAS's
+    threads until this is called again. Where SciPy's BLAS is not an OpenBLAS pydl can set
+    (another BLAS, or an OpenBLAS built with OpenMP, whose calls from pydl's threads run
+    on one thread anyway), this sets every BLAS's pool to n through threadpoolctl instead,
+    and products run whole. n is at most 4 per CPU this process may run on (and at least
+    64 is allowed): OpenMP ends the process when it cannot start a thread.
     """
     n = _int("n", n, 1, _thread_limit())
     _core.set_num_threads(n)
@@ -513,7 +514,7 @@ def _blas_library() -> str:
 
 def _set_scipy_blas_threads(n: int) -> int:
     """For references in bench/: SciPy's OpenBLAS runs each call on n threads of its own
-    (pydl's products then run unsplit on them too) until set back to 1, or until
+    (pydl's products then run whole on them too) until set back to 1, or until
     ``set_num_threads``. Returns the count it had; 0 (and nothing is set) where pydl
     cannot set that BLAS (see ``set_num_threads``)."""
     return int(_core.set_blas_pool(_int("n", n, 1, _thread_limit())))
@@ -525,8 +526,8 @@ def gemm_kernel(M: int, N: int, K: int, dtype="float32") -> str:
     BLAS). A dense layer's three products (forward, dW, dA_prev) have (M, N, K) = (m, n_out,
     n_in), (n_out, n_in, m) and (m, n_in, n_out). For a product cut into parts
     (``gemm_parts``) it names the kernel of the first part (a narrower last one may take
-    the other). The answer depends on the BLAS's
-    kernels (``blas_core()``) and on its thread count.
+    the other). The answer depends on the BLAS's kernels (``blas_core()``) and on its
+    thread count.
     """
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
     dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) is float64
