@@ -532,9 +532,10 @@ struct Split {
     bool by_columns;  // bands of C's columns, else of its rows
 };
 
-Split split_of(int M, int N, int K) {
+// blas: blas_threads(), read once by the caller.
+Split split_of(int M, int N, int K, int blas) {
     const int team = max_threads();
-    if (team < 2 || std::int64_t(M) * N * K < kSplitWork || blas_threads() != 1) return {1, false};
+    if (team < 2 || std::int64_t(M) * N * K < kSplitWork || blas != 1) return {1, false};
     const bool by_columns = N >= M;
     const int parts = std::min(band_limit(team), (by_columns ? N : M) / kBlock);
     return {parts >= 2 ? parts : 1, by_columns};
@@ -572,11 +573,11 @@ public:
 template <class T>
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
           const T* B, int ldb, T beta, T* C, int ldc) {
-    const Split split = split_of(M, N, K);
+    const int blas = blas_threads();
+    const Split split = split_of(M, N, K, blas);
     const BandReservation reserved(split.parts > 1 ? split.parts : 0);
     if (split.parts == 1 || !reserved.ok())
-        return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                           blas_threads());
+        return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, blas);
     const int n = split.by_columns ? N : M;
     in_team(split.parts, [&](int nt, int id) {
         for (int part = id; part < split.parts; part += nt) {  // (a team may come up short)
@@ -600,8 +601,9 @@ template void gemm<double>(bool, bool, int, int, int, double, const double*, int
 
 template <class T>
 bool gemm_runs_own(int M, int N, int K) {
-    const Split split = split_of(M, N, K);
-    if (split.parts == 1) return is_own<T>(M, N, K, blas_threads());
+    const int blas = blas_threads();
+    const Split split = split_of(M, N, K, blas);
+    if (split.parts == 1) return is_own<T>(M, N, K, blas);
     const auto [b, e] = band(split.by_columns ? N : M, split.parts, 0);
     return split.by_columns ? is_own<T>(M, e - b, K, 1) : is_own<T>(e - b, N, K, 1);
 }
@@ -612,6 +614,6 @@ long long gemm_bands_run() { return g_bands_run.load(); }
 
 const std::string& blas_library() { return g_blas_path; }
 
-int gemm_parts(int M, int N, int K) { return split_of(M, N, K).parts; }
+int gemm_parts(int M, int N, int K) { return split_of(M, N, K, blas_threads()).parts; }
 
 }  // namespace pydl

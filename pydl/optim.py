@@ -35,6 +35,11 @@ def _bound(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
     return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
 
+def _in_range(v: float, lo: float, hi: float, lo_open: bool, hi_open: bool) -> bool:
+    """v is finite and within the range _bound describes."""
+    return math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+
 def _hyper(name: str, value, lo: float, hi: float = math.inf, lo_open=False, hi_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -42,8 +47,7 @@ def _hyper(name: str, value, lo: float, hi: float = math.inf, lo_open=False, hi_
         v = float(value)
     except OverflowError:
         raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
-    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
+    if not _in_range(v, lo, hi, lo_open, hi_open):
         raise ValueError(f"{name} must be a finite number {_bound(lo, hi, lo_open, hi_open)}, "
                          f"got {value!r}")
     return v

@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 from .callbacks import EarlyStopping
 from .data import _is_memory_mapped, train_dev_test_split
 from .model import Sequential, _all_finite, mlp
-from .optim import _bound, get_optimizer
+from .optim import _bound, _in_range, get_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -68,12 +68,8 @@ def _check_int(name, value, lo):
 
 
 def _check_real(name, value, lo, hi=math.inf, lo_open=False, hi_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.floating, np.integer)):
-        ok = False
-    else:
-        v = float(value)
-        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (Real, np.floating, np.integer))
+    if not (ok and _in_range(float(value), lo, hi, lo_open, hi_open)):
         raise _bad(name, f"a finite number {_bound(lo, hi, lo_open, hi_open)}", value)
     return float(value)
 

@@ -1170,7 +1170,8 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
         return []
     # Workers take trials in submission order, so the ones that were running are the first
     # n_jobs of those left unfinished; the rest had not started and go to new workers.
-    broken.sort(key=pending.index)
+    lost = set(broken)
+    broken = [i for i in pending if i in lost]
     for i in broken[:ctx.executor.n_jobs]:
         record(i, _died("its worker process died (killed, e.g. by the out-of-memory killer)"),
                journaled=False)

@@ -3,6 +3,14 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
+from pydl import ops
+
+# The GEMM kernels this build has (tests force each in turn: ops._forced_gemm_kernel).
+GEMM_KERNELS = ["own", "blas"] if ops.has_own_gemm else ["blas"]
+# SciPy's BLAS on one thread per call, as pydl sets it. False where it cannot (another BLAS,
+# or an OpenBLAS built with OpenMP): products then run whole on the BLAS's threads.
+BLAS_PINNED = ops._set_scipy_blas_threads(1) > 0
+
 
 def assert_close(actual, expected, rtol, atol=0.0):
     """Assert |actual - expected| <= atol + rtol*|expected| elementwise (atol may be an array).

@@ -13,6 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from conftest import BLAS_PINNED as PINNED
+from conftest import GEMM_KERNELS as KERNELS
 from conftest import assert_close, f64, g_ref, gprime_of_a, numerical_grad, rel_diff
 from pydl import ops
 
@@ -118,7 +120,6 @@ def test_dense_forward_batch_invariant_must_be_a_bool():
 M_EDGES = {1, 7, 8, 9, 33}
 N_EDGES = {1, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 48, 65}
 K_EDGES = {1, 15, 16, 17, 255, 256, 257, 300, 513}
-KERNELS = ["own", "blas"] if ops.has_own_gemm else ["blas"]
 
 
 @pytest.fixture(params=KERNELS)
@@ -223,11 +224,6 @@ def test_gemm_edge_shapes_cover_every_edge_in_every_role():
 @pytest.mark.parametrize("m,n_in,n_out", GEMM_EDGE_SHAPES)
 def test_three_products_at_every_edge_of_the_gemm_blocking(m, n_in, n_out, dtype, gemm_kernel):
     _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out])
-
-
-# SciPy's BLAS on one thread per call, as pydl sets it (False where it cannot: another BLAS,
-# or an OpenBLAS built with OpenMP; products then run whole on the BLAS's threads).
-PINNED = ops._set_scipy_blas_threads(1) > 0
 
 
 def _bands(M, N, K, threads):

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from conftest import BLAS_PINNED as PINNED
+from conftest import GEMM_KERNELS as KERNELS
 from conftest import assert_close
 from pydl import ops
 
@@ -151,11 +153,8 @@ def _scipy_blas_threads():
             if i["user_api"] == "blas" and os.path.realpath(i["filepath"]) == lib]
 
 
-# False where pydl cannot set SciPy's BLAS (another BLAS, or an OpenBLAS built with OpenMP):
-# products then run whole on the BLAS's threads, and the tests of the cut do not apply.
-PINNED = ops._set_scipy_blas_threads(1) > 0
+# (where pydl cannot set SciPy's BLAS, the tests of the cut do not apply)
 needs_pin = pytest.mark.skipif(not PINNED, reason="SciPy's BLAS is not an OpenBLAS pydl can set")
-KERNELS = ["own", "blas"] if ops.has_own_gemm else ["blas"]
 
 
 @needs_pin

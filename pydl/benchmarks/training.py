@@ -215,10 +215,9 @@ def _child(kind, peer, size, threads):
 
         torch.set_num_threads(threads)
     import pydl  # noqa: F401  (sets the OpenMP wait policy before anything loads libgomp)
-    from threadpoolctl import threadpool_limits
+    from .kernels import set_threads
 
-    threadpool_limits(threads)  # every BLAS (NumPy's for the numpy peer and the reference)
-    pydl.set_num_threads(threads)  # after it: SciPy's BLAS back to one thread per call
+    set_threads(threads)  # pydl's, NumPy's BLAS (the numpy peer and the reference)
     X, y, batch = _data(kind, size)
     maker = {"pydl": _pydl_epoch, "torch": _torch_epoch, "numpy": _numpy_epoch}[peer]
     run = maker(kind, X, y, batch)
