@@ -1139,10 +1139,18 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
     submit again. A worker process that dies (SIGKILL, the out-of-memory killer) breaks
     pydl's own pool: the trials it was running fail, new workers take the rest."""
     renewable = isinstance(ctx.executor, _OwnWorkers)
-    futures = {ctx.executor.submit(_run_trial, ctx.objective, tasks[i].number, tasks[i].params,
-                                   tasks[i].budget, ctx.metric, ctx.budgeted): i for i in pending}
-    broken = []
+    futures, broken, unsent = {}, [], []
     try:
+        for k, i in enumerate(pending):
+            try:
+                futures[ctx.executor.submit(_run_trial, ctx.objective, tasks[i].number,
+                                            tasks[i].params, tasks[i].budget, ctx.metric,
+                                            ctx.budgeted)] = i
+            except BrokenProcessPool if renewable else ():
+                # a worker died while the trials were being submitted (a fast crash): the
+                # rest never started, so new workers take them
+                unsent = pending[k:]
+                break
         for future in concurrent.futures.as_completed(futures):
             i = futures[future]
             try:
@@ -1166,7 +1174,7 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
         for future in futures:
             future.cancel()
         raise
-    if not broken:
+    if not broken and not unsent:
         return []
     # Workers take trials in submission order, so the ones that were running are the first
     # n_jobs of those left unfinished; the rest had not started and go to new workers.
@@ -1176,7 +1184,7 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
         record(i, _died("its worker process died (killed, e.g. by the out-of-memory killer)"),
                journaled=False)
     ctx.executor.renew()
-    return broken[ctx.executor.n_jobs:]
+    return broken[ctx.executor.n_jobs:] + unsent
 
 
 def _rank_key(direction: str) -> Callable[[Trial], tuple]:

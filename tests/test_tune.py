@@ -765,6 +765,33 @@ def test_a_worker_that_dies_fails_its_own_trials_only(no_kept_workers):
         x for x in range(10) if x not in {t.params["x"] for t in failed})
 
 
+def test_a_worker_that_dies_while_trials_are_submitted_does_not_end_the_search(
+        monkeypatch, no_kept_workers):
+    """A worker that dies before the last trial is submitted (an objective that crashes at
+    once) breaks the pool under the submitting loop: submit raises. The trials not yet
+    submitted never started, so new workers run them; only the running ones fail."""
+    submit, calls = tune._OwnWorkers.submit, []
+
+    def breaks_before_the_third(self, fn, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            victim = next(iter(self.pool._processes.values()))
+            os.kill(victim.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while not self.pool._broken and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert self.pool._broken
+        return submit(self, fn, *args)
+
+    monkeypatch.setattr(tune._OwnWorkers, "submit", breaks_before_the_third)
+    result = tune.random_search(pid_of_worker, SPACE, 8, seed=1, n_jobs=2)
+    failed = [t for t in result.trials if not t.ok]
+    assert len(result.trials) == 8 and 1 <= len(failed) <= 2
+    assert all("worker process died" in t.error for t in failed)
+    assert all(t.number < 2 for t in failed), "only trials submitted before the break can fail"
+    assert len(calls) > 8, "the unsubmitted trials went to new workers"
+
+
 def _pids(result):
     return {t.metrics["pid"] for t in result.trials if t.ok}
 
@@ -799,6 +826,7 @@ def test_worker_processes_are_kept_between_searches_and_replaced_when_they_must_
     kept = _pids(first)
     assert 1 <= len(kept) <= 2 and os.getpid() not in kept
     assert {t.metrics["threads"] for t in first.trials} == {1}
+    kept |= set(tune._workers["pool"]._processes)  # a worker that started late ran no trial
     again = tune.random_search(pid_of_worker, SPACE, 6, seed=2, n_jobs=2)
     assert _pids(again) and _pids(again) <= kept, "the same settings reuse the workers"
     kept = _pids(first) | _pids(again)
