@@ -188,7 +188,14 @@ def _check_n_jobs(n_jobs: Any, executor: Any) -> int:
 def _check_threads(threads_per_worker: Any) -> int | None:
     if threads_per_worker is None:
         return None
-    return _integer("threads_per_worker", threads_per_worker, minimum=1)
+    value = _integer("threads_per_worker", threads_per_worker, minimum=1)
+    from pydl import ops
+
+    limit = ops._thread_limit()  # what pydl.set_num_threads takes in the worker
+    if value > limit:
+        raise ValueError(f"threads_per_worker must be <= {limit} (4 per CPU, at least 64), "
+                         f"got {value}")
+    return value
 
 
 def _check_journal(journal: Any) -> str | None:
@@ -640,9 +647,11 @@ def _run_trial(objective: Callable, number: int, params: dict, budget: Any, metr
                budgeted: bool) -> dict:
     """Call the objective once and describe the outcome (runs in the worker)."""
     if isinstance(objective, _PickledObjective):
+        if _INIT_ERROR is not None:  # the worker's initializer failed: say why, not "died"
+            return {"init_error": _INIT_ERROR}
         try:
             objective = pickle.loads(objective.blob)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a module's import too (sys.exit, argparse)
             return {"load_error": f"{type(exc).__name__}: {exc}"}
     handle = TrialHandle(number, dict(params), budget) if budgeted else None
     metrics, value, error, tb = {}, None, None, None
@@ -843,9 +852,20 @@ def _init_worker(threads_per_worker: int | None, alive: Any = None) -> None:
     workers stay usable); exit when ``alive``, the read end of a pipe whose write end only
     the main process holds, reports end-of-file: the main process is gone (kept workers
     would otherwise wait for work forever after a kill or an os._exit)."""
+    global _INIT_ERROR
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if alive is not None:
         threading.Thread(target=_exit_at_eof, args=(alive,), daemon=True).start()
+    try:
+        _limit_threads(threads_per_worker)
+    except Exception as exc:  # raised from here, it would break every pool, unexplained
+        _INIT_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+_INIT_ERROR: str | None = None  # set in a worker whose initializer failed
+
+
+def _limit_threads(threads_per_worker: int | None) -> None:
     if threads_per_worker is None:
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -1151,8 +1171,11 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
                 # rest never started, so new workers take them
                 unsent = pending[k:]
                 break
-        for future in concurrent.futures.as_completed(futures):
+        for future in _as_completed(futures, ctx.executor.pool if renewable else None):
             i = futures[future]
+            if not future.done():  # queued after its broken pool failed the pending ones
+                unsent.append(i)
+                continue
             try:
                 outcome = future.result()
             except BrokenProcessPool if renewable else ():  # else: as any other error below
@@ -1163,6 +1186,8 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
                 outcome["traceback"] = "".join(traceback.format_exception(exc))
                 record(i, outcome, journaled=False)
                 continue
+            if "init_error" in outcome:
+                raise RuntimeError(f"the worker processes failed to start ({outcome['init_error']})")
             if "load_error" in outcome:
                 raise TypeError(
                     f"the worker processes could not load the objective ({outcome['load_error']}); "
@@ -1184,7 +1209,37 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
         record(i, _died("its worker process died (killed, e.g. by the out-of-memory killer)"),
                journaled=False)
     ctx.executor.renew()
-    return broken[ctx.executor.n_jobs:] + unsent
+    again = set(broken[ctx.executor.n_jobs:]) | set(unsent)
+    return [i for i in pending if i in again]
+
+
+_POLL = 0.2  # seconds between checks that a pool still settles its futures
+
+
+def _abandoned(pool) -> bool:
+    """``pool`` broke and its manager thread is gone: nothing will settle its pending futures."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    return bool(getattr(pool, "_broken", False)) and (thread is None or not thread.is_alive())
+
+
+def _as_completed(futures, pool=None) -> Iterator:
+    """concurrent.futures.as_completed(futures); with ``pool`` (pydl's own), then also, still
+    pending, the futures the broken pool will never settle: a submit racing the pool's break
+    (CPython's terminate_broken does not take the submit lock) can queue its trial after the
+    pool failed the pending ones, and its future would be waited for forever."""
+    if pool is None:
+        yield from concurrent.futures.as_completed(futures)
+        return
+    waiting = set(futures)
+    while waiting:
+        done, waiting = concurrent.futures.wait(waiting, timeout=_POLL,
+                                                return_when=concurrent.futures.FIRST_COMPLETED)
+        yield from done
+        if waiting and _abandoned(pool):
+            done, waiting = concurrent.futures.wait(waiting, timeout=0)
+            yield from done
+            yield from waiting
+            return
 
 
 def _rank_key(direction: str) -> Callable[[Trial], tuple]:

@@ -792,6 +792,70 @@ def test_a_worker_that_dies_while_trials_are_submitted_does_not_end_the_search(
     assert len(calls) > 8, "the unsubmitted trials went to new workers"
 
 
+def test_a_trial_queued_as_its_pool_breaks_does_not_hang_the_search(monkeypatch, no_kept_workers):
+    """CPython's pool fails its pending futures without the submit lock: a submit racing the
+    break can queue a trial after that, whose future nothing will ever settle. The search must
+    not wait for it forever; the trial never started, so new workers run it."""
+    import concurrent.futures.process as cfp
+
+    submit, calls = tune._OwnWorkers.submit, []
+
+    def queued_after_the_break(self, fn, *args):
+        calls.append(1)
+        if len(calls) != 3:
+            return submit(self, fn, *args)
+        pool = self.pool
+        os.kill(next(iter(pool._processes.values())).pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while (not pool._broken or pool._executor_manager_thread.is_alive()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool._broken and not pool._executor_manager_thread.is_alive()
+        future = concurrent.futures.Future()  # what the racing submit leaves behind
+        pool._pending_work_items[pool._queue_count] = cfp._WorkItem(future, fn, args, {})
+        pool._queue_count += 1
+        return future
+
+    monkeypatch.setattr(tune._OwnWorkers, "submit", queued_after_the_break)
+    results = []
+    search = threading.Thread(target=lambda: results.append(
+        tune.random_search(pid_of_worker, SPACE, 6, seed=1, n_jobs=2)), daemon=True)
+    search.start()
+    search.join(30)
+    assert not search.is_alive(), "the search waits forever for a trial its broken pool dropped"
+    trials = results[0].trials
+    assert len(trials) == 6 and trials[2].ok, "the dropped trial went to new workers"
+    assert all(t.number < 2 for t in trials if not t.ok)
+
+
+def test_workers_that_fail_to_start_say_why_instead_of_dying(monkeypatch, no_kept_workers):
+    """A worker whose initializer raises (here: more threads than pydl.set_num_threads takes,
+    let past the search's own check) would exit and break every new pool: each trial
+    'died', as if killed, the cause hidden."""
+    with pytest.raises(ValueError, match="threads_per_worker must be <= "):
+        tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, n_jobs=2, threads_per_worker=10**6)
+    monkeypatch.setattr(tune, "_check_threads", lambda threads: threads)
+    with pytest.raises(RuntimeError, match="worker processes failed to start.*must be <="):
+        tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, n_jobs=2, threads_per_worker=10**6)
+
+
+def _exit_on_load():
+    raise SystemExit(2)  # as a module's sys.exit() or argparse error at import
+
+
+class ExitsOnLoad:
+    def __call__(self, params):
+        return 0.0
+
+    def __reduce__(self):
+        return (_exit_on_load, ())
+
+
+def test_an_objective_whose_import_exits_is_reported_not_exiting_the_search(no_kept_workers):
+    with pytest.raises(TypeError, match="could not load the objective.*SystemExit"):
+        tune.random_search(ExitsOnLoad(), SPACE, 2, seed=0, n_jobs=2)
+
+
 def _pids(result):
     return {t.metrics["pid"] for t in result.trials if t.ok}
 
