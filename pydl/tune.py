@@ -40,7 +40,9 @@ The workers are kept for the next search with the same ``n_jobs`` and
 ``threads_per_worker`` (see :func:`shutdown_workers`; idle ones exit after 5
 minutes). A worker that dies (killed, e.g. out of memory) fails the trials the
 workers were running then (at most ``k``; not journaled, so a resumed search
-runs them again), and new workers run the rest. Ctrl-C stops the workers.
+runs them again), and new workers run the rest. Workers that cannot start
+(their thread limits fail) or cannot load the objective end the search with
+an error that says why. Ctrl-C stops the workers.
 ``executor=`` takes any ``concurrent.futures.Executor``, e.g. Dask's
 ``Client.get_executor()``. With processes, the objective must be picklable:
 a module-level function (or a ``functools.partial`` of one) defined in an
