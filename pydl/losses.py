@@ -86,7 +86,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def correct(self, Z, y) -> int:
         labels = y if y.ndim == 1 else y.argmax(axis=1)
-        return int((Z.argmax(axis=1) == labels).sum())
+        return int(np.count_nonzero(Z.argmax(axis=1) == labels))
 
 
 class SigmoidCrossEntropy(Loss):
@@ -126,7 +126,7 @@ class SigmoidCrossEntropy(Loss):
         return (Z[:, 0] > 0).astype(np.int64)
 
     def correct(self, Z, y) -> int:
-        return int(((Z[:, 0] > 0) == (y[:, 0] > 0.5)).sum())
+        return int(np.count_nonzero((Z[:, 0] > 0) == (y[:, 0] > 0.5)))
 
 
 class MeanSquaredError(Loss):

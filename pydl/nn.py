@@ -99,7 +99,8 @@ class Layer:
 
     # --- parameters -------------------------------------------------------------
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """(name, shape) of every trainable parameter, in theta order."""
+        """(name, shape) of every trainable parameter, in theta order. Names are public
+        (no leading underscore: a layer's private attributes are its cached arrays)."""
         return []
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -116,7 +117,11 @@ class Layer:
 
     def __setattr__(self, name: str, value) -> None:
         """``layer.W = array`` (or b, gamma, beta, dW, ...) once bound copies into the view
-        (assign_in_place), so that the model, its theta and its optimizer stay one."""
+        (assign_in_place), so that the model, its theta and its optimizer stay one. Private
+        names (a forward's kept arrays) are never parameters: set directly."""
+        if name[:1] == "_":
+            object.__setattr__(self, name, value)
+            return
         bound = self.__dict__.get("params", {}).get(name)
         if bound is None and name[:1] == "d":
             bound = self.__dict__.get("grads", {}).get(name[1:])

@@ -84,6 +84,9 @@ _FLOAT_RANGE = {np.dtype(t): (float(np.finfo(t).tiny), float(np.finfo(t).max))
                 for t in (np.float32, np.float64)}
 
 
+_FLOAT32_MAX = _FLOAT_RANGE[np.dtype(np.float32)][1]
+
+
 def _eps(value, like) -> float:
     """eps > 0 (float), within the normal range of ``like``'s dtype when that is float32/64."""
     eps = _real("eps", value, 0.0, lo_open=True)
@@ -98,6 +101,8 @@ def _factor(name: str, value, like) -> float:
     """A finite real >= 0 (a rate or a penalty's weight) that ``like``'s dtype can hold:
     the kernels compute in that dtype, where a larger one is inf (and inf * 0 is NaN)."""
     v = _real(name, value, 0.0)
+    if v <= _FLOAT32_MAX:  # within every dtype's range
+        return v
     lim = _FLOAT_RANGE.get(getattr(like, "dtype", None))
     if lim is not None and v > lim[1]:
         raise ValueError(f"{name} must be at most {lim[1]:.4g} for {like.dtype} arrays (the "

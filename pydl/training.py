@@ -328,7 +328,7 @@ def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, jo
         else:
             idx = order[s:e]
             n = e - s
-            yield np.take(X, idx, axis=0, out=xbuf[:n]), np.take(y, idx, axis=0, out=ybuf[:n])
+            yield X.take(idx, axis=0, out=xbuf[:n]), y.take(idx, axis=0, out=ybuf[:n])
         if e == m:
             break
 

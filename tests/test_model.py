@@ -617,3 +617,22 @@ def test_seed_none_draws_and_keeps_a_seed():
 def test_a_layer_class_instead_of_an_instance_says_so():
     with pytest.raises(TypeError, match=r"layers\[1\] is the class ReLU; pass an instance, ReLU\(\.\.\.\)"):
         pydl.Sequential([nn.Dense(4, 3), nn.ReLU])
+
+
+class PrivateParam(nn.Layer):
+    def param_shapes(self):
+        return [("_w", (1,))]
+
+
+def test_parameter_names_with_a_leading_underscore_are_refused():
+    """A layer's private attributes are its cached arrays, set directly (not copied into a
+    bound view) and dropped by a model's copies: a parameter cannot be one of them."""
+    with pytest.raises(ValueError, match=r"layer 1 \(PrivateParam\).*leading underscore.*'_w'"):
+        pydl.Sequential([nn.Dense(3, 2), PrivateParam()])
+    layer = pydl.Sequential([nn.Dense(3, 2)]).layers[0]
+    W = layer.W
+    layer.W = np.ones((2, 3), layer.W.dtype)  # a parameter: copied into its view
+    assert layer.W is W and (W == 1).all()
+    kept = np.zeros(4)
+    layer._cached = kept  # private: set as is
+    assert layer._cached is kept
