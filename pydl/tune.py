@@ -923,7 +923,8 @@ def _mp_context():
 WORKER_IDLE_TIMEOUT = 300.0
 
 _workers_lock = threading.Lock()
-_workers: dict[str, Any] = {"key": None, "pool": None, "busy": False, "timer": None}
+_workers: dict[str, Any] = {"key": None, "pool": None, "busy": False, "timer": None,
+                            "owner": None}  # owner: the token of the search holding them
 
 
 def _source_stamp(objective: Callable) -> tuple:
@@ -963,9 +964,10 @@ def _kill(pool) -> None:
         process.terminate()
 
 
-def _acquire_pool(key: tuple, n_jobs: int, threads_per_worker: int | None):
+def _acquire_pool(key: tuple, n_jobs: int, threads_per_worker: int | None, owner: object):
     """(pool, kept): the kept workers when they match ``key`` and are free, else new ones
-    (kept for the next search unless another search is using the kept ones)."""
+    (kept for the next search unless another search is using the kept ones). Kept ones are
+    marked busy, held by ``owner`` (see _release_owned)."""
     if multiprocessing.parent_process() is not None:
         # In a multiprocessing child, whose exit joins its children before any atexit hook
         # could stop kept workers: a pool for this search only.
@@ -982,15 +984,18 @@ def _acquire_pool(key: tuple, n_jobs: int, threads_per_worker: int | None):
             pool = None
         if pool is None:
             pool = _new_pool(n_jobs, threads_per_worker)
-        _workers.update(key=key, pool=pool, busy=True)
+        _workers.update(key=key, pool=pool, busy=True, owner=owner)
         return pool, True
 
 
 def _release_pool(pool, ok: bool) -> None:
     """After a search: keep the workers (idle timer started) if the search ended cleanly,
-    else stop them. (A pool whose worker died is replaced by the next _acquire_pool.)"""
+    else stop them. (A pool whose worker died is replaced by the next _acquire_pool.) Once
+    only: a second call for the same pool does nothing."""
     with _workers_lock:
-        _workers["busy"] = False
+        if _workers["pool"] is not pool or not _workers["busy"]:
+            return
+        _workers.update(busy=False, owner=None)
         if not ok:
             _workers.update(key=None, pool=None)
             _kill(pool)
@@ -999,6 +1004,19 @@ def _release_pool(pool, ok: bool) -> None:
         timer.daemon = True
         _workers["timer"] = timer
         timer.start()
+
+
+def _release_owned(owner: object) -> None:
+    """Stop the kept workers if the search ``owner`` still holds them: it was interrupted
+    (Ctrl-C) between acquiring them and binding them, or inside their release. Otherwise
+    they would stay busy for good: every later search would start workers of its own and
+    shutdown_workers() would refuse."""
+    with _workers_lock:
+        if not (_workers["busy"] and _workers["owner"] is owner):
+            return
+        pool = _workers["pool"]
+        _workers.update(key=None, pool=None, busy=False, owner=None)
+    _kill(pool)
 
 
 def _stop_if_idle(pool) -> None:
@@ -1014,7 +1032,7 @@ def _forget_workers() -> None:
     here, and the lock may have been held by another thread at the fork)."""
     global _workers_lock
     _workers_lock = threading.Lock()
-    _workers.update(key=None, pool=None, busy=False, timer=None)
+    _workers.update(key=None, pool=None, busy=False, timer=None, owner=None)
 
 
 if hasattr(os, "register_at_fork"):
@@ -1063,16 +1081,19 @@ def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
         ) from None
     key = (n_jobs, threads_per_worker, _start_method(), _source_stamp(objective), os.getcwd(),
            tuple(sys.path))
-    workers = None
+    owner, workers = object(), None
     try:
-        workers = _OwnWorkers(*_acquire_pool(key, n_jobs, threads_per_worker), n_jobs,
+        workers = _OwnWorkers(*_acquire_pool(key, n_jobs, threads_per_worker, owner), n_jobs,
                               threads_per_worker)
         yield workers, _PickledObjective(blob)
     except BaseException:  # error or Ctrl-C: stop the workers, queued trials and all
         if workers is not None:
             workers.stop(ok=False)
         raise
-    workers.stop(ok=True)
+    else:
+        workers.stop(ok=True)
+    finally:
+        _release_owned(owner)  # a Ctrl-C before ``workers`` was bound, or inside stop()
 
 
 class _OwnWorkers:

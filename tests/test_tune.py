@@ -856,6 +856,38 @@ def test_an_objective_whose_import_exits_is_reported_not_exiting_the_search(no_k
         tune.random_search(ExitsOnLoad(), SPACE, 2, seed=0, n_jobs=2)
 
 
+def test_a_ctrl_c_while_the_kept_workers_are_taken_or_given_back_does_not_leave_them_busy(
+        monkeypatch, no_kept_workers):
+    """Ctrl-C between acquiring the kept workers and binding them, or inside their release:
+    they are stopped, not left marked busy (every later search would then start workers of
+    its own, and shutdown_workers() would refuse)."""
+    init = tune._OwnWorkers.__init__
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune._OwnWorkers, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tune.random_search(pid_of_worker, SPACE, 2, seed=1, n_jobs=2)
+    assert not tune._workers["busy"] and tune._workers["pool"] is None
+    monkeypatch.setattr(tune._OwnWorkers, "__init__", init)
+
+    release = tune._release_pool
+
+    def interrupted_once(pool, ok):
+        monkeypatch.setattr(tune, "_release_pool", release)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "_release_pool", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        tune.random_search(pid_of_worker, SPACE, 4, seed=2, n_jobs=2)
+    assert not tune._workers["busy"] and tune._workers["pool"] is None
+    kept = _pids(tune.random_search(pid_of_worker, SPACE, 4, seed=3, n_jobs=2))
+    assert tune._workers["pool"] is not None and not tune._workers["busy"]
+    tune.shutdown_workers()
+    assert _wait_gone(kept)
+
+
 def _pids(result):
     return {t.metrics["pid"] for t in result.trials if t.ok}
 
