@@ -139,11 +139,8 @@ class Sequential:
     def _allocate(self):
         specs = []
         for i, layer in enumerate(self.layers):
+            nn._check_param_names(layer, f"layer {i}: ")
             for name, shape in layer.param_shapes():
-                if not isinstance(name, str) or not name or name[0] == "_":
-                    raise ValueError(f"layer {i} ({type(layer).__name__}): param_shapes() names "
-                                     f"must be non-empty strings without a leading underscore, "
-                                     f"got {name!r}")
                 specs.append((i, name, shape))
         total = sum(int(np.prod(s)) for _, _, s in specs)
         self._theta = np.zeros(total, dtype=self.dtype)

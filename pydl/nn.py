@@ -80,6 +80,16 @@ def assign_in_place(view: np.ndarray, value, name: str) -> None:
     view[...] = cast
 
 
+def _check_param_names(layer, where: str = "") -> None:
+    """``layer.param_shapes()`` names are non-empty strings without a leading underscore (a
+    layer's private attributes are its cached arrays: set directly, never bound, dropped
+    from a model's copies); raises ValueError naming the layer otherwise."""
+    for name, _ in layer.param_shapes():
+        if not isinstance(name, str) or not name or name[0] == "_":
+            raise ValueError(f"{where}{type(layer).__name__}: param_shapes() names must be "
+                             f"non-empty strings without a leading underscore, got {name!r}")
+
+
 class Layer:
     """Base class. Subclasses with parameters list them in ``param_shapes()``.
 
@@ -137,6 +147,7 @@ class Layer:
         """Give a layer used outside a model its own parameter storage."""
         if self.params or not self.param_shapes():
             return
+        _check_param_names(self)
         params = {n: np.zeros(s, dtype) for n, s in self.param_shapes()}
         grads = {n: np.zeros(s, dtype) for n, s in self.param_shapes()}
         self.bind(params, grads)

@@ -73,6 +73,7 @@ import numbers
 import operator
 import os
 import pickle
+import queue
 import re
 import secrets
 import signal
@@ -1189,9 +1190,13 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
                 futures[ctx.executor.submit(_run_trial, ctx.objective, tasks[i].number,
                                             tasks[i].params, tasks[i].budget, ctx.metric,
                                             ctx.budgeted)] = i
-            except BrokenProcessPool if renewable else ():
+            except Exception:
                 # a worker died while the trials were being submitted (a fast crash): the
-                # rest never started, so new workers take them
+                # rest never started, so new workers take them. (BrokenProcessPool, or
+                # "cannot schedule new futures after shutdown" from a submit racing the
+                # break: CPython marks the pool broken and shut down outside the submit lock.)
+                if not (renewable and getattr(ctx.executor.pool, "_broken", False)):
+                    raise
                 unsent = pending[k:]
                 break
         for future in _as_completed(futures, ctx.executor.pool if renewable else None):
@@ -1249,20 +1254,26 @@ def _as_completed(futures, pool=None) -> Iterator:
     """concurrent.futures.as_completed(futures); with ``pool`` (pydl's own), then also, still
     pending, the futures the broken pool will never settle: a submit racing the pool's break
     (CPython's terminate_broken does not take the submit lock) can queue its trial after the
-    pool failed the pending ones, and its future would be waited for forever."""
+    pool failed the pending ones, and its future would be waited for forever. Each future
+    reports itself once through a callback: O(1) per completion, not O(pending)."""
     if pool is None:
         yield from concurrent.futures.as_completed(futures)
         return
-    waiting = set(futures)
-    while waiting:
-        done, waiting = concurrent.futures.wait(waiting, timeout=_POLL,
-                                                return_when=concurrent.futures.FIRST_COMPLETED)
-        yield from done
-        if waiting and _abandoned(pool):
-            done, waiting = concurrent.futures.wait(waiting, timeout=0)
-            yield from done
-            yield from waiting
-            return
+    settled: queue.SimpleQueue = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(settled.put)
+    seen: set = set()
+    while len(seen) < len(futures):
+        try:
+            future = settled.get(timeout=_POLL)
+        except queue.Empty:
+            if _abandoned(pool):  # hand back the rest, settled or not, in submission order
+                yield from (f for f in futures if f not in seen)
+                return
+            continue
+        if future not in seen:
+            seen.add(future)
+            yield future
 
 
 def _rank_key(direction: str) -> Callable[[Trial], tuple]:

@@ -627,8 +627,10 @@ class PrivateParam(nn.Layer):
 def test_parameter_names_with_a_leading_underscore_are_refused():
     """A layer's private attributes are its cached arrays, set directly (not copied into a
     bound view) and dropped by a model's copies: a parameter cannot be one of them."""
-    with pytest.raises(ValueError, match=r"layer 1 \(PrivateParam\).*leading underscore.*'_w'"):
+    with pytest.raises(ValueError, match=r"layer 1: PrivateParam: .*leading underscore.*'_w'"):
         pydl.Sequential([nn.Dense(3, 2), PrivateParam()])
+    with pytest.raises(ValueError, match=r"^PrivateParam: .*leading underscore.*'_w'"):
+        PrivateParam()._standalone(np.float64)  # a layer used on its own binds on first use
     layer = pydl.Sequential([nn.Dense(3, 2)]).layers[0]
     W = layer.W
     layer.W = np.ones((2, 3), layer.W.dtype)  # a parameter: copied into its view
