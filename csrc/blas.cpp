@@ -381,8 +381,6 @@ constexpr std::int64_t kOwnGemmMaxWide = std::int64_t(1) << 22;     // BLAS on >
 constexpr std::int64_t kOwnGemmMaxWideOne = std::int64_t(1) << 24;  // BLAS on 1 thread
 constexpr std::int64_t kOwnOperandBytes = std::int64_t(4) << 20;
 
-std::atomic<int> g_blas_threads{0};  // set_blas_threads (used where OpenBLAS's functions are not found)
-
 std::atomic<int> g_force{0};  // 0: the rule below; 1: always own_gemm; 2: always the BLAS
 
 // blas_threads: the threads the BLAS would use for this call (0: unknown, more than one).
@@ -409,12 +407,9 @@ template <class T>
 void own_gemm(bool, bool, int, int, int, T, const T*, int, const T*, int, T, T*, int) {}
 template <class T>
 bool is_own(int, int, int, int) { return false; }
-std::atomic<int> g_blas_threads{0};
 #endif
 
 }  // namespace
-
-void set_blas_threads(int n) { g_blas_threads.store(n, std::memory_order_relaxed); }
 
 const std::string& blas_core() { return g_blas_core; }
 
@@ -463,9 +458,11 @@ void blas_gemm(char ta, char tb, int M, int N, int K, double alpha, const double
 }
 
 // The threads SciPy's BLAS would use for a call now (0: unknown, taken as more than one).
+// Where pydl cannot ask OpenBLAS, pydl.set_num_threads set the BLAS's pool to its own count
+// through threadpoolctl.
 int blas_threads() {
     return g_blas_get_threads ? g_blas_get_threads()
-                              : g_blas_threads.load(std::memory_order_relaxed);
+                              : thread_count().load(std::memory_order_relaxed);
 }
 
 // Before a thread's first BLAS call of a type: one call of 64 x 512 x 768 (~25 M
@@ -530,15 +527,17 @@ int band_limit(int team) {
 struct Split {
     int parts;        // 1: one call
     bool by_columns;  // bands of C's columns, else of its rows
+    int limit;        // band_limit of the team the split was made for
 };
 
 // blas: blas_threads(), read once by the caller.
 Split split_of(int M, int N, int K, int blas) {
     const int team = max_threads();
-    if (team < 2 || std::int64_t(M) * N * K < kSplitWork || blas != 1) return {1, false};
+    if (team < 2 || std::int64_t(M) * N * K < kSplitWork || blas != 1) return {1, false, 0};
     const bool by_columns = N >= M;
-    const int parts = std::min(band_limit(team), (by_columns ? N : M) / kBlock);
-    return {parts >= 2 ? parts : 1, by_columns};
+    const int limit = band_limit(team);
+    const int parts = std::min(limit, (by_columns ? N : M) / kBlock);
+    return {parts >= 2 ? parts : 1, by_columns, limit};
 }
 
 // Band id of `parts` over [0, n): [begin, end).
@@ -549,13 +548,23 @@ std::pair<int, int> band(int n, int parts, int id) {
     return {begin, end};
 }
 
-// Holds `parts` of band_limit while it lives, if they are free (ok).
+// Band `part` of a split product: its first column (of C's columns) or row, and its M x N.
+struct Band {
+    std::ptrdiff_t begin;
+    int M, N;
+};
+Band band_of(const Split& split, int M, int N, int part) {
+    const auto [b, e] = band(split.by_columns ? N : M, split.parts, part);
+    return split.by_columns ? Band{b, M, e - b} : Band{b, e - b, N};
+}
+
+// Holds `parts` of `limit` (band_limit) while it lives, if they are free (ok).
 class BandReservation {
     int parts_;
 
 public:
-    explicit BandReservation(int parts) : parts_(parts) {
-        if (g_bands.fetch_add(parts) + parts > band_limit(max_threads())) {
+    BandReservation(int parts, int limit) : parts_(parts) {
+        if (g_bands.fetch_add(parts) + parts > limit) {
             g_bands.fetch_sub(parts);
             parts_ = 0;
         }
@@ -575,21 +584,21 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
           const T* B, int ldb, T beta, T* C, int ldc) {
     const int blas = blas_threads();
     const Split split = split_of(M, N, K, blas);
-    const BandReservation reserved(split.parts > 1 ? split.parts : 0);
-    if (split.parts == 1 || !reserved.ok())
+    if (split.parts == 1)  // no shared counter touched for a product that runs whole
         return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, blas);
-    const int n = split.by_columns ? N : M;
+    const BandReservation reserved(split.parts, split.limit);
+    if (!reserved.ok())
+        return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, blas);
     in_team(split.parts, [&](int nt, int id) {
         for (int part = id; part < split.parts; part += nt) {  // (a team may come up short)
-            const auto [b0, e] = band(n, split.parts, part);
-            const std::ptrdiff_t b = b0;
-            const int len = e - b0;
-            if (split.by_columns)  // op(B)'s columns b..e: B's rows when transposed
-                gemm_one<T>(trans_a, trans_b, M, len, K, alpha, A, lda,
+            const Band s = band_of(split, M, N, part);
+            const std::ptrdiff_t b = s.begin;
+            if (split.by_columns)  // op(B)'s columns from b: B's rows when transposed
+                gemm_one<T>(trans_a, trans_b, s.M, s.N, K, alpha, A, lda,
                             B + (trans_b ? b * ldb : b), ldb, beta, C + b, ldc, 1);
-            else  // op(A)'s rows b..e: A's columns when transposed
-                gemm_one<T>(trans_a, trans_b, len, N, K, alpha, A + (trans_a ? b : b * lda), lda,
-                            B, ldb, beta, C + b * ldc, ldc, 1);
+            else  // op(A)'s rows from b: A's columns when transposed
+                gemm_one<T>(trans_a, trans_b, s.M, s.N, K, alpha, A + (trans_a ? b : b * lda),
+                            lda, B, ldb, beta, C + b * ldc, ldc, 1);
             g_bands_run.fetch_add(1, std::memory_order_relaxed);
         }
     });
@@ -604,8 +613,8 @@ bool gemm_runs_own(int M, int N, int K) {
     const int blas = blas_threads();
     const Split split = split_of(M, N, K, blas);
     if (split.parts == 1) return is_own<T>(M, N, K, blas);
-    const auto [b, e] = band(split.by_columns ? N : M, split.parts, 0);
-    return split.by_columns ? is_own<T>(M, e - b, K, 1) : is_own<T>(e - b, N, K, 1);
+    const Band s = band_of(split, M, N, 0);
+    return is_own<T>(s.M, s.N, K, 1);
 }
 template bool gemm_runs_own<float>(int, int, int);
 template bool gemm_runs_own<double>(int, int, int);

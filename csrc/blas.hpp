@@ -13,17 +13,14 @@ void blas_init();
 
 // Sets SciPy's BLAS to one thread per call (gemm then runs large products in parts over
 // pydl's OpenMP threads); false where the BLAS is not an OpenBLAS pydl can set (then gemm
-// leaves the threads to the BLAS, set_blas_threads says how many). blas_init calls it.
+// leaves the threads to the BLAS, whose pool pydl.set_num_threads sets to pydl's own count
+// through threadpoolctl). blas_init calls it.
 bool pin_blas_threads();
 
 // Sets SciPy's OpenBLAS to n threads per call; returns the count it had, or 0 (and does
 // nothing) where pin_blas_threads cannot set it. For references that time the BLAS's own
 // threads (bench/); gemm does not split products while it is above one.
 int set_blas_pool(int n);
-
-// The size of SciPy's BLAS pool where pin_blas_threads cannot set it (pydl.set_num_threads
-// then sets it through threadpoolctl); gemm picks its kernel by it.
-void set_blas_threads(int n);
 
 // Row-major C (M, N) = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
 // A is (M, K) or (K, M) when trans_a, B is (K, N) or (N, K) when trans_b;

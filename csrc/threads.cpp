@@ -5,7 +5,6 @@
 #include <tuple>
 #include <utility>
 
-#include "blas.hpp"
 #include "common.hpp"
 #include "kernels.hpp"
 
@@ -14,7 +13,6 @@ namespace pydl {
 // One count for every calling thread: the parallel regions ask for it (common.hpp: in_team).
 void set_omp_threads(int n) {
     if (n < 1) throw std::invalid_argument("n: must be >= 1");
-    set_blas_threads(n);
     thread_count().store(n);
 }
 

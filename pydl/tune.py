@@ -991,11 +991,8 @@ def _acquire_pool(key: tuple, n_jobs: int, threads_per_worker: int | None, owner
 
 def _release_pool(pool, ok: bool) -> None:
     """After a search: keep the workers (idle timer started) if the search ended cleanly,
-    else stop them. (A pool whose worker died is replaced by the next _acquire_pool.) Once
-    only: a second call for the same pool does nothing."""
+    else stop them. (A pool whose worker died is replaced by the next _acquire_pool.)"""
     with _workers_lock:
-        if _workers["pool"] is not pool or not _workers["busy"]:
-            return
         _workers.update(busy=False, owner=None)
         if not ok:
             _workers.update(key=None, pool=None)
@@ -1271,9 +1268,8 @@ def _as_completed(futures, pool=None) -> Iterator:
                 yield from (f for f in futures if f not in seen)
                 return
             continue
-        if future not in seen:
-            seen.add(future)
-            yield future
+        seen.add(future)  # each future's callback reports it once
+        yield future
 
 
 def _rank_key(direction: str) -> Callable[[Trial], tuple]:
