@@ -50,7 +50,7 @@ def _best_of(fn, calls: int, rounds: int = 5) -> float:
 
 def sweep(dtype, blas_own_threads=False) -> list[tuple]:
     """[(product, M, N, K, own seconds, blas seconds)] for every layer shape."""
-    from pydl.benchmarks.kernels import scipy_blas_threads
+    from pydl.benchmarks.kernels import _turn, scipy_blas_threads
 
     rows = []
     for m in SIZES_M:
@@ -75,7 +75,7 @@ def sweep(dtype, blas_own_threads=False) -> list[tuple]:
                         timed = fn
                         if kernel == "blas" and blas_own_threads:
                             timed = scipy_blas_threads(fn)
-                        with ops._forced_gemm_kernel(kernel):
+                        with ops._forced_gemm_kernel(kernel), _turn(timed):
                             times[kernel] = _best_of(timed, calls)
                     rows.append((*key, times["own"], times["blas"]))
     return rows

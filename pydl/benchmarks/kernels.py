@@ -33,6 +33,7 @@ entry point is ``main(argv=None)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -90,19 +91,44 @@ def set_threads(n: int, torch=None) -> None:
         torch.set_num_threads(n)
 
 
-def scipy_blas_threads(fn: Callable[[], object]) -> Callable[[], None]:
-    """fn with SciPy's BLAS on pydl's thread count, as threads of its own (the reference
-    of raw BLAS calls), and back to one thread per call after it."""
-    import pydl.ops
+class scipy_blas_threads:
+    """fn with SciPy's BLAS on pydl's thread count, as threads of its own (the reference of
+    raw BLAS calls), and back to one thread per call after it.
 
-    def call():
+    Switching SciPy's BLAS takes ~7 us each way, which would count in the time of a small
+    product: ``measure_samples`` (and ``bench/gemm_sweep.py``) switch once per turn of the
+    variant, ``with ref.turn(): ...``, and calls inside a turn run fn alone. A call outside a
+    turn switches and switches back around fn."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn = fn
+        self._inside = False
+
+    @contextlib.contextmanager
+    def turn(self):
+        import pydl.ops
+
         previous = pydl.ops._set_scipy_blas_threads(pydl.ops.get_num_threads())
+        self._inside = True
         try:
-            fn()
+            yield
         finally:
+            self._inside = False
             if previous:
                 pydl.ops._set_scipy_blas_threads(previous)
-    return call
+
+    def __call__(self) -> None:
+        if self._inside:
+            self.fn()
+            return
+        with self.turn():
+            self.fn()
+
+
+def _turn(fn: Callable[[], object]):
+    """The context a variant's turn runs in: its own (``scipy_blas_threads.turn``) or none."""
+    turn = getattr(fn, "turn", None)
+    return turn() if turn is not None else contextlib.nullcontext()
 
 
 def environment(threads: int, torch=None) -> dict:
@@ -257,7 +283,9 @@ def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, war
     untimed calls for ``rewarm`` seconds (at least one) to wake this variant's own pools:
     on a VM whose idle vCPUs halt (the guest's haltpoll governor) thread wake-ups stay
     slow for ~40 ms after a sleep, which would tax fast variants (many short calls, each
-    waking its team) more than slow ones. ``load`` (if given) accumulates
+    waking its team) more than slow ones. A variant with a ``turn`` context
+    (``scipy_blas_threads``) runs its warm-up, calibration and each round's calls inside
+    it, so that what the turn sets up is not timed. ``load`` (if given) accumulates
     the other processes' CPU share over the timed stretches only.
 
     With ``idle_wait`` > 0 (for shared machines), each round first waits up to that
@@ -268,9 +296,10 @@ def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, war
     numbers = {}
     for name, fn in variants.items():
         time.sleep(settle)
-        for _ in range(warmup):
-            fn()
-        numbers[name] = _calibrate(fn, min_time)
+        with _turn(fn):
+            for _ in range(warmup):
+                fn()
+            numbers[name] = _calibrate(fn, min_time)
     samples: dict[str, list[float]] = {name: [] for name in variants}
     load = load if load is not None else BackgroundLoad()
     retries = 2 * repeats if idle_wait > 0 else 0
@@ -286,16 +315,18 @@ def measure_samples(variants: dict[str, Callable[[], object]], repeats: int, war
                 number = numbers[name]
                 if settle:
                     time.sleep(settle)
-                    t_end = time.perf_counter() + rewarm
-                    fn()
-                    while time.perf_counter() < t_end:
+                with _turn(fn):
+                    if settle:
+                        t_end = time.perf_counter() + rewarm
                         fn()
-                round_load.start()
-                t0 = time.perf_counter()
-                for _ in range(number):
-                    fn()
-                got[name] = (time.perf_counter() - t0) / number
-                round_load.stop()
+                        while time.perf_counter() < t_end:
+                            fn()
+                    round_load.start()
+                    t0 = time.perf_counter()
+                    for _ in range(number):
+                        fn()
+                    got[name] = (time.perf_counter() - t0) / number
+                    round_load.stop()
             noisy = round_load.fraction is not None and round_load.fraction > max_background
             if noisy and retries > 0:
                 retries -= 1
