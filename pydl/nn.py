@@ -118,7 +118,9 @@ class Layer:
         return {}
 
     def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        """Point the layer's parameters and gradients at views of theta/dtheta."""
+        """Point the layer's parameters and gradients at views of theta/dtheta; raises
+        ValueError for a ``param_shapes()`` name that cannot be a parameter."""
+        _check_param_names(self)
         self.params, self.grads = params, grads
         for name, view in params.items():
             object.__setattr__(self, name, view)
@@ -147,7 +149,6 @@ class Layer:
         """Give a layer used outside a model its own parameter storage."""
         if self.params or not self.param_shapes():
             return
-        _check_param_names(self)
         params = {n: np.zeros(s, dtype) for n, s in self.param_shapes()}
         grads = {n: np.zeros(s, dtype) for n, s in self.param_shapes()}
         self.bind(params, grads)

@@ -631,6 +631,8 @@ def test_parameter_names_with_a_leading_underscore_are_refused():
         pydl.Sequential([nn.Dense(3, 2), PrivateParam()])
     with pytest.raises(ValueError, match=r"^PrivateParam: .*leading underscore.*'_w'"):
         PrivateParam()._standalone(np.float64)  # a layer used on its own binds on first use
+    with pytest.raises(ValueError, match=r"^PrivateParam: .*leading underscore.*'_w'"):
+        pydl.gradcheck.check_layer(PrivateParam(), np.ones((2, 1)))  # binds a copy of its own
     layer = pydl.Sequential([nn.Dense(3, 2)]).layers[0]
     W = layer.W
     layer.W = np.ones((2, 3), layer.W.dtype)  # a parameter: copied into its view
