@@ -556,6 +556,7 @@ PYBIND11_MODULE(_core, m) {
     }, "M"_a, "N"_a, "K"_a, "is_double"_a);
     m.def("gemm_parts", &pydl::gemm_parts, "M"_a, "N"_a, "K"_a);
     m.def("gemm_bands_run", &pydl::gemm_bands_run);
+    m.def("hold_gemm_bands", &pydl::hold_gemm_bands, "n"_a);
     m.def("blas_library", [] { return pydl::blas_library(); });
     m.def("pin_blas_threads", &pydl::pin_blas_threads);
     m.def("set_blas_pool", &pydl::set_blas_pool, "n"_a);

@@ -513,10 +513,10 @@ constexpr std::int64_t kSplitWork = std::int64_t(1) << 20;
 constexpr int kBlock = 16;
 
 // Bands being computed, over all calling threads. At most band_limit: pydl's team size, so
-// that Python threads that multiply at once do not each bring a team (a later one runs its
-// product whole, on its own thread), and half of OpenBLAS's MAX_THREADS: OpenBLAS keeps a
-// table of 2 x MAX_THREADS buffers, one per call in progress and one per worker of its own;
-// past it, it warns ("precompiled NUM_THREADS exceeded") and may crash.
+// that Python threads that multiply at once do not each bring a team (a later one computes
+// the same bands one after another on its own thread), and half of OpenBLAS's MAX_THREADS:
+// OpenBLAS keeps a table of 2 x MAX_THREADS buffers, one per call in progress and one per
+// worker of its own; past it, it warns ("precompiled NUM_THREADS exceeded") and may crash.
 std::atomic<int> g_bands{0};
 std::atomic<long long> g_bands_run{0};  // bands computed so far (gemm_bands_run, for tests)
 
@@ -586,21 +586,27 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
     const Split split = split_of(M, N, K, blas);
     if (split.parts == 1)  // no shared counter touched for a product that runs whole
         return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, blas);
+    auto run_band = [&](int part) {
+        const Band s = band_of(split, M, N, part);
+        const std::ptrdiff_t b = s.begin;
+        if (split.by_columns)  // op(B)'s columns from b: B's rows when transposed
+            gemm_one<T>(trans_a, trans_b, s.M, s.N, K, alpha, A, lda,
+                        B + (trans_b ? b * ldb : b), ldb, beta, C + b, ldc, 1);
+        else  // op(A)'s rows from b: A's columns when transposed
+            gemm_one<T>(trans_a, trans_b, s.M, s.N, K, alpha, A + (trans_a ? b : b * lda), lda,
+                        B, ldb, beta, C + b * ldc, ldc, 1);
+        g_bands_run.fetch_add(1, std::memory_order_relaxed);
+    };
     const BandReservation reserved(split.parts, split.limit);
-    if (!reserved.ok())
-        return gemm_one<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, blas);
-    in_team(split.parts, [&](int nt, int id) {
-        for (int part = id; part < split.parts; part += nt) {  // (a team may come up short)
-            const Band s = band_of(split, M, N, part);
-            const std::ptrdiff_t b = s.begin;
-            if (split.by_columns)  // op(B)'s columns from b: B's rows when transposed
-                gemm_one<T>(trans_a, trans_b, s.M, s.N, K, alpha, A, lda,
-                            B + (trans_b ? b * ldb : b), ldb, beta, C + b, ldc, 1);
-            else  // op(A)'s rows from b: A's columns when transposed
-                gemm_one<T>(trans_a, trans_b, s.M, s.N, K, alpha, A + (trans_a ? b : b * lda),
-                            lda, B, ldb, beta, C + b * ldc, ldc, 1);
-            g_bands_run.fetch_add(1, std::memory_order_relaxed);
-        }
+    if (!reserved.ok()) {
+        // Other calling threads' bands hold the team's count: the same bands, one after
+        // another on this thread, so that C's bits depend on the split (the thread count)
+        // alone, not on what else runs (a whole call can round differently).
+        for (int part = 0; part < split.parts; ++part) run_band(part);
+        return;
+    }
+    in_team(split.parts, [&](int nt, int id) {  // (a team may come up short: nt < parts)
+        for (int part = id; part < split.parts; part += nt) run_band(part);
     });
 }
 template void gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int,
@@ -620,6 +626,8 @@ template bool gemm_runs_own<float>(int, int, int);
 template bool gemm_runs_own<double>(int, int, int);
 
 long long gemm_bands_run() { return g_bands_run.load(); }
+
+int hold_gemm_bands(int n) { return g_bands.fetch_add(n) + n; }
 
 const std::string& blas_library() { return g_blas_path; }
 

@@ -42,11 +42,14 @@ template <class T>
 void gemm_rows(int M, int N, int K, const T* A, const T* B, T* C);
 
 // How many parts gemm cuts this product into now: the threads of pydl's team for a large
-// product while SciPy's BLAS runs on one thread, else 1 (and 1 while other calling threads'
-// bands take the team's count: gemm then runs it whole). gemm_bands_run: how many bands
-// gemm has computed so far, in this process (tests).
+// product while SciPy's BLAS runs on one thread, else 1. While other calling threads' bands
+// take the team's count, gemm computes the same parts one after another on the calling
+// thread (the same bits). gemm_bands_run: how many bands gemm has computed so far, in this
+// process; hold_gemm_bands(n): counts n more bands as in progress (negative: fewer) and
+// returns the count (both for tests).
 int gemm_parts(int M, int N, int K);
 long long gemm_bands_run();
+int hold_gemm_bands(int n);
 
 // The file of the OpenBLAS library SciPy loaded ("" if unknown or another BLAS).
 const std::string& blas_library();

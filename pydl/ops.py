@@ -501,7 +501,8 @@ def gemm_parts(M: int, N: int, K: int) -> int:
     ``set_num_threads``), the thread count, at most one part per whole 16 columns (rows)
     and at most half of OpenBLAS's MAX_THREADS; else 1. The bands are whole blocks of 16
     spread evenly, the partial block last. (While other Python threads' products hold the
-    team's count of bands, a product runs whole.)"""
+    team's count of bands, a product computes the same parts one after another on its own
+    thread: the same bits.)"""
     M, N, K = _int("M", M, 0, _INT_MAX), _int("N", N, 0, _INT_MAX), _int("K", K, 0, _INT_MAX)
     return int(_core.gemm_parts(M, N, K))
 
@@ -509,6 +510,18 @@ def gemm_parts(M: int, N: int, K: int) -> int:
 def _gemm_bands_run() -> int:
     """For tests: how many bands of cut products this process has computed."""
     return int(_core.gemm_bands_run())
+
+
+@contextlib.contextmanager
+def _held_gemm_bands():
+    """For tests: within the block the team's count of bands counts as in progress, as when
+    other Python threads' products hold it (process-wide)."""
+    n = 1 << 20
+    _core.hold_gemm_bands(n)
+    try:
+        yield
+    finally:
+        _core.hold_gemm_bands(-n)
 
 
 def _blas_library() -> str:

@@ -218,10 +218,33 @@ def test_products_in_parts_match_numpy(m, n_in, n_out, dtype, threads, kernel):
 
 
 @needs_pin
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n_in,n_out", SPLIT_SHAPES)
+def test_a_product_whose_bands_are_taken_computes_them_itself_with_the_same_bits(
+        m, n_in, n_out, dtype, kernel):
+    """While other Python threads' products hold the team's bands, a product computes the
+    same bands one after another on its own thread: the bits of the team's (a whole call
+    can round differently), so a seeded run does not depend on what else runs at once."""
+    ops.set_num_threads(2)
+    products = [(m, n_out, n_in), (n_out, n_in, m), (m, n_in, n_out)]
+    parts = sum(ops.gemm_parts(*p) for p in products)
+    assert parts == 6
+    with ops._forced_gemm_kernel(kernel):
+        alone, _, _ = _products(m, n_in, n_out, dtype, 0)
+        before = ops._gemm_bands_run()
+        with ops._held_gemm_bands():
+            held, _, _ = _products(m, n_in, n_out, dtype, 0)
+        assert ops._gemm_bands_run() - before == parts
+    for key in alone:
+        np.testing.assert_array_equal(held[key], alone[key], err_msg=key)
+
+
+@needs_pin
 def test_products_of_python_threads_at_once_share_the_teams_bands():
     """Python threads that multiply at once do not each bring a team: beyond the team's
-    count of bands in progress a product runs whole (on its own thread). Every result
-    stays right, and the bands never outnumber the products' parts."""
+    count of bands in progress a product computes its bands itself (on its own thread).
+    Every result stays right, and the bands never outnumber the products' parts."""
     import threading
 
     ops.set_num_threads(2)
