@@ -290,8 +290,8 @@ class Sequential:
             for d in self._dropouts:
                 d.step = self.step
             return self._forward(X, True).copy()
-        invariant = bool(batch_invariant)
-        return np.concatenate([self._forward(X[i:i + _EVAL_CHUNK], False, invariant).copy()
+        invariant = bool(batch_invariant)  # (evaluation: each chunk's layers write new arrays)
+        return np.concatenate([self._forward(X[i:i + _EVAL_CHUNK], False, invariant)
                                for i in range(0, X.shape[0], _EVAL_CHUNK)])
 
     def forward_backward(self, X, y) -> float:

@@ -187,8 +187,12 @@ class Layer:
         if dA.dtype != out.dtype:
             raise TypeError(f"dA must have the dtype of the forward output ({out.dtype}), got {dA.dtype}")
 
-    def _buf(self, name: str, m: int, n: int, dtype) -> np.ndarray:
-        """A reusable (m, n) scratch array (grown, never shrunk)."""
+    def _buf(self, name: str, m: int, n: int, dtype, training: bool = True) -> np.ndarray:
+        """A reusable (m, n) scratch array (grown, never shrunk) for training; a new one for
+        evaluation (``training`` False), so that predictions made from several Python
+        threads at once on one model never share an array."""
+        if not training:
+            return np.empty((m, n), dtype=dtype)
         b = self._bufs.get(name)
         if b is None or b.shape[0] < m or b.shape[1] != n or b.dtype != dtype:
             b = np.empty((m, n), dtype=dtype)
@@ -251,7 +255,7 @@ class Dense(Layer):
         self._check_input(A_prev)
         self._standalone(A_prev.dtype)
         self._check_dtype(A_prev, self.W.dtype)
-        A = self._buf("A", A_prev.shape[0], self.n_out, self.W.dtype)
+        A = self._buf("A", A_prev.shape[0], self.n_out, self.W.dtype, training)
         ops.dense_forward(A, A_prev, self.W, self.b, self.activation, self.alpha,
                           batch_invariant=batch_invariant)
         self._A_prev, self._A = A_prev, A
@@ -323,7 +327,7 @@ class BatchNorm(Layer):
         m, n = A_prev.shape[0], self.n_in
         dt = self.gamma.dtype
         self._check_dtype(A_prev, dt)
-        out = self._buf("out", m, n, dt)
+        out = self._buf("out", m, n, dt, training)
         if training:
             if m < 2:
                 raise ValueError(
@@ -341,7 +345,7 @@ class BatchNorm(Layer):
             # backward recomputes xhat from the input (which stays unchanged until then)
             self._Z, self._out = A_prev, out
         else:
-            self._out = None  # out is overwritten: nothing left for backward
+            self._out = None  # no batch statistics: nothing for backward
             ops.batchnorm_forward_eval(out, A_prev, self.gamma, self.beta, self.running_mean,
                                        self.running_var, self.eps, self.activation, self.alpha)
         return out
@@ -414,7 +418,7 @@ class Activation(Layer):
 
     def forward(self, A_prev, training=False):
         self._check_input(A_prev)
-        out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype)
+        out = self._buf("out", A_prev.shape[0], A_prev.shape[1], A_prev.dtype, training)
         ops.activation_forward(out, A_prev, self.name, self.alpha)
         self._out = out
         return out

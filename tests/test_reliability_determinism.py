@@ -234,3 +234,41 @@ def test_kernels_release_the_gil(kernel):
     assert ran > 10, (f"{kernel}: another Python thread ran only {ran} loop iterations in the middle "
                       f"of {len(long_calls)} calls ({sum(d for d, _ in long_calls):.2f} s): "
                       "the GIL is held")
+
+
+def test_predictions_from_two_threads_at_once_on_one_model_are_each_their_own(monkeypatch):
+    """Evaluation writes new arrays, not a layer's training buffers: two threads held together
+    inside each dense and batch-norm kernel (a barrier after each call) still get exactly
+    the predictions each would get alone (joblib's threads predicting chunks, say)."""
+    pydl.set_num_threads(2)
+    model = build(0)
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((300, N_IN)).astype(np.float32) for _ in range(2)]
+    alone = [model.predict_proba(X) for X in inputs]
+    barrier = threading.Barrier(2, timeout=30)
+
+    def meeting(kernel):
+        def call(*args, **kwargs):
+            kernel(*args, **kwargs)
+            barrier.wait()
+        return call
+
+    for name in ("dense_forward", "batchnorm_forward_eval"):
+        monkeypatch.setattr(ops, name, meeting(getattr(ops, name)))
+    got, errors = [None, None], []
+
+    def predict(i):
+        try:
+            got[i] = model.predict_proba(inputs[i])
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=predict, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    for i in range(2):
+        np.testing.assert_array_equal(got[i], alone[i])
