@@ -288,11 +288,13 @@ class BatchNorm(Layer):
     out = gamma * Z_norm + beta, (m, n). Running estimates for evaluation are EWAs:
     running = momentum*running + (1-momentum)*batch (unbiased variance for running_var).
     Evaluation uses the running estimates, so a row is predicted the same alone or in a batch.
+    ``track_running_stats=False``: training forwards leave the running estimates as they are.
     """
 
     _out = None   # the output kept by a training-mode forward for backward; None otherwise
 
-    def __init__(self, n: int, momentum: float = 0.9, eps: float = 1e-5):
+    def __init__(self, n: int, momentum: float = 0.9, eps: float = 1e-5,
+                 track_running_stats: bool = True):
         super().__init__()
         self.n_in = self.n_out = _positive_int("n", n)
         m = _float("momentum", momentum) if isinstance(momentum, (Real, np.floating)) and not isinstance(momentum, bool) else math.nan
@@ -304,8 +306,10 @@ class BatchNorm(Layer):
         if e < _TINY:
             raise ValueError(f"eps must be at least {_TINY!r} (the smallest normal float64), got {eps!r}")
         self.momentum, self.eps = m, e
+        if not isinstance(track_running_stats, (bool, np.bool_)):
+            raise TypeError(f"track_running_stats must be a bool, got {track_running_stats!r}")
         self.activation, self.alpha = "identity", 0.0
-        self.track_running_stats = True
+        self.track_running_stats = bool(track_running_stats)
         self.running_mean = np.zeros(self.n_in, np.float32)
         self.running_var = np.ones(self.n_in, np.float32)
 
@@ -358,7 +362,8 @@ class BatchNorm(Layer):
         return dA
 
     def config(self):
-        return {"n": self.n_in, "momentum": self.momentum, "eps": self.eps}
+        return {"n": self.n_in, "momentum": self.momentum, "eps": self.eps,
+                "track_running_stats": self.track_running_stats}
 
 
 class Dropout(Layer):

@@ -127,6 +127,23 @@ def test_resume_is_bitwise_identical(tmp_path, make_opt):
     assert np.array_equal(first.theta, full.theta)
 
 
+def test_batchnorm_that_does_not_track_running_stats_still_does_not_after_a_load(tmp_path):
+    """track_running_stats is part of the layer's architecture: saved, loaded and copied
+    (a resumed run leaves the running estimates alone, as the uninterrupted one does)."""
+    model = pydl.Sequential([nn.Dense(5, 8, use_bias=False),
+                             nn.BatchNorm(8, track_running_stats=False), nn.ReLU(),
+                             nn.Dense(8, 3)], seed=0)
+    model.save(tmp_path / "m.npz")
+    for copy in (pydl.load(tmp_path / "m.npz"), model.copy(), model.astype(np.float64)):
+        assert copy.layers[1].track_running_stats is False
+    X, y = data()
+    loaded = pydl.load(tmp_path / "m.npz")
+    loaded.fit(X[:, :5], y % 3, epochs=1, batch_size=32, verbose=0)
+    assert (loaded.layers[1].running_mean == 0).all() and (loaded.layers[1].running_var == 1).all()
+    with pytest.raises(TypeError, match="track_running_stats must be a bool"):
+        nn.BatchNorm(8, track_running_stats="no")
+
+
 def test_resume_with_a_fresh_optimizer_differs(tmp_path):
     """Guards the test above: the optimizer state matters, so resuming without it differs."""
     X, y = data()
