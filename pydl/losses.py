@@ -9,6 +9,8 @@ activation (softmax or sigmoid) and computes cost and dZ from the logits in one 
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import ops
@@ -181,9 +183,13 @@ LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidCrossEntropy, Me
 
 
 def get_loss(loss) -> Loss:
-    """A new loss object from its name (or pass a Loss instance through)."""
+    """A new loss object from its name, or a copy of a Loss instance (its public attributes,
+    shared; a new gradient buffer), so that no two models share a loss's buffers."""
     if isinstance(loss, Loss):
-        return loss
+        new = copy.copy(loss)
+        new.__dict__ = {k: v for k, v in loss.__dict__.items() if not k.startswith("_")}
+        Loss.__init__(new)
+        return new
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     return LOSSES[loss]()

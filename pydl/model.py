@@ -45,8 +45,9 @@ class Sequential:
     ----------
     layers : list of nn.Layer
         e.g. ``[Dense(64, 128), BatchNorm(128), ReLU(), Dropout(0.8), Dense(128, 10)]``.
-    loss : str
-        "softmax_cross_entropy", "sigmoid_cross_entropy" or "mse".
+    loss : str or pydl.losses.Loss
+        "softmax_cross_entropy", "sigmoid_cross_entropy" or "mse", or a Loss instance
+        (the model keeps a copy of its own: see ``losses.get_loss``).
     seed : int or None
         Seeds initialization, shuffling and dropout masks (None draws one and keeps it).
     dtype : float32 (default) or float64.
@@ -376,6 +377,19 @@ class Sequential:
         return {"layers": [{"type": type(l).__name__, "config": l.config()} for l in self.layers],
                 "loss": self.loss.name, "seed": self.seed, "dtype": self.dtype.name}
 
+    def _check_built_in(self) -> None:
+        """The architecture names layers and the loss by type: a file holds only built-in
+        ones. Raises ValueError naming the first that is not (pickle keeps any class)."""
+        for i, layer in enumerate(self.layers):
+            if nn._LAYER_TYPES.get(type(layer).__name__) is not type(layer):
+                raise ValueError(f"layer {i} is a {type(layer).__name__}, not a built-in pydl.nn "
+                                 "layer: a saved model names its layers by type and could not be "
+                                 "loaded; pickle the model instead")
+        if LOSSES.get(self.loss.name) is not type(self.loss):
+            raise ValueError(f"the loss is a {type(self.loss).__name__}, not a built-in loss: a "
+                             "saved model names its loss and could not be loaded; pickle the "
+                             "model instead")
+
     @classmethod
     def from_architecture(cls, arch: dict) -> "Sequential":
         layers = _layers_from_architecture(arch)
@@ -413,14 +427,14 @@ class Sequential:
 
     def astype(self, dtype) -> "Sequential":
         """A copy of the model (parameters, running statistics, counters) in ``dtype``."""
-        copy = Sequential(self._detached_layers(), loss=self.loss.name, seed=self.seed,
+        copy = Sequential(self._detached_layers(), loss=self.loss, seed=self.seed,
                           dtype=_dtype_name(dtype))
         self._copy_state_into(copy)
         return copy
 
     def __getstate__(self) -> dict:
         # Views into theta do not survive pickling/deepcopy as views: rebuild instead.
-        return {"layers": self._detached_layers(), "loss": self.loss.name, "seed": self.seed,
+        return {"layers": self._detached_layers(), "loss": get_loss(self.loss), "seed": self.seed,
                 "dtype": self.dtype.name, "theta": self.theta.copy(),
                 "state": {k: v.copy() for k, v in self._state_arrays().items()},
                 "epoch": self.epoch, "step": self.step, "standardizer": self.standardizer,
@@ -447,6 +461,7 @@ class Sequential:
         and its state, epoch and step counters (the RNG state: masks and shuffles are
         keyed by seed, epoch and step), and the standardizer if one is attached.
         """
+        self._check_built_in()
         meta = {"format": "pydl-model", "version": FORMAT_VERSION, "architecture": self.architecture(),
                 "epoch": self.epoch, "step": self.step, "n_params": self.n_params}
         arrays = {"theta": self.theta}

@@ -640,3 +640,78 @@ def test_parameter_names_with_a_leading_underscore_are_refused():
     kept = np.zeros(4)
     layer._cached = kept  # private: set as is
     assert layer._cached is kept
+
+
+class ScaledCrossEntropy(pydl.losses.SoftmaxCrossEntropy):
+    """A user's loss: softmax cross-entropy times a constant."""
+
+    def __init__(self, scale=2.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward_backward(self, Z, y):
+        J, dZ = super().forward_backward(Z, y)
+        dZ *= self.scale
+        return self.scale * J, dZ
+
+
+def test_models_given_one_loss_object_each_keep_their_own_copy(monkeypatch):
+    """Two models trained at once in two threads from one Loss object do not share its
+    gradient buffer: held together after each loss kernel (a barrier), each gets the
+    gradient it gets alone."""
+    import threading
+
+    loss = ScaledCrossEntropy(3.0)
+    rng = np.random.default_rng(0)
+    data = [(rng.standard_normal((64, 6)), rng.integers(0, 4, 64)) for _ in range(2)]
+    models = [pydl.Sequential([nn.Dense(6, 4)], loss=loss, seed=0, dtype=np.float64)
+              for _ in range(2)]
+    assert models[0].loss is not loss and models[0].loss is not models[1].loss
+    assert type(models[0].loss) is ScaledCrossEntropy and models[0].loss.scale == 3.0
+    alone = []
+    for model, (X, y) in zip(models, data):
+        model.forward_backward(X, y)
+        alone.append(model.dtheta.copy())
+    barrier = threading.Barrier(2, timeout=30)
+    kernel = pydl.ops.softmax_cross_entropy
+
+    def meeting(*args, **kwargs):
+        out = kernel(*args, **kwargs)
+        barrier.wait()
+        return out
+
+    monkeypatch.setattr(pydl.ops, "softmax_cross_entropy", meeting)
+    errors = []
+
+    def step(i):
+        try:
+            models[i].forward_backward(*data[i])
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=step, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    for model, expected in zip(models, alone):
+        np.testing.assert_array_equal(model.dtheta, expected)
+
+
+def test_a_users_loss_survives_pickle_and_copies_and_save_refuses_what_load_cannot_read(tmp_path):
+    import pickle
+
+    model = pydl.Sequential([nn.Dense(3, 2)], loss=ScaledCrossEntropy(5.0), seed=0)
+    for other in (pickle.loads(pickle.dumps(model)), model.copy(), model.astype(np.float64)):
+        assert type(other.loss) is ScaledCrossEntropy and other.loss.scale == 5.0
+    with pytest.raises(ValueError, match="the loss is a ScaledCrossEntropy, not a built-in loss"):
+        model.save(tmp_path / "m.npz")
+
+    class MyDense(nn.Dense):
+        pass
+
+    with pytest.raises(ValueError, match="layer 1 is a MyDense, not a built-in pydl.nn layer"):
+        pydl.Sequential([nn.Dense(3, 4), MyDense(4, 2)], seed=0).save(tmp_path / "m.npz")
+    assert not list(tmp_path.iterdir())
