@@ -289,6 +289,7 @@ def cmd_tune(args) -> int:
     if s["metric"] == "dev_accuracy" and "mse" in losses:
         raise ValueError(f"search.metric = 'dev_accuracy' in {args.config} needs classification, but the "
                          "loss is mse (real-valued labels); use dev_loss or train_loss")
+    _refuse_earlier_search(args.out, args.journal)
     os.makedirs(args.out, exist_ok=True)  # before the trials: a bad --out loses no search
     if not os.access(args.out, os.W_OK):
         raise PermissionError(13, "--out is not writable", args.out)
@@ -319,6 +320,16 @@ def cmd_tune(args) -> int:
         print(f"pydl tune: error: every trial failed; the first: {result.trials[0].error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _refuse_earlier_search(out, journal) -> None:
+    """A new search would replace an earlier one's table in ``out``: refuse, unless it
+    resumes a journal (the search then rewrites its own table, every trial kept)."""
+    table = os.path.join(out, "search.csv")
+    if os.path.exists(table) and not (journal and os.path.exists(journal)):
+        raise ValueError(f"--out {out} already holds a search's results ({table}); pass another "
+                         "--out, or resume a search run with --journal by passing its journal "
+                         f"again, or delete {table}")
 
 
 def _fingerprint(X, y) -> str:

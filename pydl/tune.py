@@ -64,6 +64,7 @@ import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import csv
+import io
 import itertools
 import json
 import math
@@ -1384,15 +1385,24 @@ class SearchResult:
         return records
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_records` as CSV (header = union of keys, in first-seen order)."""
+        """Write :meth:`to_records` as CSV (header = union of keys, in first-seen order),
+        atomically: on any error the file at ``path`` is as it was."""
+        from .model import atomic_write
+
         records = self.to_records()
         fieldnames: list[str] = []
         for rec in records:
             fieldnames += [k for k in rec if k not in fieldnames]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
+
+        def write(f):
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(records)
+            text.flush()
+            text.detach()  # atomic_write closes f
+
+        atomic_write(os.fspath(path), write)
 
     def plot(self, param: str, ax: Any = None, log: bool | None = None):
         """Scatter the metric of every ok trial against ``param``; returns the Figure.

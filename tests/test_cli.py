@@ -158,6 +158,20 @@ def test_tune_command_with_journal_resumes(tmp_path, capsys):
     assert "4 trials" in out
 
 
+def test_a_new_search_into_an_earlier_searchs_out_is_refused_and_keeps_its_table(tmp_path, capsys):
+    cfg, out = tmp_path / "s.toml", tmp_path / "results"
+    cfg.write_text(SEARCH + LR)
+    code, _, err = run(["tune", str(cfg), "--trials", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    table = (out / "search.csv").read_bytes()
+    journal = tmp_path / "j.jsonl"
+    code, _, err = run(["tune", str(cfg), "--trials", "3", "--journal", str(journal), "--out",
+                        str(out)], capsys)
+    assert code == 2 and "already holds a search's results" in err and "Traceback" not in err
+    assert (out / "search.csv").read_bytes() == table and not journal.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["search.csv"]
+
+
 def test_python_dash_m_pydl_help(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pydl", "--help"], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)

@@ -242,6 +242,21 @@ def test_records_csv_and_table(tmp_path):
     assert f"{result.best.number}*" in table
 
 
+def test_a_csv_write_that_fails_leaves_the_earlier_file_as_it_was(tmp_path, monkeypatch):
+    result = tune.random_search(fails_for_large_x, SPACE, 3, seed=2)
+    path = tmp_path / "trials.csv"
+    result.to_csv(path)
+    before = path.read_bytes()
+
+    def fail(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", fail)
+    with pytest.raises(OSError, match="No space left"):
+        result.to_csv(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["trials.csv"]
+
+
 def test_plot_uses_a_log_axis_for_log_distributions():
     import matplotlib
 
