@@ -44,13 +44,18 @@ runs them again), and new workers run the rest. Workers that cannot start
 (their thread limits fail) or cannot load the objective end the search with
 an error that says why. Ctrl-C stops the workers.
 ``executor=`` takes any ``concurrent.futures.Executor``, e.g. Dask's
-``Client.get_executor()``. With processes, the objective must be picklable:
-a module-level function (or a ``functools.partial`` of one) defined in an
-importable module or in a script guarded by ``if __name__ == "__main__":``;
-lambdas and closures work inline (``n_jobs=1``) and on Dask (cloudpickle),
+``Client.get_executor()`` (not the ``Client`` itself). With processes, the
+objective must be picklable: a module-level function (or a ``functools.partial``
+of one) defined in an importable module or in a script guarded by
+``if __name__ == "__main__":``; lambdas and closures work inline (``n_jobs=1``)
+and on an executor (sent with cloudpickle where it is installed, as with Dask),
 not with ``n_jobs > 1``; nor do functions defined in a notebook (move them to
-a .py module). Dask's ``Client.submit`` treats calls as pure by default; for a
-non-deterministic objective use ``client.get_executor(pure=False)``.
+a .py module). Workers that cannot load the objective (its module is not
+importable there) end the search with an error that says why. Every trial is a
+new task: an executor that caches results by arguments (Dask's pure calls) never
+hands back a result, or a failure, of an earlier search. An executor shut down
+during a search (or its client closed) ends it with an error; the trials
+finished by then are in the journal.
 
 Journal: ``journal="search.jsonl"`` appends one JSON line per finished trial,
 flushed and fsync'd as it completes. Running the same search again with the
@@ -170,20 +175,19 @@ def _check_seed(seed: Any) -> int | None:
 
 
 def _check_n_jobs(n_jobs: Any, executor: Any) -> int:
-    n_jobs = _integer("n_jobs", n_jobs)
-    if n_jobs == -1:
-        n_jobs = os.cpu_count() or 1
+    given = _integer("n_jobs", n_jobs)
+    n_jobs = (os.cpu_count() or 1) if given == -1 else given
     if n_jobs < 1:
-        raise ValueError(f"n_jobs must be >= 1, or -1 for one worker per CPU, got {n_jobs}")
+        raise ValueError(f"n_jobs must be >= 1, or -1 for one worker per CPU, got {given}")
     if executor is not None:
-        if not callable(getattr(executor, "submit", None)):
-            raise TypeError(
-                "executor must be a concurrent.futures.Executor (an object with .submit), "
-                f"got {type(executor).__name__}"
-            )
+        if not isinstance(executor, concurrent.futures.Executor):
+            hint = (": pass its executor, client.get_executor()"
+                    if callable(getattr(executor, "get_executor", None)) else "")
+            raise TypeError(f"executor must be a concurrent.futures.Executor, got "
+                            f"{type(executor).__name__}{hint}")
         if n_jobs != 1:
             raise ValueError(
-                f"pass either n_jobs or executor, not both (got n_jobs={n_jobs} and an executor); "
+                f"pass either n_jobs or executor, not both (got n_jobs={given} and an executor); "
                 "the executor decides how many trials run at once"
             )
     return n_jobs
@@ -648,8 +652,10 @@ class _PickledObjective:
 
 
 def _run_trial(objective: Callable, number: int, params: dict, budget: Any, metric: str,
-               budgeted: bool) -> dict:
-    """Call the objective once and describe the outcome (runs in the worker)."""
+               budgeted: bool, submission: str = "") -> dict:
+    """Call the objective once and describe the outcome (runs in the worker). ``submission``
+    is unused: a token new for every submit, so that an executor that caches calls by their
+    arguments (Dask's pure tasks) runs each trial afresh."""
     if isinstance(objective, _PickledObjective):
         if _INIT_ERROR is not None:  # the worker's initializer failed: say why, not "died"
             return {"init_error": _INIT_ERROR}
@@ -1064,8 +1070,9 @@ def shutdown_workers() -> None:
 def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
                     threads_per_worker: int | None) -> Iterator[Any]:
     """Yield ``(executor, objective to submit)``; executor None runs trials inline."""
-    if executor is not None:
-        yield executor, objective
+    if executor is not None:  # (threads share this process's objective as it is)
+        threads = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        yield executor, objective if threads else _as_bytes(objective)
         return
     if n_jobs == 1:
         yield None, objective
@@ -1093,6 +1100,23 @@ def _executor_scope(objective: Callable, n_jobs: int, executor: Any,
         workers.stop(ok=True)
     finally:
         _release_owned(owner)  # a Ctrl-C before ``workers`` was bound, or inside stop()
+
+
+def _as_bytes(objective: Callable) -> Any:
+    """The objective for a foreign executor: as pickle bytes (cloudpickle where installed,
+    as with Dask: lambdas too), loaded by ``_run_trial``, so that a worker that cannot import
+    it reports why; a worker that fails to unpickle a task's arguments itself dies (Dask
+    retries it on other workers, then hangs or kills them all). As is if it does not
+    pickle."""
+    try:
+        import cloudpickle
+        dumps = cloudpickle.dumps
+    except ImportError:
+        dumps = pickle.dumps
+    try:
+        return _PickledObjective(dumps(objective))
+    except Exception:
+        return objective
 
 
 class _OwnWorkers:
@@ -1181,13 +1205,13 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
     submit again. A worker process that dies (SIGKILL, the out-of-memory killer) breaks
     pydl's own pool: the trials it was running fail, new workers take the rest."""
     renewable = isinstance(ctx.executor, _OwnWorkers)
-    futures, broken, unsent = {}, [], []
+    futures, broken, unsent, cancelled = {}, [], [], []
     try:
         for k, i in enumerate(pending):
             try:
                 futures[ctx.executor.submit(_run_trial, ctx.objective, tasks[i].number,
                                             tasks[i].params, tasks[i].budget, ctx.metric,
-                                            ctx.budgeted)] = i
+                                            ctx.budgeted, secrets.token_hex(8))] = i
             except Exception:
                 # a worker died while the trials were being submitted (a fast crash): the
                 # rest never started, so new workers take them. (BrokenProcessPool, or
@@ -1207,24 +1231,38 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
             except BrokenProcessPool if renewable else ():  # else: as any other error below
                 broken.append(i)
                 continue
+            except concurrent.futures.CancelledError:  # not by this search: it cancels only
+                cancelled.append(i)                    # as it stops, below
+                continue
             except Exception as exc:  # the worker or the executor broke, not the objective
                 outcome = _died(f"worker error: {type(exc).__name__}: {exc}")
                 outcome["traceback"] = "".join(traceback.format_exception(exc))
+                exc.__traceback__ = None  # its frames would keep the batch's futures alive
                 record(i, outcome, journaled=False)
                 continue
             if "init_error" in outcome:
                 raise RuntimeError(f"the worker processes failed to start ({outcome['init_error']})")
             if "load_error" in outcome:
+                where = ("make its module importable on the executor's workers (installed "
+                         "there, or on their sys.path), or use n_jobs=1" if not renewable else
+                         "define it at module level in a .py file (not in a notebook cell or "
+                         "under `if __name__ == '__main__':`), or use n_jobs=1 or a Dask "
+                         "executor")
                 raise TypeError(
                     f"the worker processes could not load the objective ({outcome['load_error']}); "
-                    "they import it by module and name, so define it at module level in a .py "
-                    "file (not in a notebook cell or under `if __name__ == '__main__':`), or use "
-                    "n_jobs=1 or a Dask executor")
+                    f"they import it by module and name, so {where}")
             record(i, outcome)
+        if cancelled:  # the executor was shut down: the trials that finished are recorded
+            raise RuntimeError(
+                f"the executor cancelled trial {tasks[min(cancelled)].number} (was it shut "
+                "down, or its client closed?); the trials that finished are in the journal, "
+                "if the search has one")
     except BaseException:  # error or Ctrl-C: do not leave trials queued on the executor
         for future in futures:
             future.cancel()
         raise
+    finally:
+        futures.clear()  # an executor may keep a task while its future lives (Dask)
     if not broken and not unsent:
         return []
     # Workers take trials in submission order, so the ones that were running are the first

@@ -1149,6 +1149,109 @@ class _FailingExecutor(concurrent.futures.Executor):
         return future
 
 
+class _CachingExecutor(concurrent.futures.Executor):
+    """Runs each call inline, and hands back the earlier future of a call with the same
+    arguments (as Dask's pure tasks do while their futures live)."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def submit(self, fn, *args, **kwargs):
+        import pickle
+
+        key = pickle.dumps((fn, args))
+        if key not in self.cache:
+            future = concurrent.futures.Future()
+            future.set_result(fn(*args, **kwargs))
+            self.cache[key] = future
+        return self.cache[key]
+
+
+_CALLS = []
+
+
+def counted(params):
+    _CALLS.append(params["x"])
+    return params["x"]
+
+
+def test_a_search_on_an_executor_that_caches_calls_runs_every_trial_afresh():
+    """The same trials searched again (a resumed search whose trials were not journaled, or
+    an objective edited since) run again: no result of an earlier search comes back."""
+    executor = _CachingExecutor()
+    _CALLS.clear()
+    first = tune.random_search(counted, SPACE, 3, seed=0, executor=executor)
+    second = tune.random_search(counted, SPACE, 3, seed=0, executor=executor)
+    assert len(_CALLS) == 6 and len(executor.cache) == 6
+    assert [t.value for t in second.trials] == [t.value for t in first.trials]
+
+
+class _StoppedExecutor(concurrent.futures.Executor):
+    """Runs the first trial, then is shut down: the futures of the rest are cancelled (as
+    Dask's are when the client closes)."""
+
+    def __init__(self):
+        self.submitted = 0
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted += 1
+        future = concurrent.futures.Future()
+        if self.submitted == 1:
+            future.set_result(fn(*args, **kwargs))
+        else:
+            future.cancel()
+            future.set_running_or_notify_cancel()  # as an executor's worker does
+        return future
+
+
+def test_an_executor_shut_down_during_a_search_ends_it_and_keeps_the_finished_trials(tmp_path):
+    journal = tmp_path / "j.jsonl"
+    with pytest.raises(RuntimeError, match=r"the executor cancelled trial \d+ \(was it shut down"):
+        tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, executor=_StoppedExecutor(),
+                           journal=journal)
+    trials = [rec for rec in map(json.loads, journal.read_text().splitlines()) if "number" in rec]
+    assert len(trials) == 1 and trials[0]["status"] == "ok"
+    resumed = tune.random_search(quadratic_log_lr, SPACE, 4, seed=0, journal=journal)
+    assert [t.status for t in resumed.trials] == ["ok"] * 4
+    assert [t.value for t in resumed.trials] == \
+        [t.value for t in tune.random_search(quadratic_log_lr, SPACE, 4, seed=0).trials]
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sum(1 for rec in lines if "number" in rec) == 4
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+    def submit(self, fn, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+class _ClientLike:
+    """Has submit and get_executor, as dask.distributed.Client does, but is no Executor."""
+
+    def submit(self, fn, *args, **kwargs):
+        raise AssertionError("never called")
+
+    def get_executor(self):
+        return _InlineExecutor()
+
+
+def test_an_executor_argument_that_is_not_an_executor_is_named_with_the_way_on():
+    with pytest.raises(TypeError, match=r"executor must be a concurrent.futures.Executor, got "
+                                        r"_ClientLike: pass its executor, client.get_executor\(\)"):
+        tune.random_search(quadratic_log_lr, SPACE, 2, executor=_ClientLike())
+    with pytest.raises(ValueError, match=r"not both \(got n_jobs=-1 and an executor\)"):
+        tune.random_search(quadratic_log_lr, SPACE, 2, n_jobs=-1, executor=_InlineExecutor())
+
+
+def test_an_executor_whose_workers_cannot_load_the_objective_says_why():
+    with pytest.raises(TypeError, match="could not load the objective.*not importable here.*"
+                                        "importable on the executor's workers"):
+        tune.random_search(LoadsOnlyInTheParent(), SPACE, 2, executor=_InlineExecutor())
+    closure = tune.random_search(lambda p: 2 * p["x"], SPACE, 2, seed=0, executor=_InlineExecutor())
+    assert [t.value for t in closure.trials] == [2 * t.params["x"] for t in closure.trials]
+
+
 def test_a_foreign_executor_whose_futures_fail_fails_those_trials():
     result = tune.random_search(quadratic_log_lr, SPACE, 3, seed=0, executor=_FailingExecutor())
     assert [t.status for t in result.trials] == ["failed"] * 3
