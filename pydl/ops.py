@@ -97,16 +97,23 @@ def _eps(value, like) -> float:
     return eps
 
 
+_FLOAT32_TINY = _FLOAT_RANGE[np.dtype(np.float32)][0]
+
+
 def _factor(name: str, value, like) -> float:
-    """A finite real >= 0 (a rate or a penalty's weight) that ``like``'s dtype can hold:
-    the kernels compute in that dtype, where a larger one is inf (and inf * 0 is NaN)."""
+    """A finite real >= 0 (a rate or a penalty's weight) that ``like``'s dtype can hold: 0
+    or a normal number. The kernels compute in that dtype, where a larger one is inf (and
+    inf * 0 is NaN) and a smaller one is 0 (rounded, or a subnormal, which they flush)."""
     v = _real(name, value, 0.0)
-    if v <= _FLOAT32_MAX:  # within every dtype's range
+    if _FLOAT32_TINY <= v <= _FLOAT32_MAX or v == 0.0:  # within every dtype's normal range
         return v
     lim = _FLOAT_RANGE.get(getattr(like, "dtype", None))
     if lim is not None and v > lim[1]:
         raise ValueError(f"{name} must be at most {lim[1]:.4g} for {like.dtype} arrays (the "
                          f"largest finite {like.dtype}), got {v}")
+    if lim is not None and v < lim[0]:
+        raise ValueError(f"{name} must be 0 or at least {lim[0]:.4g} for {like.dtype} arrays "
+                         f"(the smallest normal {like.dtype}: a smaller one acts as 0), got {v}")
     return v
 
 

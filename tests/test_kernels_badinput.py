@@ -392,11 +392,18 @@ def test_eps_must_be_a_normal_number_of_the_dtype(name, low_ok):
                                          ("adam_step", "lr"), ("adam_step", "weight_decay")])
 def test_rates_and_penalties_must_fit_the_dtype(name, param):
     """1e39 is inf in float32, where the kernels compute (l2 = 1e39 made dW NaN wherever W is
-    0); float64 holds it, and float32 takes its largest finite number."""
+    0); float64 holds it, and float32 takes its largest finite number. Below the dtype's
+    smallest normal number a rate acts as 0: refused (0 itself is a valid penalty weight)."""
     call_expecting(name, dict(SPECS[name]["make"](np.float32), **{param: 1e39}), ValueError,
                    [param])
     op_of(name)(**dict(SPECS[name]["make"](np.float64), **{param: 1e39}))
     op_of(name)(**dict(SPECS[name]["make"](np.float32), **{param: float(np.finfo(np.float32).max)}))
+    # below the normal range the kernels see 0 (1e-40 rounds to a float32 subnormal)
+    for dtype, tiny in ((np.float32, 1e-40), (np.float64, 1e-320)):
+        call_expecting(name, dict(SPECS[name]["make"](dtype), **{param: tiny}), ValueError,
+                       [param])
+        op_of(name)(**dict(SPECS[name]["make"](dtype), **{param: float(np.finfo(dtype).tiny)}))
+    op_of(name)(**dict(SPECS[name]["make"](np.float64), **{param: 1e-40}))
 
 
 def test_gemm_kernel_needs_a_dtype():
