@@ -147,8 +147,13 @@ class MeanSquaredError(Loss):
             raise ValueError(f"{name} has {y.shape[0]} rows but X has {m}; they must match")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric, got dtype {y.dtype}")
-        _check_finite(name, y)
-        return np.ascontiguousarray(y, dtype=dtype)
+        with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf
+            out = np.ascontiguousarray(y, dtype=dtype)
+        if not np.isfinite(out).all():
+            from .model import _nonfinite_error
+
+            raise _nonfinite_error(name, y, np.dtype(dtype))
+        return out
 
     def forward_backward(self, Z, y):
         dZ = self._grad_buffer(Z)

@@ -25,7 +25,11 @@ def _positive_int(name, value, lo=1):
 
 
 def _is_memmap(X) -> bool:
-    return isinstance(X, np.memmap) or (isinstance(X, np.ndarray) and isinstance(X.base, np.memmap))
+    """X is an array backed by a memory-mapped file, through any chain of views
+    (``np.asarray(mm)[:k]`` too): fit streams it rather than converting it whole."""
+    from .data import _is_memory_mapped
+
+    return isinstance(X, np.ndarray) and _is_memory_mapped(X)
 
 
 def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
@@ -150,7 +154,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             aug_rng = np.random.default_rng([model.seed, epoch, 1]) if augment is not None else None
             loss_sum, correct = 0.0, 0
             for Xb, yb in _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model,
-                                   join_lone_row):
+                                   join_lone_row, augment is not None):
                 if augment is not None:
                     Xb = _augmented(augment, Xb, aug_rng, model.dtype)
                 for a, b in zip(state, state_backup):
@@ -290,9 +294,11 @@ def _join_lone_row(model, m: int, batch_size: int) -> bool:
     return m % batch_size == 1
 
 
-def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, join_lone_row):
-    """Yield (Xb, yb) mini-batches; in-memory rows are gathered into reused buffers. With
-    join_lone_row, the batch of one row goes with its neighbour (the one before it)."""
+def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, join_lone_row,
+             augment_copy=False):
+    """Yield (Xb, yb) mini-batches; in-memory rows are gathered into reused buffers (with
+    augment_copy, unshuffled ones too: an augment hook gets a copy, never the caller's X).
+    With join_lone_row, the batch of one row goes with its neighbour (the one before it)."""
     if streaming:
         from .data import minibatches
 
@@ -323,7 +329,11 @@ def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, jo
         e = min(s + batch_size, m)
         if join_lone_row and e == m - 1:
             e = m
-        if order is None:
+        if order is None and augment_copy:  # the augment hook may edit its batch in place
+            n = e - s
+            np.copyto(xbuf[:n], X[s:e])
+            yield xbuf[:n], y[s:e]
+        elif order is None:
             yield X[s:e], y[s:e]
         else:
             idx = order[s:e]

@@ -416,6 +416,17 @@ def test_predict_predict_proba_sigmoid():
     assert ev["accuracy"] == pytest.approx(np.mean(model.predict(X) == y), abs=1e-12)
 
 
+def test_mse_targets_beyond_the_models_dtype_are_refused_naming_y():
+    """1e39 is inf in float32: refused as X's values are, not reported as divergence."""
+    model = pydl.mlp([3, 4, 1], loss="mse", seed=0)
+    X = np.zeros((8, 3), np.float32)
+    y = np.full(8, 1e39)
+    for call in (lambda: model.fit(X, y, epochs=1, verbose=0), lambda: model.evaluate(X, y)):
+        with pytest.raises(ValueError, match=r"^y .*float32"):
+            call()
+    pydl.mlp([3, 4, 1], loss="mse", seed=0, dtype=np.float64).evaluate(X, y)
+
+
 def test_predict_and_evaluate_mse():
     model = net_mse()
     X, y = data_for(model, m=30)

@@ -228,6 +228,43 @@ def test_batchnorm_joins_a_lone_row_of_a_streamed_epoch(tmp_path):
     assert len(seen) == 18
 
 
+def test_a_view_of_a_memory_mapped_x_is_streamed_not_converted_whole(tmp_path, monkeypatch):
+    """np.asarray(mm)[:k] is an ndarray whose base is an ndarray whose base is the memmap:
+    fit streams it too (it used to convert it whole, a copy of the file in memory)."""
+    import pydl.data
+
+    X, y = toy(m=48)
+    np.save(tmp_path / "X.npy", X.astype(np.float64))
+    mm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    streamed = []
+    original = pydl.data.minibatches
+    monkeypatch.setattr(pydl.data, "minibatches",
+                        lambda *a, **k: (streamed.append(1), original(*a, **k))[1])
+    views = [np.asarray(mm)[:40], mm.view(np.ndarray)[:, :], np.asarray(mm)[:40][::2]]
+    for view in views:
+        model = pydl.mlp([10, 8, 3], seed=0)
+        model.fit(view, y[:len(view)], epochs=1, batch_size=8, shuffle=False, verbose=0)
+        alone = pydl.mlp([10, 8, 3], seed=0)
+        alone.fit(np.array(view), y[:len(view)], epochs=1, batch_size=8, shuffle=False, verbose=0)
+        np.testing.assert_array_equal(model.theta, alone.theta)
+    assert len(streamed) == len(views)
+
+
+def test_an_augment_hook_that_edits_its_batch_in_place_never_touches_the_callers_x():
+    X, y = toy(m=40)
+    X = X.astype(np.float32)
+    before = X.copy()
+
+    def noisy(Xb, rng):
+        Xb += rng.standard_normal(Xb.shape).astype(Xb.dtype)
+        return Xb
+
+    for shuffle in (False, True):
+        model = pydl.mlp([10, 8, 3], seed=0)
+        model.fit(X, y, epochs=3, batch_size=8, shuffle=shuffle, augment=noisy, verbose=0)
+        np.testing.assert_array_equal(X, before)
+
+
 def test_initial_epoch_and_epochs():
     X, y = toy(m=40)
     model = pydl.mlp([10, 8, 3], seed=0)
