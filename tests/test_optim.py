@@ -219,6 +219,32 @@ def test_state_dict_round_trip_continues_identically(make):
         assert not np.array_equal(v, a.state[k]), f"state_dict array {k} changed with the optimizer"
 
 
+def test_load_state_dict_restores_the_hyperparameters_the_moments_were_built_with():
+    theta0, grads, _ = problem(7)
+    a = optim.Adam(lr=0.01, beta1=0.5, beta2=0.9, eps=1e-3)
+    h = Holder(theta0)
+    for g in grads[:5]:
+        h.dtheta[...] = g
+        a.step(h)
+    b = optim.Adam()
+    b.load_state_dict(a.state_dict())
+    assert b.hyperparameters() == a.hyperparameters() and b.state_dict()["hyperparameters"] == \
+        a.state_dict()["hyperparameters"]
+    ha, hb = Holder(h.theta), Holder(h.theta)
+    for g in grads[5:]:
+        for opt, hh in ((a, ha), (b, hb)):
+            hh.dtheta[...] = g
+            opt.step(hh)
+    np.testing.assert_array_equal(ha.theta, hb.theta)
+    bad = dict(a.state_dict(), hyperparameters=dict(a.hyperparameters(), beta1=1.5))
+    c = optim.Adam()
+    with pytest.raises(ValueError, match="beta1"):
+        c.load_state_dict(bad)
+    assert c.hyperparameters() == optim.Adam().hyperparameters() and c.t == 0 and c.state == {}
+    with pytest.raises(ValueError, match="bad optimizer hyperparameters.*beta"):
+        optim.Adam().load_state_dict(dict(a.state_dict(), hyperparameters={"beta": 0.9}))
+
+
 def test_load_state_dict_refuses_mismatches():
     a = optim.Adam()
     h = Holder(np.ones(4))
