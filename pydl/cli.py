@@ -21,19 +21,30 @@ import numpy as np
 __all__ = ["main"]
 
 
-def _prepare(cfg, X, y, standardizer=None):
-    """Split (seeded by data.seed) and standardize on the training set only."""
-    from .data import Standardizer, train_dev_test_split
+def _split(cfg, X, y):
+    """(Xtr, ytr, Xd, yd, Xte, yte), split as [data] says (seeded by data.seed)."""
+    from .data import train_dev_test_split
 
     d = cfg["data"]
     ratios = d["ratios"] if d["ratios"] == "auto" else tuple(d["ratios"])
-    Xtr, ytr, Xd, yd, Xte, yte = train_dev_test_split(X, y, ratios=ratios, stratify=d["stratify"],
-                                                      seed=d["seed"])
-    if standardizer is None and d["standardize"]:
-        standardizer = Standardizer().fit(Xtr)
-    if standardizer is not None:
-        Xtr, Xd, Xte = (standardizer.transform(a) for a in (Xtr, Xd, Xte))
-    return (Xtr, ytr, Xd, yd, Xte, yte), standardizer
+    return train_dev_test_split(X, y, ratios=ratios, stratify=d["stratify"], seed=d["seed"])
+
+
+def _standardizer(cfg, Xtr):
+    """The Standardizer fit on the training rows, if [data] standardize; else None."""
+    from .data import Standardizer
+
+    return Standardizer().fit(Xtr) if cfg["data"]["standardize"] else None
+
+
+def _standardized(cfg, X, y):
+    """The splits, standardized on the training rows if [data] says so (for a model that
+    has no standardizer of its own)."""
+    Xtr, ytr, Xd, yd, Xte, yte = _split(cfg, X, y)
+    std = _standardizer(cfg, Xtr)
+    if std is not None:
+        Xtr, Xd, Xte = (std.transform(a) for a in (Xtr, Xd, Xte))
+    return Xtr, ytr, Xd, yd, Xte, yte
 
 
 def _callbacks(cfg, out_dir, with_checkpoints=True):
@@ -85,7 +96,7 @@ def cmd_train(args) -> int:
         _refuse_overwriting_later_epochs(out, model.epoch)
         if args.config is not None:
             _note_ignored_sections(cfg, model, X.shape[1], y, args)
-        (Xtr, ytr, Xd, yd, Xte, yte), _ = _prepare(cfg, X, y, model.standardizer or _Identity())
+        splits = _split(cfg, X, y)  # raw: the model applies its own standardizer, if any
         optimizer = model.optimizer or build_optimizer(cfg)
         if args.lr is not None:
             optimizer.lr = args.lr
@@ -98,10 +109,11 @@ def cmd_train(args) -> int:
                   f"{sched!r} at epoch {start})")
     else:
         _refuse_earlier_run(out)
-        (Xtr, ytr, Xd, yd, Xte, yte), std = _prepare(cfg, X, y)
+        splits = _split(cfg, X, y)  # raw: the model standardizes every input with its own
         model = build_model(cfg, X.shape[1], y, args.config)
-        model.standardizer = std
+        model.standardizer = _standardizer(cfg, splits[0])
         optimizer, start = build_optimizer(cfg), 0
+    Xtr, ytr, Xd, yd, Xte, yte = splits
     os.makedirs(out, exist_ok=True)
     print(f"data: {cfg['data']['source']}  train {len(Xtr)} / dev {len(Xd)} / test {len(Xte)}")
     print(model)
@@ -193,11 +205,6 @@ def _refuse_overwriting_later_epochs(out, start: int) -> None:
                          f"--out (e.g. --out {out.rstrip(os.sep)}-from-{start}), or delete them")
 
 
-class _Identity:
-    def transform(self, X):
-        return X
-
-
 def _report(model, splits, out):
     from .diagnose import bias_variance
     from .model import atomic_write
@@ -250,7 +257,7 @@ def _tune_objective(params, cfg):
 
     c = with_params(cfg, params)
     X, y = load_data(c)
-    (Xtr, ytr, Xd, yd, _, _), _ = _prepare(c, X, y)
+    Xtr, ytr, Xd, yd, _, _ = _standardized(c, X, y)
     model = build_model(c, X.shape[1], y)
     h = model.fit(Xtr, ytr, optimizer=build_optimizer(c), epochs=c["training"]["epochs"],
                   batch_size=min(c["training"]["batch_size"], len(Xtr)), validation_data=(Xd, yd),
@@ -351,7 +358,7 @@ def cmd_gradcheck(args) -> int:
 
     cfg = load_config(args.config)
     X, y = load_data(cfg)
-    (Xtr, ytr, *_), _ = _prepare(cfg, X, y)
+    Xtr, ytr, *_ = _standardized(cfg, X, y)
     model = build_model(cfg, X.shape[1], y, args.config).astype(np.float64)
     dropout = any(isinstance(l, nn.Dropout) and l.keep_prob < 1 for l in model.layers)
     if dropout:

@@ -51,6 +51,11 @@ class Sequential:
     seed : int or None
         Seeds initialization, shuffling and dropout masks (None draws one and keeps it).
     dtype : float32 (default) or float64.
+
+    ``model.standardizer``: None, or a fitted ``pydl.data.Standardizer`` of the model's
+    n_in features (``pydl train`` sets one, and save/load keep it). When set, every X the
+    model takes (fit, forward, forward_backward, cost, evaluate, predict, predict_proba)
+    is standardized with it first: pass raw features.
     """
 
     def __init__(self, layers, loss="softmax_cross_entropy", seed=None, dtype=np.float32):
@@ -83,7 +88,7 @@ class Sequential:
         self.optimizer = None
         self.epoch = 0          # epochs completed (the next fit continues from here)
         self.step = 0           # mini-batch steps taken (keys the dropout masks)
-        self.standardizer = None
+        self._standardizer = None
         self.history = None
         self._plan = self._fuse()
         self._allocate()
@@ -200,6 +205,25 @@ class Sequential:
         return int(self.theta.size)
 
     # ------------------------------------------------------------------ validation
+    @property
+    def standardizer(self):
+        """The Standardizer applied to every input X first (None: inputs are used as given)."""
+        return self._standardizer
+
+    @standardizer.setter
+    def standardizer(self, value) -> None:
+        from .data import Standardizer
+
+        if value is not None:
+            if not isinstance(value, Standardizer):
+                raise TypeError(f"standardizer must be a pydl.data.Standardizer or None, got "
+                                f"{type(value).__name__}")
+            if value.n_features_ != self.n_in:
+                fitted = "not fitted" if value.n_features_ is None else \
+                    f"fitted on {value.n_features_} features"
+                raise ValueError(f"standardizer is {fitted}; the model takes {self.n_in}")
+        self._standardizer = value
+
     def _check_X(self, X, name="X"):
         _refuse_masked(X, name)
         if isinstance(X, np.memmap):
@@ -218,6 +242,8 @@ class Sequential:
             raise ValueError(f"{name} has {X.shape[1]} features but the model expects {self.n_in}")
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 rows)")
+        if self._standardizer is not None:
+            X = self._standardizer.transform(X)
         original = X
         if X.dtype == self.dtype:
             X = np.ascontiguousarray(X)

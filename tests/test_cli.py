@@ -35,6 +35,34 @@ def test_train_default_job_writes_report_and_artifacts(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_trained_model_takes_raw_features_and_standardizes_them_itself(tmp_path, capsys):
+    """model.npz keeps the Standardizer fit on the training rows and applies it to every
+    input: the loaded model scores raw test rows as the run reported, and equals a model
+    trained on rows standardized beforehand (the same bits)."""
+    from pydl.cli import _split
+    from pydl.config import build_model, build_optimizer, load_config, load_data
+    from pydl.data import Standardizer
+
+    code, out, err = run(["train", "--epochs", "2", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, err
+    test_line = next(l for l in out.splitlines() if l.split()[:1] == ["test"])
+    model = pydl.load(tmp_path / "model.npz")
+    cfg = load_config(None)
+    Xtr, ytr, Xd, yd, Xte, yte = _split(cfg, *load_data(cfg))
+    r = model.evaluate(Xte, yte)
+    assert test_line.split()[1:] == [f"{r['loss']:.4f}", f"{r['accuracy']:.4f}"]
+    std = Standardizer().fit(Xtr)
+    assert np.array_equal(model.standardizer.mean_, std.mean_)
+    np.testing.assert_array_equal(model.predict_proba(Xte),
+                                  pydl.load(tmp_path / "model.npz").predict_proba(Xte))
+    plain = build_model(cfg, Xtr.shape[1], ytr)  # no standardizer: given standardized rows
+    plain.fit(std.transform(Xtr), ytr, optimizer=build_optimizer(cfg), epochs=2,
+              batch_size=min(cfg["training"]["batch_size"], len(Xtr)),
+              validation_data=(std.transform(Xd), yd), verbose=0)
+    np.testing.assert_array_equal(plain.theta, model.theta)
+    np.testing.assert_array_equal(plain.predict_proba(std.transform(Xte)), model.predict_proba(Xte))
+
+
 def test_resume_continues_exactly_where_the_checkpoint_left(tmp_path, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert run(["train", "--epochs", "4", "--out", str(full), "--quiet"], capsys)[0] == 0

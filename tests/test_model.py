@@ -726,3 +726,42 @@ def test_a_users_loss_survives_pickle_and_copies_and_save_refuses_what_load_cann
     with pytest.raises(ValueError, match="layer 1 is a MyDense, not a built-in pydl.nn layer"):
         pydl.Sequential([nn.Dense(3, 4), MyDense(4, 2)], seed=0).save(tmp_path / "m.npz")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_models_standardizer_applies_to_every_input_and_is_checked_when_set(tmp_path):
+    from pydl.data import Standardizer
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5)) * 100 + 1e3
+    y = rng.integers(0, 3, 64)
+    std = Standardizer().fit(X)
+    own = pydl.mlp([5, 8, 3], seed=0)
+    own.standardizer = std
+    given = pydl.mlp([5, 8, 3], seed=0)
+    own.fit(X, y, epochs=2, batch_size=16, validation_data=(X[:8], y[:8]), verbose=0)
+    given.fit(std.transform(X), y, epochs=2, batch_size=16,
+              validation_data=(std.transform(X[:8]), y[:8]), verbose=0)
+    np.testing.assert_array_equal(own.theta, given.theta)
+    Z = std.transform(X)
+    np.testing.assert_array_equal(own.forward(X), given.forward(Z))
+    np.testing.assert_array_equal(own.predict(X), given.predict(Z))
+    assert own.evaluate(X, y) == given.evaluate(Z, y) and own.cost(X, y) == given.cost(Z, y)
+    assert own.forward_backward(X, y) == given.forward_backward(Z, y)
+    # streamed from a memory-mapped file: each mini-batch standardized as it comes
+    np.save(tmp_path / "X.npy", X)
+    streamed = pydl.mlp([5, 8, 3], seed=0)
+    streamed.standardizer = std
+    streamed.fit(np.load(tmp_path / "X.npy", mmap_mode="r"), y, epochs=2, batch_size=16,
+                 shuffle=False, verbose=0)
+    unshuffled = pydl.mlp([5, 8, 3], seed=0)
+    unshuffled.fit(Z, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(streamed.theta, unshuffled.theta)
+    for copy in (own.copy(), own.astype(np.float64)):
+        assert copy.standardizer is std
+    with pytest.raises(TypeError, match="standardizer must be a pydl.data.Standardizer or None"):
+        own.standardizer = "z-score"
+    with pytest.raises(ValueError, match="standardizer is fitted on 2 features; the model takes 5"):
+        own.standardizer = Standardizer().fit(X[:, :2])
+    with pytest.raises(ValueError, match="standardizer is not fitted"):
+        own.standardizer = Standardizer()
+    assert own.standardizer is std
