@@ -317,9 +317,10 @@ class LRScheduler(Callback):
     """Set ``optimizer.lr = schedule(epoch)`` at the start of every epoch; ``schedule`` is
     a pydl.schedules object or any callable epoch -> lr.
 
-    Built-in schedules never increase, so one that would underflow to 0 within the run is
-    refused before training starts (ValueError naming the first such epoch), not after
-    some epochs and checkpoints; a plain callable is only called epoch by epoch."""
+    Built-in schedules never increase, so one that would underflow within the run (to 0,
+    or below the smallest normal number of the model's dtype, which the optimizer steps
+    refuse) is refused before training starts (ValueError naming the first such epoch),
+    not after some epochs and checkpoints; a plain callable is only called epoch by epoch."""
 
     def __init__(self, schedule):
         from .schedules import as_schedule
@@ -332,18 +333,29 @@ class LRScheduler(Callback):
         if isinstance(self.schedule, FunctionSchedule) or epochs <= initial_epoch:
             return
         try:
-            self.schedule(epochs - 1)
+            self._rate(epochs - 1, model)
         except ValueError:
             lo, hi = initial_epoch, epochs - 1   # first failing epoch is in [lo, hi]
             while lo < hi:
                 mid = (lo + hi) // 2
                 try:
-                    self.schedule(mid)
+                    self._rate(mid, model)
                     lo = mid + 1
                 except ValueError:
                     hi = mid
-            self.schedule(lo)                     # raises, naming that epoch
+            self._rate(lo, model)                 # raises, naming that epoch
             raise
+
+    def _rate(self, epoch, model):
+        """schedule(epoch), which must be a normal number of the model's dtype."""
+        from . import ops
+
+        lr = self.schedule(epoch)
+        try:
+            ops._factor("lr", lr, model.theta)
+        except ValueError as e:
+            raise ValueError(f"{self.schedule!r} gives lr = {lr:g} at epoch {epoch}; {e}") from None
+        return lr
 
     def on_epoch_begin(self, model, epoch):
         model.optimizer.lr = self.schedule(epoch)

@@ -337,15 +337,22 @@ def test_lr_scheduler_refuses_an_underflowing_schedule_before_training(tmp_path)
     model = pydl.mlp([8, 6, 3], seed=0)
     theta = model.theta.copy()
     sched = schedules.ExponentialDecay(1e-3, base=1e-200)    # 0.0 from epoch 2 on
-    with pytest.raises(ValueError, match=re.escape(repr(sched)) + ".* epoch 2;"):
-        model.fit(X, y, epochs=50, batch_size=10, verbose=0,
+    for m, first in ((model, 1), (model.astype(np.float64), 2)):  # 1e-203: no float32
+        with pytest.raises(ValueError, match=re.escape(repr(sched)) + f".* epoch {first};"):
+            m.fit(X, y, epochs=50, batch_size=10, verbose=0,
                   callbacks=[LRScheduler(sched), Checkpoint(tmp_path / "m-{epoch}.npz")])
     assert os.listdir(tmp_path) == [] and np.array_equal(model.theta, theta)
     # resuming past the bad epochs is refused at once too; a run that stays before them trains
     with pytest.raises(ValueError, match="epoch 7;"):
         model.fit(X, y, epochs=9, initial_epoch=7, batch_size=10, verbose=0,
                   callbacks=[LRScheduler(sched)])
-    h = model.fit(X, y, epochs=2, batch_size=10, verbose=0, callbacks=[LRScheduler(sched)])
+    # 1e-203 (epoch 1) is a float64 but not a normal float32: refused up front for float32
+    with pytest.raises(ValueError, match=re.escape(repr(sched)) + r" gives lr = 1e-203 at "
+                                         r"epoch 1; lr must be 0 or at least .* float32"):
+        model.fit(X, y, epochs=2, batch_size=10, verbose=0, callbacks=[LRScheduler(sched)])
+    assert np.array_equal(model.theta, theta)
+    h = model.astype(np.float64).fit(X, y, epochs=2, batch_size=10, verbose=0,
+                                     callbacks=[LRScheduler(sched)])
     assert h["lr"] == pytest.approx([1e-3, 1e-203])
 
 

@@ -278,7 +278,7 @@ def test_underflowing_schedule_stops_fit_before_the_optimizer_sees_zero():
     from pydl import callbacks, optim
 
     X, y = pydl.datasets.make_moons(40, seed=0)
-    model = pydl.mlp([2, 4, 2], seed=0)
+    model = pydl.mlp([2, 4, 2], seed=0, dtype=np.float64)  # (float32: 1e-203 at epoch 1)
     sched = S.ExponentialDecay(1e-3, base=1e-200)
     with pytest.raises(ValueError, match=r"ExponentialDecay\(.*epoch 2"):
         model.fit(X, y, optimizer=optim.SGD(lr=0.1), epochs=4, verbose=0,
