@@ -66,9 +66,8 @@ class Ensemble:
     def evaluate(self, X, y) -> dict:
         """{"accuracy"} for classification, {"mse"} otherwise, of the ensemble's prediction."""
         first = self.models[0]
-        Xc = first._check_X(X)
-        yc = first._check_y(y, Xc.shape[0])
-        pred = self.predict(Xc)
+        yc = first._check_y(y, first._rows(X).shape[0])
+        pred = self.predict(X)  # (as given: each member standardizes it, if it has a standardizer)
         if self.loss.classification:
             labels = yc if yc.ndim == 1 else (yc[:, 0] > 0.5 if yc.shape[1] == 1 else yc.argmax(axis=1))
             return {"accuracy": float((pred == labels).mean())}

@@ -225,10 +225,13 @@ class Sequential:
         self._standardizer = value
 
     def _check_X(self, X, name="X"):
+        """X as the layers take it: ``_converted(_rows(X))``."""
+        return self._converted(self._rows(X, name), name)
+
+    def _rows(self, X, name="X"):
+        """X (m, n_in) of numbers, m >= 1, checked but not converted: a memory-mapped X
+        stays on disk (evaluation converts it a chunk at a time); raises naming ``name``."""
         _refuse_masked(X, name)
-        if isinstance(X, np.memmap):
-            raise TypeError(f"{name} is a memory-mapped array; pass it to fit() (which streams it) "
-                            "or convert a slice with np.asarray")
         if not isinstance(X, np.ndarray):
             try:
                 X = np.asarray(X)
@@ -242,6 +245,11 @@ class Sequential:
             raise ValueError(f"{name} has {X.shape[1]} features but the model expects {self.n_in}")
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 rows)")
+        return X
+
+    def _converted(self, X, name="X"):
+        """Rows from ``_rows`` standardized (with the model's standardizer, if any), in the
+        model's dtype, C-contiguous and finite; raises naming ``name``."""
         if self._standardizer is not None:
             X = self._standardizer.transform(X)
         original = X
@@ -307,18 +315,20 @@ class Sequential:
         Where the own kernel is not built (``pydl.ops.has_own_gemm`` False) the BLAS is
         used either way.
         """
-        X = self._check_X(X)
+        X = self._rows(X)
         if not isinstance(batch_invariant, (bool, np.bool_)):
             raise TypeError(f"batch_invariant must be a bool, got {type(batch_invariant).__name__}")
         if training:
             if batch_invariant:
                 raise ValueError("batch_invariant=True is for evaluation (training=False): in "
                                  "training, batch norm normalizes with the batch's statistics")
+            X = self._converted(X)
             for d in self._dropouts:
                 d.step = self.step
             return self._forward(X, True).copy()
         invariant = bool(batch_invariant)  # (evaluation: each chunk's layers write new arrays)
-        return np.concatenate([self._forward(X[i:i + _EVAL_CHUNK], False, invariant)
+        return np.concatenate([self._forward(self._converted(X[i:i + _EVAL_CHUNK]), False,
+                                             invariant)
                                for i in range(0, X.shape[0], _EVAL_CHUNK)])
 
     def forward_backward(self, X, y) -> float:
@@ -330,11 +340,12 @@ class Sequential:
         y = self._check_y(y, X.shape[0])
         return float(self._forward_backward(X, y))
 
-    def _sums(self, X, y):
-        """(sum of per-example data loss, number correct) in evaluation mode, chunked."""
+    def _sums(self, X, y, name="X"):
+        """(sum of per-example data loss, number correct) in evaluation mode, chunked; X as
+        ``_rows`` gives it (each chunk converted in turn), y checked."""
         total, correct = 0.0, 0
         for i in range(0, X.shape[0], _EVAL_CHUNK):
-            Xc, yc = X[i:i + _EVAL_CHUNK], y[i:i + _EVAL_CHUNK]
+            Xc, yc = self._converted(X[i:i + _EVAL_CHUNK], name), y[i:i + _EVAL_CHUNK]
             Z = self._forward(Xc, False)
             total += self.loss.cost(Z, yc) * Xc.shape[0]
             if self.loss.classification:
@@ -343,20 +354,20 @@ class Sequential:
 
     def cost(self, X, y) -> float:
         """J (data loss + regularization with m = len(X)) in evaluation mode."""
-        X = self._check_X(X)
+        X = self._rows(X)
         y = self._check_y(y, X.shape[0])
         total, _ = self._sums(X, y)
         return float(total / X.shape[0] + self._penalty(X.shape[0]))
 
     def evaluate(self, X, y) -> dict:
         """{"loss": J, "accuracy": fraction correct} (classification) or {"loss", "mse"}."""
-        X = self._check_X(X)
+        X = self._rows(X)
         y = self._check_y(y, X.shape[0])
         return self._evaluate(X, y)
 
-    def _evaluate(self, X, y) -> dict:
+    def _evaluate(self, X, y, name="X") -> dict:
         m = X.shape[0]
-        total, correct = self._sums(X, y)
+        total, correct = self._sums(X, y, name)
         out = {"loss": float(total / m + self._penalty(m))}
         if self.loss.classification:
             out["accuracy"] = correct / m

@@ -105,7 +105,9 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_dev, y_dev)")
-        Xd = model._check_X(validation_data[0], "validation_data[0]")
+        Xd = model._rows(validation_data[0], "validation_data[0]")  # converted as evaluated
+        if not _is_memmap(Xd):  # checked whole before training (a memory-mapped one: as read)
+            model._converted(Xd, "validation_data[0]")
         val = (Xd, model._check_y(validation_data[1], Xd.shape[0], "validation_data[1]"))
 
     if optimizer is None:
@@ -180,7 +182,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             if classification:
                 logs["accuracy"] = correct / m
             if val is not None:
-                for k, v in model._evaluate(*val).items():
+                for k, v in model._evaluate(*val, "validation_data[0]").items():
                     logs["dev_" + k] = v
             logs["lr"] = optimizer.lr
             history.record(epoch, **logs)

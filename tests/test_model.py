@@ -765,3 +765,24 @@ def test_a_models_standardizer_applies_to_every_input_and_is_checked_when_set(tm
     with pytest.raises(ValueError, match="standardizer is not fitted"):
         own.standardizer = Standardizer()
     assert own.standardizer is std
+
+
+def test_a_memory_mapped_x_is_evaluated_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """predict, evaluate, cost and validation_data take a memory-mapped X as they take an
+    array (they refused it), converting one chunk of rows at a time."""
+    import pydl.model
+
+    monkeypatch.setattr(pydl.model, "_EVAL_CHUNK", 7)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 5))  # float64 on disk, a float32 model
+    y = rng.integers(0, 3, 30)
+    np.save(tmp_path / "X.npy", X)
+    mm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    model = pydl.mlp([5, 8, 3], seed=0)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.predict_proba(mm), model.predict_proba(X))
+    assert model.evaluate(mm, y) == model.evaluate(X, y) and model.cost(mm, y) == model.cost(X, y)
+    a, b = pydl.mlp([5, 8, 3], seed=0), pydl.mlp([5, 8, 3], seed=0)
+    ha = a.fit(X, y, epochs=2, batch_size=8, validation_data=(mm, y), verbose=0)
+    hb = b.fit(X, y, epochs=2, batch_size=8, validation_data=(X, y), verbose=0)
+    assert ha.history == hb.history

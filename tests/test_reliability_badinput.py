@@ -238,7 +238,10 @@ bad("fit-memmap-overflow", ValueError,
     lambda: fit(model(), _memmap(X64 * 1e300)))
 bad("fit-memmap-masked", TypeError, r"X is a numpy masked array",
     lambda: fit(model(), np.ma.masked_array(_memmap(X), mask=X > 1)))
-bad("predict-memmap", TypeError, r"X is a memory-mapped array", lambda: model().predict(_memmap(X)))
+bad("predict-memmap-nan", ValueError, r"X contains NaN or inf",
+    lambda: model().predict(_memmap(with_nan(X).astype(np.float32))))
+bad("validation-memmap-nan", ValueError, r"validation_data\[0\] contains NaN or inf",
+    lambda: fit(model(), validation_data=(_memmap(with_nan(X).astype(np.float32)), Y)))
 
 # ------------------------------------------------------------------ layers
 for ctor, match, exc in [
