@@ -64,6 +64,8 @@ def _real(name: str, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=Fa
         return value
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    if hi == math.inf:
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value}")
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
     raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value}")

@@ -223,11 +223,19 @@ OPS = {
 
 # hyperparameter -> (valid values strategy, invalid values (raise TypeError/ValueError))
 _unit_open = st.floats(0, 1, exclude_max=True)
+
+
+def _weight(hi):
+    """A rate or penalty weight: 0, or a normal number of either dtype up to hi (below
+    float32's smallest normal one the kernels would see 0: refused)."""
+    return st.one_of(st.just(0.0), st.floats(float(np.finfo(np.float32).tiny), hi))
+
+
 HYPERS = {
     "activation": (st.sampled_from(ACTS), ["swish", "", 3, None]),
     "alpha": (st.floats(1e-3, 0.999), [0.0, 1.0, -0.1, math.nan, "0.1"]),
-    "l2": (st.floats(0, 10), [-1e-9, math.inf, math.nan, True]),
-    "l1": (st.floats(0, 10), [-1.0, math.inf]),
+    "l2": (_weight(10), [-1e-9, 5e-324, math.inf, math.nan, True]),
+    "l1": (_weight(10), [-1.0, 5e-324, math.inf]),
     "m": (st.integers(1, 1000), [0, -1, 2**31, 1.5, None]),
     "momentum": (st.floats(0, 1), [-0.1, 1.1, math.nan]),
     "eps": (st.floats(1e-8, 1e-1), [0.0, -1e-5, math.inf, math.nan]),
@@ -235,8 +243,8 @@ HYPERS = {
     "step": (st.integers(0, 2**64 - 1), [-1, 2**64]),
     "layer": (st.integers(0, 2**64 - 1), [-3, 2**70]),
     "keep_prob": (st.floats(1e-3, 1), [0.0, -0.5, 1.0000001, math.nan, math.inf, None]),
-    "lr": (st.floats(0, 1), [-1e-3, math.nan, math.inf, "0.1", None]),
-    "weight_decay": (st.floats(0, 0.1), [-0.1, math.inf]),
+    "lr": (_weight(1), [-1e-3, 5e-324, math.nan, math.inf, "0.1", None]),
+    "weight_decay": (_weight(0.1), [-0.1, 5e-324, math.inf]),
     "beta": (_unit_open, [1.0, -0.1, math.nan]),
     "beta1": (_unit_open, [1.0, 2.0, math.nan]),
     "beta2": (_unit_open, [1.0, -1e-12, math.inf]),
