@@ -627,7 +627,14 @@ template bool gemm_runs_own<double>(int, int, int);
 
 long long gemm_bands_run() { return g_bands_run.load(); }
 
-int hold_gemm_bands(int n) { return g_bands.fetch_add(n) + n; }
+int hold_gemm_bands(int n) {
+    int now = g_bands.fetch_add(n) + n;
+    if (now < 0) {  // more released than held: back to none (a negative count would let
+        g_bands.fetch_add(-now);  // products take more bands than OpenBLAS allows)
+        now = 0;
+    }
+    return now;
+}
 
 const std::string& blas_library() { return g_blas_path; }
 

@@ -188,12 +188,11 @@ LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidCrossEntropy, Me
 
 
 def get_loss(loss) -> Loss:
-    """A new loss object from its name, or a copy of a Loss instance (its public attributes,
-    shared; a new gradient buffer), so that no two models share a loss's buffers."""
+    """A new loss object from its name, or a shallow copy of a Loss instance (its attributes
+    shared) with a gradient buffer of its own, so that no two models share one."""
     if isinstance(loss, Loss):
         new = copy.copy(loss)
-        new.__dict__ = {k: v for k, v in loss.__dict__.items() if not k.startswith("_")}
-        Loss.__init__(new)
+        new._dZ = None
         return new
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")

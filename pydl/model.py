@@ -250,8 +250,9 @@ class Sequential:
     def _converted(self, X, name="X"):
         """Rows from ``_rows`` standardized (with the model's standardizer, if any), in the
         model's dtype, C-contiguous and finite; raises naming ``name``."""
-        if self._standardizer is not None:
-            X = self._standardizer.transform(X)
+        if self._standardizer is not None:  # (in the wider of X's and the model's dtype)
+            X = self._standardizer.transform(X.astype(np.result_type(X.dtype, self.dtype),
+                                                      copy=False))
         original = X
         if X.dtype == self.dtype:
             X = np.ascontiguousarray(X)

@@ -114,8 +114,8 @@ def _factor(name: str, value, like) -> float:
         raise ValueError(f"{name} must be at most {lim[1]:.4g} for {like.dtype} arrays (the "
                          f"largest finite {like.dtype}), got {v}")
     if lim is not None and v < lim[0]:
-        raise ValueError(f"{name} must be 0 or at least {lim[0]:.4g} for {like.dtype} arrays "
-                         f"(the smallest normal {like.dtype}: a smaller one acts as 0), got {v}")
+        raise ValueError(f"{name} must be at least {lim[0]:.4g} for {like.dtype} arrays (the "
+                         f"smallest normal {like.dtype}: a smaller one acts as 0), got {v}")
     return v
 
 

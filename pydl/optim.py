@@ -147,7 +147,8 @@ class Optimizer:
     def load_state_dict(self, d: dict) -> None:
         """Restore a state saved by ``state_dict`` (validated; a refused one changes
         nothing): the step count t, the state arrays, and the hyperparameters it holds
-        (lr, betas, eps, ...: the moments were built with them)."""
+        (lr, betas, eps, ...: the moments were built with them; set lr after loading to
+        change it)."""
         if not isinstance(d, dict):
             raise TypeError(f"optimizer state must be a dict from state_dict(), got {type(d).__name__}")
         if d.get("type") != type(self).__name__:
@@ -167,19 +168,23 @@ class Optimizer:
         kinds = {(a.shape, a.dtype) for a in arrays.values()}
         if len(kinds) > 1 or any(a.ndim != 1 or not np.isfinite(a).all() for a in arrays.values()):
             raise ValueError("optimizer state arrays must be finite 1-D arrays of one length and dtype")
-        hyper = d.get("hyperparameters")
-        if hyper is not None:
-            if not isinstance(hyper, dict):
-                raise TypeError(f"optimizer hyperparameters must be a dict, got {type(hyper).__name__}")
+        hyper = d.get("hyperparameters", {})
+        if not isinstance(hyper, dict):
+            raise TypeError(f"optimizer hyperparameters must be a dict, got {type(hyper).__name__}")
+        unknown = sorted(map(str, set(hyper) - set(self.hyperparameters())))
+        if unknown:
+            raise ValueError(f"bad optimizer hyperparameters: {type(self).__name__} has no {unknown}")
+        values = dict(hyper)
+        if type(self) in OPTIMIZERS.values():  # the constructor's checks, naming a bad value
             try:
-                saved = type(self)(**hyper)  # the constructor's checks, naming a bad value
+                checked = type(self)(**{**self.hyperparameters(), **hyper})
             except TypeError as e:
                 raise ValueError(f"bad optimizer hyperparameters: {e}") from None
+            values = {k: getattr(checked, k) for k in hyper}
         self.t = int(t)
         self.state = {k: np.array(v, copy=True) for k, v in arrays.items()}
-        if hyper is not None:
-            for name in saved.hyperparameters():
-                setattr(self, name, getattr(saved, name))
+        for name, value in values.items():
+            setattr(self, name, value)
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "Optimizer":

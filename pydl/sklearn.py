@@ -89,8 +89,8 @@ def _check_choice(name, value, choices):
 def _as_model_input(X, dtype, name="X"):
     """C-contiguous array of ``dtype`` that is not backed by a memory map.
 
-    ``Sequential`` streams memory-mapped training data and refuses memory maps in
-    ``predict``; estimators get small in-memory data (or read-only memory maps from
+    ``Sequential`` streams memory-mapped training data (and evaluates a memory map a
+    chunk at a time); estimators get small in-memory data (or read-only memory maps from
     joblib), so copy those into RAM. ``X`` (named ``name`` in errors) is finite, as
     validated by scikit-learn; values too large for ``dtype`` are a ValueError that
     points to the estimator's ``dtype`` parameter.

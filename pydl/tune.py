@@ -48,9 +48,12 @@ an error that says why. Ctrl-C stops the workers.
 objective must be picklable: a module-level function (or a ``functools.partial``
 of one) defined in an importable module or in a script guarded by
 ``if __name__ == "__main__":``; lambdas and closures work inline (``n_jobs=1``)
-and on an executor (sent with cloudpickle where it is installed, as with Dask),
-not with ``n_jobs > 1``; nor do functions defined in a notebook (move them to
-a .py module). Workers that cannot load the objective (its module is not
+and on an executor, not with ``n_jobs > 1``; nor do functions defined in a
+notebook (move them to a .py module). An executor other than a
+``ThreadPoolExecutor`` gets the objective pickled (with cloudpickle where it is
+installed, as Dask's workers would), once per search, and each trial runs a copy:
+side effects on the caller's objects are not seen, and data the objective
+captures travels with every trial (load it in the objective instead). Workers that cannot load the objective (its module is not
 importable there) end the search with an error that says why. Every trial is a
 new task: an executor that caches results by arguments (Dask's pure calls) never
 hands back a result, or a failure, of an earlier search. An executor shut down
@@ -1250,7 +1253,7 @@ def _submitted(ctx: _Context, tasks: list[Trial], pending: list[int], record) ->
                          "executor")
                 raise TypeError(
                     f"the worker processes could not load the objective ({outcome['load_error']}); "
-                    f"they import it by module and name, so {where}")
+                    f"they import it (or what it refers to) by module and name, so {where}")
             record(i, outcome)
         if cancelled:  # the executor was shut down: the trials that finished are recorded
             raise RuntimeError(

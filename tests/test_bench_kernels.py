@@ -50,10 +50,12 @@ def test_the_raw_blas_reference_called_on_its_own_switches_around_the_call(blas_
 
 
 def test_a_blas_that_pydl_cannot_set_is_left_alone(monkeypatch):
-    monkeypatch.setattr(ops, "_set_scipy_blas_threads", lambda n: 0)  # nothing was set
+    asked = []
+    monkeypatch.setattr(ops, "_set_scipy_blas_threads", lambda n: asked.append(n) or 0)
+    monkeypatch.setattr(ops, "get_num_threads", lambda: 3)
     calls = []
     ref = kernels.scipy_blas_threads(lambda: calls.append(1))
     ref()
     with ref.turn():
         ref()
-    assert calls == [1, 1]
+    assert calls == [1, 1] and asked == [3, 3]  # asked once a turn, never set back to 0

@@ -348,7 +348,7 @@ def test_lr_scheduler_refuses_an_underflowing_schedule_before_training(tmp_path)
                   callbacks=[LRScheduler(sched)])
     # 1e-203 (epoch 1) is a float64 but not a normal float32: refused up front for float32
     with pytest.raises(ValueError, match=re.escape(repr(sched)) + r" gives lr = 1e-203 at "
-                                         r"epoch 1; lr must be 0 or at least .* float32"):
+                                         r"epoch 1; lr must be at least .* float32"):
         model.fit(X, y, epochs=2, batch_size=10, verbose=0, callbacks=[LRScheduler(sched)])
     assert np.array_equal(model.theta, theta)
     h = model.astype(np.float64).fit(X, y, epochs=2, batch_size=10, verbose=0,

@@ -654,16 +654,17 @@ def test_parameter_names_with_a_leading_underscore_are_refused():
 
 
 class ScaledCrossEntropy(pydl.losses.SoftmaxCrossEntropy):
-    """A user's loss: softmax cross-entropy times a constant."""
+    """A user's loss: softmax cross-entropy times a constant (kept in a private attribute
+    too, which the model's copy keeps)."""
 
     def __init__(self, scale=2.0):
         super().__init__()
-        self.scale = scale
+        self.scale = self._scale = scale
 
     def forward_backward(self, Z, y):
         J, dZ = super().forward_backward(Z, y)
-        dZ *= self.scale
-        return self.scale * J, dZ
+        dZ *= self._scale
+        return self._scale * J, dZ
 
 
 def test_models_given_one_loss_object_each_keep_their_own_copy(monkeypatch):
@@ -716,7 +717,8 @@ def test_a_users_loss_survives_pickle_and_copies_and_save_refuses_what_load_cann
 
     model = pydl.Sequential([nn.Dense(3, 2)], loss=ScaledCrossEntropy(5.0), seed=0)
     for other in (pickle.loads(pickle.dumps(model)), model.copy(), model.astype(np.float64)):
-        assert type(other.loss) is ScaledCrossEntropy and other.loss.scale == 5.0
+        assert type(other.loss) is ScaledCrossEntropy and other.loss._scale == 5.0
+        other.forward_backward(np.ones((4, 3)), np.array([0, 1, 0, 1]))
     with pytest.raises(ValueError, match="the loss is a ScaledCrossEntropy, not a built-in loss"):
         model.save(tmp_path / "m.npz")
 
@@ -758,6 +760,12 @@ def test_a_models_standardizer_applies_to_every_input_and_is_checked_when_set(tm
     np.testing.assert_array_equal(streamed.theta, unshuffled.theta)
     for copy in (own.copy(), own.astype(np.float64)):
         assert copy.standardizer is std
+    # a float64 model standardizes float32 (or integer) features in float64
+    wide, plain = own.astype(np.float64), own.astype(np.float64)
+    plain.standardizer = None
+    for feats in (X.astype(np.float32), np.rint(X).astype(np.int64)):
+        np.testing.assert_array_equal(wide.forward(feats),
+                                      plain.forward(std.transform(feats.astype(np.float64))))
     with pytest.raises(TypeError, match="standardizer must be a pydl.data.Standardizer or None"):
         own.standardizer = "z-score"
     with pytest.raises(ValueError, match="standardizer is fitted on 2 features; the model takes 5"):

@@ -245,6 +245,23 @@ def test_load_state_dict_restores_the_hyperparameters_the_moments_were_built_wit
         optim.Adam().load_state_dict(dict(a.state_dict(), hyperparameters={"beta": 0.9}))
 
 
+def test_load_state_dict_sets_the_hyperparameters_the_state_holds_and_keeps_the_rest():
+    class Clipped(optim.SGD):
+        """A user's optimizer whose constructor takes more than its hyperparameters."""
+
+        def __init__(self, clip, **kw):
+            super().__init__(**kw)
+            self.clip = clip
+
+    a = Clipped(1.0, lr=0.5)
+    b = Clipped(2.0)
+    b.load_state_dict(a.state_dict())
+    assert b.lr == 0.5 and b.clip == 2.0
+    c = optim.Adam(beta1=0.8, weight_decay=0.1)
+    c.load_state_dict({"type": "Adam", "hyperparameters": {"lr": 0.01}, "t": 0, "arrays": {}})
+    assert (c.lr, c.beta1, c.weight_decay) == (0.01, 0.8, 0.1)
+
+
 def test_load_state_dict_refuses_mismatches():
     a = optim.Adam()
     h = Holder(np.ones(4))
