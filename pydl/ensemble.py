@@ -18,7 +18,11 @@ class Ensemble:
     """Average of K models with the same input width, output width and loss."""
 
     def __init__(self, models, weights=None):
-        models = list(models)
+        try:
+            models = list(models)
+        except TypeError:
+            raise TypeError(f"models must be a list of pydl models, got "
+                            f"{type(models).__name__}") from None
         if not models:
             raise ValueError("models must be a non-empty list of pydl models")
         first = models[0]

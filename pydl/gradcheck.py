@@ -337,8 +337,13 @@ def check_layer(layer, X, eps: float = 1e-7, seed: int = 0) -> GradCheckResult:
     g_in = np.array(dA_prev, dtype=np.float64).reshape(-1)
     g = np.concatenate([dtheta.copy(), g_in])
 
+    # J includes the layer's own penalty (Dense's L2/L1), which its backward adds to dW
+    penalty = getattr(layer, "penalty", None)
+    m = X.shape[0]
+
     def J_theta(_):
-        return float((layer.forward(X, True) * R).sum())
+        J = float((layer.forward(X, True) * R).sum())
+        return J + float(penalty(m)) if penalty is not None else J
 
     flatX = X.reshape(-1)
 

@@ -453,6 +453,9 @@ class Sequential:
             for name, _ in layer.param_shapes():
                 new.__dict__.pop(name, None)
                 new.__dict__.pop("d" + name, None)
+            for name, arr in layer.state_arrays().items():  # a user layer's state: its own
+                if name in new.__dict__:
+                    new.__dict__[name] = np.array(arr, copy=True)
             layers.append(new)
         return layers
 
@@ -866,6 +869,13 @@ def mlp(sizes, activation: str = "relu", batchnorm: bool = False, keep_prob: flo
                         f"got {type(sizes).__name__}") from None
     if not sizes or len(sizes) < 2:
         raise ValueError("sizes must list at least [n_in, n_out]")
+    for i, n in enumerate(sizes):
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (Integral, np.integer)) or n < 1:
+            raise ValueError(f"sizes[{i}] must be a positive integer (a layer width), got {n!r}")
+    if not isinstance(batchnorm, (bool, np.bool_)):
+        raise TypeError(f"batchnorm must be a bool, got {type(batchnorm).__name__}")
+    if isinstance(keep_prob, (bool, np.bool_)):
+        raise TypeError("keep_prob must be a number in (0, 1], got a bool")
     layers: list[nn.Layer] = []
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
         layers.append(nn.Dense(n_in, n_out, init=init, use_bias=not batchnorm, l2=l2))

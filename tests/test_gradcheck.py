@@ -214,3 +214,43 @@ def test_cli_gradcheck_one_example_is_refused_not_a_false_bug(capsys):
     assert "pydl gradcheck: error: X has 1 row but the model has BatchNorm" in err
     assert cli.main(["gradcheck", "--examples", "2", "--coordinates", "200"]) == 0
     assert "great" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("penalty", [{"l2": 2.0}, {"l1": 2.0}, {"l2": 0.5, "l1": 0.5}])
+def test_check_layer_passes_a_dense_layer_with_a_penalty(penalty):
+    """Dense's backward adds the L2/L1 term to dW: the layer check's J includes the layer's
+    penalty, so a correct layer passes (it was called a bug at 1e-2)."""
+    Xl = RNG.standard_normal((5, 4))
+    r = check_layer(nn.Dense(4, 3, **penalty), Xl)
+    assert r.difference < 1e-7 and r.verdict == "great", r
+
+
+class RunningMean(nn.Layer):
+    """A user's layer with state (state_arrays) that training forwards update in place."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n_in = self.n_out = n
+        self.running_mean = np.zeros(n)
+
+    def state_arrays(self):
+        return {"running_mean": self.running_mean}
+
+    def forward(self, A, training=False):
+        if training:
+            self.running_mean[...] = 0.9 * self.running_mean + 0.1 * A.mean(axis=0)
+        self._out = A
+        return A
+
+    def backward(self, dA):
+        return dA
+
+
+def test_gradient_check_and_copies_leave_a_user_layers_state_alone():
+    model = pydl.Sequential([nn.Dense(2, 5), RunningMean(5), nn.Dense(5, 2)], seed=0)
+    assert gradient_check(model, X, Y).passed
+    assert not model.layers[1].running_mean.any()
+    for copy in (model.copy(), model.astype(np.float64)):
+        assert copy.layers[1].running_mean is not model.layers[1].running_mean
+        copy.fit(X, Y, epochs=1, verbose=0)
+    assert not model.layers[1].running_mean.any()

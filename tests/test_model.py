@@ -794,3 +794,20 @@ def test_a_memory_mapped_x_is_evaluated_a_chunk_at_a_time(tmp_path, monkeypatch)
     ha = a.fit(X, y, epochs=2, batch_size=8, validation_data=(mm, y), verbose=0)
     hb = b.fit(X, y, epochs=2, batch_size=8, validation_data=(X, y), verbose=0)
     assert ha.history == hb.history
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(sizes=[4, 0, 2]), ValueError, r"sizes\[1\] must be a positive integer .* got 0"),
+    (dict(sizes=[4, 8.0, 2]), ValueError, r"sizes\[1\] must be a positive integer .* got 8.0"),
+    (dict(sizes=[True, 8, 2]), ValueError, r"sizes\[0\] must be a positive integer"),
+    (dict(sizes=[4, 8, 2], batchnorm="no"), TypeError, r"batchnorm must be a bool, got str"),
+    (dict(sizes=[4, 8, 2], keep_prob=True), TypeError, r"keep_prob must be a number in \(0, 1\], got a bool"),
+])
+def test_mlp_arguments_are_checked_naming_them(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        pydl.mlp(**kwargs)
+
+
+def test_an_ensemble_of_one_model_not_in_a_list_says_so():
+    with pytest.raises(TypeError, match="models must be a list of pydl models, got Sequential"):
+        pydl.ensemble.Ensemble(pydl.mlp([3, 2], seed=0))
