@@ -226,8 +226,9 @@ def activation_backward(dZ, dA, A, activation, alpha=0.01):
 
 
 def weight_penalty(W, l2=0.0, l1=0.0, m=1) -> float:
-    """Regularization cost of one weight matrix: l2/(2m) ||W||_F^2 + l1/(2m) sum |W|."""
-    l2, l1, m = _real("l2", l2, 0.0), _real("l1", l1, 0.0), _int("m", m, 1, _INT_MAX)
+    """Regularization cost of one weight matrix: l2/(2m) ||W||_F^2 + l1/(2m) sum |W|.
+    l2 and l1 as dense_backward takes them (0, or normal numbers of W's dtype)."""
+    l2, l1, m = _factor("l2", l2, W), _factor("l1", l1, W), _int("m", m, 1, _INT_MAX)
     try:
         return _core.weight_penalty(W, l2, l1, m)
     except TypeError:

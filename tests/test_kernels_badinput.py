@@ -386,6 +386,7 @@ def test_eps_must_be_a_normal_number_of_the_dtype(name, low_ok):
 
 
 @pytest.mark.parametrize("name, param", [("dense_backward", "l2"), ("dense_backward", "l1"),
+                                         ("weight_penalty", "l2"), ("weight_penalty", "l1"),
                                          ("sgd_step", "lr"), ("sgd_step", "weight_decay"),
                                          ("momentum_step", "lr"), ("momentum_step", "weight_decay"),
                                          ("rmsprop_step", "lr"), ("rmsprop_step", "weight_decay"),

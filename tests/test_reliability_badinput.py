@@ -328,7 +328,7 @@ for case_id, fn, exc, match in [
     ("mlp-activation-list", lambda: pydl.mlp([4, 3], activation=["relu"]), TypeError, r"activation must be a name, one of \['leaky_relu', 'relu', 'sigmoid', 'tanh'\], got list"),
     ("mlp-sizes-short", lambda: pydl.mlp([4]), ValueError, r"sizes must list at least \[n_in, n_out\]"),
     ("mlp-sizes-str", lambda: pydl.mlp("48"), ValueError, r"sizes must list at least \[n_in, n_out\]"),
-    ("mlp-sizes-zero", lambda: pydl.mlp([4, 0, 3]), ValueError, r"n_out must be a positive integer, got 0"),
+    ("mlp-sizes-zero", lambda: pydl.mlp([4, 0, 3]), ValueError, r"sizes\[1\] must be a positive integer \(a layer width\), got 0"),
     ("mlp-sizes-huge", lambda: pydl.mlp([10**20, 3]), ValueError, r"n_in must be a positive integer \(at most"),
     ("mlp-activation", lambda: pydl.mlp([4, 3], activation="gelu"), ValueError, r"activation must be one of \['leaky_relu', 'relu', 'sigmoid', 'tanh'\], got 'gelu'"),
     ("mlp-keep_prob-0", lambda: pydl.mlp([4, 3, 2], keep_prob=0.0), ValueError, r"keep_prob must be in \(0, 1\], got 0.0"),
