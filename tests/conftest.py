@@ -98,3 +98,39 @@ def restore_threads():
     before = ops.get_num_threads()
     yield
     ops.set_num_threads(before)
+
+
+def run_in_lockstep(monkeypatch, module, kernels, calls):
+    """calls[i]() each on a thread of its own, the threads held together (a barrier) after
+    every call of ``module.<name>`` for each name in ``kernels``: they are inside the same
+    kernels at once, deterministically. Returns their results in order; the first error
+    fails the test."""
+    import threading
+
+    barrier = threading.Barrier(len(calls), timeout=30)
+
+    def meeting(kernel):
+        def call(*args, **kwargs):
+            out = kernel(*args, **kwargs)
+            barrier.wait()
+            return out
+        return call
+
+    for name in kernels:
+        monkeypatch.setattr(module, name, meeting(getattr(module, name)))
+    got, errors = [None] * len(calls), []
+
+    def run(i):
+        try:
+            got[i] = calls[i]()
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    return got

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pydl
-from conftest import assert_close
+from conftest import assert_close, run_in_lockstep
 from pydl import nn
 
 # ============================================================================ reference
@@ -671,8 +671,6 @@ def test_models_given_one_loss_object_each_keep_their_own_copy(monkeypatch):
     """Two models trained at once in two threads from one Loss object do not share its
     gradient buffer: held together after each loss kernel (a barrier), each gets the
     gradient it gets alone."""
-    import threading
-
     loss = ScaledCrossEntropy(3.0)
     rng = np.random.default_rng(0)
     data = [(rng.standard_normal((64, 6)), rng.integers(0, 4, 64)) for _ in range(2)]
@@ -684,30 +682,8 @@ def test_models_given_one_loss_object_each_keep_their_own_copy(monkeypatch):
     for model, (X, y) in zip(models, data):
         model.forward_backward(X, y)
         alone.append(model.dtheta.copy())
-    barrier = threading.Barrier(2, timeout=30)
-    kernel = pydl.ops.softmax_cross_entropy
-
-    def meeting(*args, **kwargs):
-        out = kernel(*args, **kwargs)
-        barrier.wait()
-        return out
-
-    monkeypatch.setattr(pydl.ops, "softmax_cross_entropy", meeting)
-    errors = []
-
-    def step(i):
-        try:
-            models[i].forward_backward(*data[i])
-        except BaseException as e:  # noqa: BLE001  (reported below)
-            errors.append(e)
-            barrier.abort()
-
-    threads = [threading.Thread(target=step, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    run_in_lockstep(monkeypatch, pydl.ops, ["softmax_cross_entropy"],
+                    [lambda i=i: models[i].forward_backward(*data[i]) for i in range(2)])
     for model, expected in zip(models, alone):
         np.testing.assert_array_equal(model.dtheta, expected)
 

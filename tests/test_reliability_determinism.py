@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import pydl
+from conftest import run_in_lockstep
 from pydl import nn, ops, optim
 
 M, N_IN, HIDDEN, C, BATCH = 1024, 64, 512, 10, 256
@@ -245,30 +246,7 @@ def test_predictions_from_two_threads_at_once_on_one_model_are_each_their_own(mo
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((300, N_IN)).astype(np.float32) for _ in range(2)]
     alone = [model.predict_proba(X) for X in inputs]
-    barrier = threading.Barrier(2, timeout=30)
-
-    def meeting(kernel):
-        def call(*args, **kwargs):
-            kernel(*args, **kwargs)
-            barrier.wait()
-        return call
-
-    for name in ("dense_forward", "batchnorm_forward_eval"):
-        monkeypatch.setattr(ops, name, meeting(getattr(ops, name)))
-    got, errors = [None, None], []
-
-    def predict(i):
-        try:
-            got[i] = model.predict_proba(inputs[i])
-        except BaseException as e:  # noqa: BLE001  (reported below)
-            errors.append(e)
-            barrier.abort()
-
-    threads = [threading.Thread(target=predict, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    got = run_in_lockstep(monkeypatch, ops, ["dense_forward", "batchnorm_forward_eval"],
+                          [lambda X=X: model.predict_proba(X) for X in inputs])
     for i in range(2):
         np.testing.assert_array_equal(got[i], alone[i])
