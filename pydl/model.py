@@ -247,12 +247,18 @@ class Sequential:
             raise ValueError(f"{name} is empty (0 rows)")
         return X
 
+    def _standardized(self, X):
+        """X through the model's standardizer, if it has one, in the wider of X's and the
+        model's dtype (so a float64 model standardizes float32 features in float64)."""
+        if self._standardizer is None:
+            return X
+        return self._standardizer.transform(X.astype(np.result_type(X.dtype, self.dtype),
+                                                     copy=False))
+
     def _converted(self, X, name="X"):
         """Rows from ``_rows`` standardized (with the model's standardizer, if any), in the
         model's dtype, C-contiguous and finite; raises naming ``name``."""
-        if self._standardizer is not None:  # (in the wider of X's and the model's dtype)
-            X = self._standardizer.transform(X.astype(np.result_type(X.dtype, self.dtype),
-                                                      copy=False))
+        X = self._standardized(X)
         original = X
         if X.dtype == self.dtype:
             X = np.ascontiguousarray(X)

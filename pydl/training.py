@@ -307,8 +307,7 @@ def _batches(X, y, m, batch_size, shuffle, rng, streaming, xbuf, ybuf, model, jo
         seed = int(rng.integers(2**63)) if shuffle else None
         pending = None  # streamed batches are copies: holding one back is safe
         for Xb, yb in minibatches(X, y, batch_size, shuffle=shuffle, seed=seed):
-            if model.standardizer is not None:
-                Xb = model.standardizer.transform(Xb)
+            Xb = model._standardized(Xb)
             raw = Xb
             with np.errstate(over="ignore"):  # values beyond the dtype's range: reported below
                 Xb = np.ascontiguousarray(Xb, dtype=model.dtype)

@@ -734,6 +734,13 @@ def test_a_models_standardizer_applies_to_every_input_and_is_checked_when_set(tm
     unshuffled = pydl.mlp([5, 8, 3], seed=0)
     unshuffled.fit(Z, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
     np.testing.assert_array_equal(streamed.theta, unshuffled.theta)
+    # a float32 file into a float64 model: standardized in float64 both ways
+    np.save(tmp_path / "X32.npy", X.astype(np.float32))
+    pair = [pydl.mlp([5, 8, 3], seed=0, dtype=np.float64) for _ in range(2)]
+    for mdl, feats in zip(pair, (np.load(tmp_path / "X32.npy", mmap_mode="r"), X.astype(np.float32))):
+        mdl.standardizer = std
+        mdl.fit(feats, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(pair[0].theta, pair[1].theta)
     for copy in (own.copy(), own.astype(np.float64)):
         assert copy.standardizer is std
     # a float64 model standardizes float32 (or integer) features in float64
