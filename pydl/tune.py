@@ -53,8 +53,9 @@ notebook (move them to a .py module). An executor other than a
 ``ThreadPoolExecutor`` gets the objective pickled (with cloudpickle where it is
 installed, as Dask's workers would), once per search, and each trial runs a copy:
 side effects on the caller's objects are not seen, and data the objective
-captures travels with every trial (load it in the objective instead). Workers that cannot load the objective (its module is not
-importable there) end the search with an error that says why. Every trial is a
+captures travels with every trial (load it in the objective instead). Workers
+that cannot load the objective (its module is not importable there) end the
+search with an error that says why. Every trial is a
 new task: an executor that caches results by arguments (Dask's pure calls) never
 hands back a result, or a failure, of an earlier search. An executor shut down
 during a search (or its client closed) ends it with an error; the trials
