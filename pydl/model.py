@@ -25,6 +25,11 @@ __all__ = ["Sequential", "mlp", "load", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _EVAL_CHUNK = 4096
+
+
+def _row_chunks(X):
+    """X[i:i + _EVAL_CHUNK] for each chunk of rows (evaluation goes a chunk at a time)."""
+    return (X[i:i + _EVAL_CHUNK] for i in range(0, X.shape[0], _EVAL_CHUNK))
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -334,9 +339,8 @@ class Sequential:
                 d.step = self.step
             return self._forward(X, True).copy()
         invariant = bool(batch_invariant)  # (evaluation: each chunk's layers write new arrays)
-        return np.concatenate([self._forward(self._converted(X[i:i + _EVAL_CHUNK]), False,
-                                             invariant)
-                               for i in range(0, X.shape[0], _EVAL_CHUNK)])
+        return np.concatenate([self._forward(Xc, False, invariant)
+                               for Xc in self._converted_chunks(X)])
 
     def forward_backward(self, X, y) -> float:
         """J = loss + regularization on the batch (X, y) in training mode; fills dtheta.
@@ -347,12 +351,18 @@ class Sequential:
         y = self._check_y(y, X.shape[0])
         return float(self._forward_backward(X, y))
 
-    def _sums(self, X, y, name="X"):
-        """(sum of per-example data loss, number correct) in evaluation mode, chunked; X as
-        ``_rows`` gives it (each chunk converted in turn), y checked."""
-        total, correct = 0.0, 0
-        for i in range(0, X.shape[0], _EVAL_CHUNK):
-            Xc, yc = self._converted(X[i:i + _EVAL_CHUNK], name), y[i:i + _EVAL_CHUNK]
+    def _converted_chunks(self, X, name="X"):
+        """X as ``_rows`` gives it, converted a chunk of rows at a time (a memory-mapped X
+        is read as it goes)."""
+        return (self._converted(c, name) for c in _row_chunks(X))
+
+    def _sums(self, chunks, y):
+        """(sum of per-example data loss, number correct) in evaluation mode over converted
+        chunks of rows, in order, and the checked y of all of them."""
+        total, correct, i = 0.0, 0, 0
+        for Xc in chunks:
+            yc = y[i:i + Xc.shape[0]]
+            i += Xc.shape[0]
             Z = self._forward(Xc, False)
             total += self.loss.cost(Z, yc) * Xc.shape[0]
             if self.loss.classification:
@@ -363,18 +373,19 @@ class Sequential:
         """J (data loss + regularization with m = len(X)) in evaluation mode."""
         X = self._rows(X)
         y = self._check_y(y, X.shape[0])
-        total, _ = self._sums(X, y)
+        total, _ = self._sums(self._converted_chunks(X), y)
         return float(total / X.shape[0] + self._penalty(X.shape[0]))
 
     def evaluate(self, X, y) -> dict:
         """{"loss": J, "accuracy": fraction correct} (classification) or {"loss", "mse"}."""
         X = self._rows(X)
         y = self._check_y(y, X.shape[0])
-        return self._evaluate(X, y)
+        return self._evaluate(self._converted_chunks(X), y)
 
-    def _evaluate(self, X, y, name="X") -> dict:
-        m = X.shape[0]
-        total, correct = self._sums(X, y, name)
+    def _evaluate(self, chunks, y) -> dict:
+        """evaluate's result over converted chunks of rows (``_sums``) and their checked y."""
+        m = y.shape[0]
+        total, correct = self._sums(chunks, y)
         out = {"loss": float(total / m + self._penalty(m))}
         if self.loss.classification:
             out["accuracy"] = correct / m

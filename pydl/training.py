@@ -9,7 +9,7 @@ from numbers import Integral
 import numpy as np
 
 from .callbacks import Callback, History, ProgressBar
-from .model import _nonfinite_error, _refuse_masked
+from .model import _nonfinite_error, _refuse_masked, _row_chunks
 
 __all__ = ["fit", "TrainingDiverged"]
 
@@ -105,10 +105,14 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_dev, y_dev)")
-        Xd = model._rows(validation_data[0], "validation_data[0]")  # converted as evaluated
-        if not _is_memmap(Xd):  # checked whole before training (a memory-mapped one: as read)
-            model._converted(Xd, "validation_data[0]")
-        val = (Xd, model._check_y(validation_data[1], Xd.shape[0], "validation_data[1]"))
+        name = "validation_data[0]"
+        Xd = model._rows(validation_data[0], name)
+        if _is_memmap(Xd):  # converted a chunk at a time at every evaluation, as it is read
+            chunks = lambda: model._converted_chunks(Xd, name)  # noqa: E731
+        else:  # converted (checked, standardized) once, before training
+            Xd = model._converted(Xd, name)
+            chunks = lambda: _row_chunks(Xd)  # noqa: E731
+        val = (chunks, model._check_y(validation_data[1], Xd.shape[0], "validation_data[1]"))
 
     if optimizer is None:
         optimizer = model.optimizer if model.optimizer is not None else Adam()
@@ -182,7 +186,7 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
             if classification:
                 logs["accuracy"] = correct / m
             if val is not None:
-                for k, v in model._evaluate(*val, "validation_data[0]").items():
+                for k, v in model._evaluate(val[0](), val[1]).items():
                     logs["dev_" + k] = v
             logs["lr"] = optimizer.lr
             history.record(epoch, **logs)
