@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 
 from .callbacks import EarlyStopping
 from .data import _is_memory_mapped, train_dev_test_split
-from .model import Sequential, _all_finite, mlp
+from .model import _all_finite, mlp
 from .optim import _bound, _in_range, get_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -92,8 +92,9 @@ def _as_model_input(X, dtype, name="X"):
     ``Sequential`` streams memory-mapped training data (and evaluates a memory map a
     chunk at a time); estimators get small in-memory data (or read-only memory maps from
     joblib), so copy those into RAM. ``X`` (named ``name`` in errors) is finite, as
-    validated by scikit-learn; values too large for ``dtype`` are a ValueError that
-    points to the estimator's ``dtype`` parameter.
+    validated by scikit-learn unless its ``assume_finite`` is set (NaN or inf found here is
+    then a ValueError); values too large for ``dtype`` are a ValueError that points to the
+    estimator's ``dtype`` parameter.
     """
     with np.errstate(over="ignore"):  # an overflow to inf is reported below
         if _is_memory_mapped(X):
@@ -101,6 +102,8 @@ def _as_model_input(X, dtype, name="X"):
         else:
             out = np.ascontiguousarray(X, dtype=dtype)
     if np.asarray(X).dtype.itemsize > out.dtype.itemsize and not _all_finite(out):
+        if not _all_finite(np.asarray(X)):  # sklearn's check is off (assume_finite=True)
+            raise ValueError(f"{name} contains NaN or inf")
         limit = float(np.finfo(out.dtype).max)
         raise ValueError(f"{name} has values beyond the {out.dtype.name} range (|x| > {limit:.4g}), "
                          f"which overflow to inf with the estimator's dtype={out.dtype.name!r}: "
@@ -235,33 +238,6 @@ class _BaseMLP(BaseEstimator):
         X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         X = _as_model_input(X, self.model_.dtype)
         return self.model_.forward(X, batch_invariant=True).astype(np.float64)
-
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # may be self.__dict__ itself: never modify that
-        model = state.get("model_")
-        if isinstance(model, Sequential):
-            # Sequential keeps layer parameters as views into one flat theta; pickle the
-            # architecture and the arrays and rebuild it, so the views survive.
-            state["model_"] = {"__pydl_model__": True, "architecture": model.architecture(),
-                               "theta": model.theta.copy(),
-                               "state": {k: v.copy() for k, v in model._state_arrays().items()},
-                               "epoch": model.epoch, "step": model.step}
-        return state
-
-    def __setstate__(self, state):
-        saved = state.get("model_")
-        if isinstance(saved, dict) and saved.get("__pydl_model__"):
-            state = dict(state)
-            model = Sequential.from_architecture(saved["architecture"])
-            model.theta[...] = saved["theta"]
-            live = model._state_arrays()
-            for key, arr in saved["state"].items():
-                live[key][...] = arr
-            model.epoch, model.step = saved["epoch"], saved["step"]
-            model.history = state.get("history_")
-            state["model_"] = model
-        super().__setstate__(state)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

@@ -420,6 +420,30 @@ def test_pickle_round_trip_keeps_flat_theta(est):
     assert restored.history_.history == est.history_.history
     assert est.model_.theta.flags.writeable           # pickling left the original alone
     assert isinstance(est.model_, pydl.Sequential)
+    # the optimizer's state too (as pydl.save keeps it): model_ trains on as the original
+    assert restored.model_.optimizer is not None
+    for model in (est.model_, restored.model_):
+        model.fit(X, y, optimizer=model.optimizer, epochs=model.epoch + 2,
+                  initial_epoch=model.epoch, verbose=0)
+    np.testing.assert_array_equal(restored.model_.theta, est.model_.theta)
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_nan_with_assume_finite_is_named_as_nan_not_as_an_overflow(Est):
+    """With scikit-learn's assume_finite=True its own NaN check is off; a NaN in float64 X
+    (or y) must not be reported as a value beyond the float32 range."""
+    import sklearn
+
+    X, y = _blobs(40)
+    X = X.astype(np.float64)
+    fitted = Est(**FAST, random_state=0).fit(X, y)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            fitted.predict(bad)
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            Est(**FAST, random_state=0).fit(bad, y)
 
 
 def test_memory_mapped_input_is_copied(tmp_path):
