@@ -17,6 +17,13 @@
 // instead of copying them all beforehand.) The margin covers the check and the store being
 // two compiled loops: should the compiler contract a multiply-add in one and not the other,
 // their values differ in the last bits, never by 2x, so a checked update stores finite.
+// RMSprop and Adam first try a cheaper check, without the square root and the division:
+// |new theta| <= |theta| + lr/eps * |numerator| (+ |decay * theta|), since the denominator is
+// at least eps. When that bound is within a quarter of the largest T (2x again for the
+// rounding) and the new state within half, the update is certain to pass, and the exact
+// check runs only where the bound does not hold. In fit, whose steps all check, the exact
+// check made Adam's step 1.95x slower over 270k float parameters on 2 threads (920 against
+// 472 us; that step is about a tenth of the README's medium training job).
 #include <atomic>
 #include <cmath>
 #include <type_traits>
@@ -31,9 +38,14 @@ namespace {
 // arrays' values st[0..S) loaded, new_theta = rule(theta[k], grad[k], st) also leaves the new
 // state values in st; they are stored when the pass stores. Each pass sums 2 * value * 0
 // over all of them: 0 when every one is within the margin, NaN otherwise.
-template <int S, class T, class Rule>
+// bound(theta[k], grad[k], st), if not nullptr, updates st as rule does and returns a bound
+// on |new_theta| that needs no division (see above): the check first sums
+// (4 * bound + 2 * |state|) * 0 over the range (finite only if the bound is within a quarter
+// of the largest T and the state within half), and runs the exact check only when that is
+// not 0.
+template <int S, class T, class Rule, class Bound = std::nullptr_t>
 bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int cost,
-                bool check, Rule rule) {
+                bool check, Rule rule, Bound bound = nullptr) {
     // whether [k0, k1)'s new values are all within the margin; stores them if `store`
     auto range = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store) PYDL_NOINLINE {
         // Locals, not captured references: a store through theta or the state could
@@ -59,6 +71,30 @@ bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int
         }
         return z == T(0);
     };
+    // whether the bound certifies [k0, k1)'s new values within the margin (stores nothing)
+    auto certified = [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
+        if constexpr (std::is_same_v<Bound, std::nullptr_t>) {
+            (void)k0, (void)k1;
+            return false;
+        } else {
+            const Bound b = bound;
+            const T* __restrict th_p = theta;
+            const T* __restrict a_p = s0;
+            const T* __restrict b_p = s1;
+            const T* __restrict g_p = grad;
+            T z = 0;
+#pragma omp simd reduction(+ : z)
+            for (std::ptrdiff_t k = k0; k < k1; ++k) {
+                T st[2] = {T(0), T(0)};
+                if constexpr (S > 0) st[0] = a_p[k];
+                if constexpr (S > 1) st[1] = b_p[k];
+                const T bk = b(th_p[k], g_p[k], st);
+                // finite only if bk <= max/4 and each state value's magnitude <= max/2
+                z += (T(4) * bk + T(2) * std::abs(st[0]) + T(2) * std::abs(st[1])) * T(0);
+            }
+            return z == T(0);
+        }
+    };
     std::atomic<bool> finite{true};
     // Both passes in one team: each thread checks its range, meets the others at a barrier,
     // then stores the same range, which is still in its cache (a second team would cost
@@ -66,7 +102,7 @@ bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int
     auto passes = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, int nt, TeamBarrier* barrier) {
         const FlushSubnormals flush;  // on each thread, around the calls of range
         if (check) {
-            if (k0 < k1 && !range(k0, k1, std::false_type{}))
+            if (k0 < k1 && !certified(k0, k1) && !range(k0, k1, std::false_type{}))
                 finite.store(false, std::memory_order_relaxed);
             if (nt > 1) barrier->wait(nt);
             if (!finite.load()) return;
@@ -120,12 +156,22 @@ template <class T>
 bool rmsprop_step(T* theta, T* s, const T* grad, std::ptrdiff_t count, T lr, double beta_d, T eps,
                   T weight_decay, bool check) {
     const T beta = T(beta_d), c = T(1.0 - beta_d);
-    return run_update<1>(theta, s, static_cast<T*>(nullptr), grad, count, 2, check,
-                         [=](T th, T grad_k, T(&st)[2]) {
-                             const T g = grad_k + weight_decay * th;
-                             const T sk = st[0] = beta * st[0] + c * g * g;
-                             return th - lr * g / (std::sqrt(sk) + eps);
-                         });
+    const T lr_eps = T(double(lr) / double(eps));  // inf when it overflows: the bound fails
+    auto state = [=](T th, T grad_k, T(&st)[2]) {  // the new s; returns g
+        const T g = grad_k + weight_decay * th;
+        st[0] = beta * st[0] + c * g * g;
+        return g;
+    };
+    return run_update<1>(
+        theta, s, static_cast<T*>(nullptr), grad, count, 2, check,
+        [=](T th, T grad_k, T(&st)[2]) {
+            const T g = state(th, grad_k, st);
+            return th - lr * g / (std::sqrt(st[0]) + eps);
+        },
+        [=](T th, T grad_k, T(&st)[2]) {
+            const T g = state(th, grad_k, st);
+            return std::abs(th) + lr_eps * std::abs(g);
+        });
 }
 
 // v = b1*v + (1-b1)*g;  s = b2*s + (1-b2)*g^2;  vhat = v/(1-b1^t);  shat = s/(1-b2^t)
@@ -141,12 +187,22 @@ bool adam_step(T* theta, T* v, T* s, const T* grad, std::ptrdiff_t count, T lr, 
     const T step = lr / bc1;
     const T coupled = decoupled ? T(0) : weight_decay;
     const T shrink = decoupled ? lr * weight_decay : T(0);
-    return run_update<2>(theta, v, s, grad, count, 2, check, [=](T th, T grad_k, T(&st)[2]) {
+    const T step_eps = T(double(step) / double(eps));  // inf when it overflows: the bound fails
+    auto state = [=](T th, T grad_k, T(&st)[2]) {  // the new v and s
         const T g = grad_k + coupled * th;
-        const T vk = st[0] = beta1 * st[0] + c1 * g;
-        const T sk = st[1] = beta2 * st[1] + c2 * g * g;
-        return th - step * vk / (std::sqrt(sk) * inv_sqrt_bc2 + eps) - shrink * th;
-    });
+        st[0] = beta1 * st[0] + c1 * g;
+        st[1] = beta2 * st[1] + c2 * g * g;
+    };
+    return run_update<2>(
+        theta, v, s, grad, count, 2, check,
+        [=](T th, T grad_k, T(&st)[2]) {
+            state(th, grad_k, st);
+            return th - step * st[0] / (std::sqrt(st[1]) * inv_sqrt_bc2 + eps) - shrink * th;
+        },
+        [=](T th, T grad_k, T(&st)[2]) {
+            state(th, grad_k, st);
+            return std::abs(th) + step_eps * std::abs(st[0]) + std::abs(shrink * th);
+        });
 }
 
 #define PYDL_INSTANTIATE(T)                                                                     \

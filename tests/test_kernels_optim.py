@@ -312,6 +312,42 @@ def test_an_optimizer_whose_update_returns_no_verdict_is_refused():
         Old(lr=0.1).step(P())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_a_finite_update_beyond_the_quick_bound_is_still_applied(name, dtype, threads,
+                                                                 restore_threads):
+    """RMSprop and Adam check first with a bound that needs no division,
+    |theta| + lr/eps * |numerator|. With a tiny eps and huge gradients that bound overflows
+    though every new value is finite: the exact check must then pass the step, stored with
+    the bits of check=False."""
+    big = 1e15 if dtype == np.float32 else 1e150
+    eps = 1e-30 if dtype == np.float32 else 1e-300
+    count = 2**19 + 3  # on 2 threads, one range of each thread fails the bound
+    rng = np.random.default_rng(3)
+    theta = rng.standard_normal(count).astype(dtype)
+    grad = rng.standard_normal(count).astype(dtype)
+    grad[[5, count - 2]] = big
+    state = [np.zeros(count, dtype) for _ in range(2 if name == "adam" else 1)]
+
+    def call(th, st, check):
+        if name == "adam":
+            return ops.adam_step(th, st[0], st[1], grad, 1e-3, 0.9, 0.999, eps, 1, check=check)
+        return ops.rmsprop_step(th, st[0], grad, 1e-3, 0.9, eps, check=check)
+
+    step = 1e-3 / 0.1 if name == "adam" else 1e-3
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(dtype(step / eps) * dtype(0.1 * big))  # the bound overflows
+    ops.set_num_threads(threads)
+    a = [theta.copy()] + [x.copy() for x in state]
+    b = [theta.copy()] + [x.copy() for x in state]
+    assert call(a[0], a[1:], False) is True
+    assert call(b[0], b[1:], True) is True
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    assert np.isfinite(b[0]).all() and not np.array_equal(b[0], theta)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_check_keeps_a_margin_of_half_the_largest_value(dtype):
     """A new value beyond half the largest finite value counts as diverged (so that the
