@@ -213,6 +213,12 @@ class _BaseMLP(BaseEstimator):
             f = p["validation_fraction"]
             X, y, X_dev, y_dev, _, _ = train_dev_test_split(X, y, ratios=(1.0 - f, f, 0.0),
                                                             stratify=stratify, seed=split_seed)
+            seen = None if stratify is None else np.unique(y).size
+            if X.shape[0] == 0 or (seen is not None and seen < n_out):
+                raise ValueError(
+                    f"validation_fraction={f} leaves {X.shape[0]} of the {m} samples to train "
+                    + (f"on, with {seen} of the {n_out} classes" if seen is not None else "on")
+                    + ": lower validation_fraction or pass more samples")
             validation_data = (X_dev, y_dev)
             callbacks.append(EarlyStopping(monitor="dev_loss", patience=p["n_iter_no_change"],
                                            restore_best=True))

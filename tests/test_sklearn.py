@@ -497,3 +497,14 @@ def test_values_beyond_float32_name_the_argument_and_the_dtype_parameter():
         MLPRegressor(**kw).fit(X, y * 1e39)
     # the same data trains with the float64 network the message suggests
     MLPRegressor(dtype="float64", **kw).fit(X * 1e39, y * 1e39)
+
+
+def test_a_validation_fraction_that_leaves_a_class_out_of_training_is_refused():
+    """early_stopping holds out validation_fraction of the rows (stratified); when what is
+    left to train on misses a class, the network would never see it: a ValueError naming
+    validation_fraction, not a silent fit."""
+    X, y = _blobs(30, n_classes=2)
+    with pytest.raises(ValueError, match=r"validation_fraction=0.99 leaves 1 of the 30 samples "
+                                         r"to train on, with 1 of the 2 classes"):
+        MLPClassifier(**FAST, early_stopping=True, validation_fraction=0.99).fit(X, y)
+    MLPClassifier(**FAST, early_stopping=True, validation_fraction=0.9).fit(X, y)
