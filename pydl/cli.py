@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from .callbacks import Callback, History
+
 __all__ = ["main"]
 
 
@@ -59,14 +61,14 @@ def _callbacks(cfg, out_dir, with_checkpoints=True):
     if tr["patience"] > 0:
         cbs.append(callbacks.EarlyStopping("dev_loss", patience=tr["patience"], restore_best=True))
     if with_checkpoints:
-        cbs.append(callbacks.Checkpoint(os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}.npz"),
+        literal = out_dir.replace("{", "{{").replace("}", "}}")  # a directory, not a template
+        cbs.append(callbacks.Checkpoint(os.path.join(literal, "checkpoints", "epoch-{epoch:03d}.npz"),
                                         every=tr["checkpoint_every"], keep_last=tr["keep_last"]))
     return cbs
 
 
 def cmd_train(args) -> int:
     import pydl
-    from .callbacks import History
     from .config import build_model, build_optimizer, build_schedule, load_config, load_data
 
     overrides = {}
@@ -76,12 +78,18 @@ def cmd_train(args) -> int:
         overrides["optimizer.lr"] = args.lr
     if args.seed is not None:
         overrides["training.seed"] = args.seed
+    if args.resume is not None and not args.resume:
+        raise ValueError("--resume is empty: pass a checkpoint .npz, or leave --resume out to "
+                         "start a new run")
+    if args.resume is not None and args.seed is not None:
+        raise ValueError("--seed has no effect with --resume: the run continues with the "
+                         "checkpoint's seed (leave --seed out, or start a new run)")
     cfg = load_config(args.config, overrides)
     X, y = load_data(cfg)
     out = args.out
     epochs = cfg["training"]["epochs"]
-    previous = None
-    if args.resume:
+    continued = None
+    if args.resume is not None:
         model = pydl.load(args.resume)
         if model.n_in != X.shape[1]:
             raise ValueError(f"checkpoint {args.resume} expects {model.n_in} features, the data has {X.shape[1]}")
@@ -93,6 +101,7 @@ def cmd_train(args) -> int:
             print(f"the checkpoint has already trained {model.epoch} epochs (>= --epochs {epochs}); "
                   f"nothing to do, nothing written to {out}")
             return 0
+        _refuse_another_run(out, args.resume)
         _refuse_overwriting_later_epochs(out, model.epoch)
         if args.config is not None:
             _note_ignored_sections(cfg, model, X.shape[1], y, args)
@@ -100,7 +109,9 @@ def cmd_train(args) -> int:
         optimizer = model.optimizer or build_optimizer(cfg)
         if args.lr is not None:
             optimizer.lr = args.lr
-        start, previous = model.epoch, model.history
+        start = model.epoch
+        if model.history is not None:  # the checkpoints and model.npz keep the whole curve
+            continued = _ContinuedHistory(model.history, start)
         sched = build_schedule(cfg)
         if sched is None:
             print(f"resuming {args.resume} at epoch {start} (lr {optimizer.lr:g})")
@@ -114,24 +125,61 @@ def cmd_train(args) -> int:
         model.standardizer = _standardizer(cfg, splits[0])
         optimizer, start = build_optimizer(cfg), 0
     Xtr, ytr, Xd, yd, Xte, yte = splits
-    os.makedirs(out, exist_ok=True)
+    # before training: an --out that cannot take the run's files loses no training
+    _check_writable(out, "--out")
+    if cfg["training"]["checkpoint_every"] > 0:
+        _check_writable(os.path.join(out, "checkpoints"), "--out")
     print(f"data: {cfg['data']['source']}  train {len(Xtr)} / dev {len(Xd)} / test {len(Xte)}")
     print(model)
-    history = model.fit(Xtr, ytr, optimizer=optimizer, epochs=epochs,
-                        batch_size=min(cfg["training"]["batch_size"], len(Xtr)),
-                        validation_data=(Xd, yd), callbacks=_callbacks(cfg, out),
-                        initial_epoch=start, verbose=0 if args.quiet else 1)
-    if previous is not None:  # keep the curve of the run we resumed
-        merged = History.from_dict(previous.to_dict())
-        keep = [i for i, e in enumerate(merged.epoch) if e < start]
-        merged.epoch = [merged.epoch[i] for i in keep] + history.epoch
-        merged.history = {k: [v[i] for i in keep] + history.history.get(k, []) for k, v in
-                          {**{k: [] for k in history.history}, **merged.history}.items()}
-        merged.iterations = merged.iterations + history.iterations
-        merged.best_epoch = history.best_epoch
-        model.history = merged
+    model.fit(Xtr, ytr, optimizer=optimizer, epochs=epochs,
+              batch_size=min(cfg["training"]["batch_size"], len(Xtr)),
+              validation_data=(Xd, yd),
+              callbacks=[continued] * (continued is not None) + _callbacks(cfg, out),
+              initial_epoch=start, verbose=0 if args.quiet else 1)
     _report(model, (Xtr, ytr, Xd, yd, Xte, yte), out)
     return 0
+
+
+class _ContinuedHistory(Callback):
+    """For a resumed run, first in the callback list (so that Checkpoint saves what it
+    sets): ``model.history`` becomes the resumed run's curve before epoch ``start``
+    followed by this fit's, at every epoch's end and at the end of training, so that every
+    checkpoint and model.npz hold the whole curve (resuming twice loses no epochs)."""
+
+    def __init__(self, previous: History, start: int):
+        self.previous, self.start, self.run = previous, start, None
+
+    def on_train_begin(self, model, epochs, initial_epoch, steps_per_epoch):
+        self.run = model.history  # fit's own History
+
+    def on_epoch_end(self, model, epoch, logs):
+        model.history = self.merged()
+
+    def on_train_end(self, model):
+        model.history = self.merged()
+
+    def merged(self) -> History:
+        run = self.run
+        merged = History.from_dict(self.previous.to_dict())
+        keep = [i for i, e in enumerate(merged.epoch) if e < self.start]
+        merged.epoch = [merged.epoch[i] for i in keep] + run.epoch
+        merged.history = {k: [v[i] for i in keep] + run.history.get(k, []) for k, v in
+                          {**{k: [] for k in run.history}, **merged.history}.items()}
+        merged.iterations = merged.iterations + run.iterations
+        merged.best_epoch, merged.completed = run.best_epoch, run.completed
+        return merged
+
+
+def _check_writable(directory, option) -> None:
+    """Create ``directory`` if needed and write a file in it, naming ``option`` if that
+    fails (a permission check alone would pass for root on a read-only mount)."""
+    import tempfile
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as e:
+        raise type(e)(e.errno, f"{option} {directory} is not writable: {e.strerror}") from None
 
 
 def _note_ignored_sections(cfg, model, n_in: int, y, args) -> None:
@@ -161,11 +209,23 @@ def _note_ignored_sections(cfg, model, n_in: int, y, args) -> None:
               "others and are not used", file=sys.stderr)
 
 
+def _checkpoint_epoch(name) -> int | None:
+    """The epoch in a checkpoint's file name (epoch-007.npz, epoch-1000.npz), else None."""
+    import re
+
+    match = re.fullmatch(r"epoch-(\d+)\.npz", name)
+    return int(match.group(1)) if match else None
+
+
 def _checkpoints(out) -> list[str]:
-    """The .npz file names in ``out``/checkpoints, sorted (none if it does not exist)."""
+    """The .npz file names in ``out``/checkpoints (none if it does not exist), by epoch
+    (epoch-999 before epoch-1000), then other names."""
     ckpt = os.path.join(out, "checkpoints")
-    return sorted(f for f in os.listdir(ckpt) if f.endswith(".npz") and not f.startswith(".")) \
-        if os.path.isdir(ckpt) else []  # (not the temporary files of a save that was killed)
+    if not os.path.isdir(ckpt):
+        return []
+    names = [f for f in os.listdir(ckpt) if f.endswith(".npz") and not f.startswith(".")]
+    # (not the temporary files of a save that was killed)
+    return sorted(names, key=lambda f: (_checkpoint_epoch(f) is None, _checkpoint_epoch(f) or 0, f))
 
 
 def _refuse_earlier_run(out) -> None:
@@ -181,16 +241,31 @@ def _refuse_earlier_run(out) -> None:
                          f"--out, or delete {out}")
 
 
+def _refuse_another_run(out, resume) -> None:
+    """Resuming writes model.npz, history.json and checkpoints into ``out``: refuse when it
+    holds a run that the checkpoint ``resume`` is not a file of (its checkpoints directory
+    or its model.npz), which resuming would overwrite."""
+    found = _checkpoints(out)
+    has_model = os.path.exists(os.path.join(out, "model.npz"))
+    if not (found or has_model):
+        return
+    home = os.path.dirname(os.path.realpath(resume))
+    if home in (os.path.realpath(out), os.path.realpath(os.path.join(out, "checkpoints"))):
+        return
+    held = ", ".join(["checkpoints"] * bool(found) + ["model.npz"] * has_model)
+    raise ValueError(f"--out {out} holds another run ({held}), which --resume {resume} does "
+                     f"not come from; resuming there would overwrite it: pass another --out, "
+                     f"or delete {out}")
+
+
 def _refuse_overwriting_later_epochs(out, start: int) -> None:
     """Resuming from epoch ``start`` into ``out`` rewrites its checkpoints after ``start``
     and its model.npz: refuse when those hold a later point of the run (an earlier
     checkpoint resumed with a new learning rate belongs in a directory of its own)."""
-    import re
-
     import pydl
 
     later = [os.path.join("checkpoints", f) for f in _checkpoints(out)
-             if (match := re.fullmatch(r"epoch-(\d+)\.npz", f)) and int(match.group(1)) > start]
+             if (_checkpoint_epoch(f) or 0) > start]
     final = os.path.join(out, "model.npz")
     if os.path.exists(final):
         try:
@@ -210,14 +285,14 @@ def _report(model, splits, out):
     from .model import atomic_write
 
     Xtr, ytr, Xd, yd, Xte, yte = splits
-    res = {name: model.evaluate(Xs, ys) for name, Xs, ys in
-           (("train", Xtr, ytr), ("dev", Xd, yd), ("test", Xte, yte))}
     model_path = os.path.join(out, "model.npz")
-    model.save(model_path)
+    model.save(model_path)  # first: a failure below loses no training
     hist_path = os.path.join(out, "history.json")
     if model.history is not None:  # a full disk or an interrupt leaves the old one whole
         text = json.dumps(model.history.to_dict()).encode()
         atomic_write(hist_path, lambda f: f.write(text))
+    res = {name: model.evaluate(Xs, ys) for name, Xs, ys in
+           (("train", Xtr, ytr), ("dev", Xd, yd), ("test", Xte, yte))}
     print()
     print(f"{'split':<6} {'loss':>10} {'accuracy':>10}" if model.loss.classification else f"{'split':<6} {'loss':>10}")
     for name, r in res.items():
@@ -281,6 +356,10 @@ def cmd_tune(args) -> int:
         raise ValueError(f"{args.config} has no [search.space] to search")
     s = cfg["search"]
     trials = args.trials if args.trials is not None else s["trials"]
+    if args.trials is not None and args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (worker processes), got {args.jobs}")
     objective = functools.partial(_tune_objective, cfg=cfg)
     # What a trial's result depends on besides its params: the base config (the keys the space
     # does not set; [search] is the search's own) and the data. A journal written for other
@@ -297,9 +376,7 @@ def cmd_tune(args) -> int:
         raise ValueError(f"search.metric = 'dev_accuracy' in {args.config} needs classification, but the "
                          "loss is mse (real-valued labels); use dev_loss or train_loss")
     _refuse_earlier_search(args.out, args.journal)
-    os.makedirs(args.out, exist_ok=True)  # before the trials: a bad --out loses no search
-    if not os.access(args.out, os.W_OK):
-        raise PermissionError(13, "--out is not writable", args.out)
+    _check_writable(args.out, "--out")  # before the trials: a bad --out loses no search
     executor = client = None
     if args.scheduler:
         from dask.distributed import Client
@@ -413,6 +490,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_hint(args) -> str:
+    """How to go on after an interrupt: the last checkpoint of a train run, the journal of
+    a search."""
+    if args.command == "train":
+        found = _checkpoints(args.out)
+        if found:
+            last = os.path.join(args.out, "checkpoints", found[-1])
+            return f"; the last checkpoint is {last}: rerun the command with --resume {last}"
+    if args.command == "tune" and args.journal:
+        return f"; the finished trials are in {args.journal}: rerun the same command to go on"
+    return ""
+
+
 def main(argv=None) -> int:
     """Entry point of the ``pydl`` console script; returns the exit status."""
     from .config import ConfigError
@@ -420,6 +510,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # what was saved stays: say where to go on from
+        print(f"\npydl {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
         print(f"pydl {args.command}: error: {e}", file=sys.stderr)
         return 2

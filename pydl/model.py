@@ -630,11 +630,14 @@ def atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # a full disk or a file size limit: name the file asked for
+            raise type(exc)(exc.errno, f"cannot save {path!r}: {exc.strerror}") from exc
         raise
     try:
         dfd = os.open(directory, os.O_RDONLY)

@@ -458,3 +458,113 @@ def test_resume_on_labels_the_checkpoint_cannot_fit_names_the_checkpoint(tmp_pat
                         str(tmp_path / "b"), "--quiet"], capsys)
     assert code == 2 and f"checkpoint {ckpt} does not fit the labels" in err
     assert not (tmp_path / "b").exists()
+
+
+def _files(directory):
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resume_into_another_runs_out_is_refused_and_writes_nothing(tmp_path, capsys):
+    """Resuming run a into run b's --out would replace b's model.npz, history and curves:
+    refused, b's files as they were."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(["train", str(cfg), "--out", str(a), "--quiet"], capsys)[0] == 0
+    assert run(["train", str(cfg), "--epochs", "1", "--out", str(b), "--quiet"], capsys)[0] == 0
+    before = _files(b)
+    code, _, err = run(["train", str(cfg), "--epochs", "3", "--resume",
+                        str(a / "checkpoints" / "epoch-002.npz"), "--out", str(b), "--quiet"], capsys)
+    assert code == 2 and f"--out {b} holds another run" in err
+    assert _files(b) == before
+
+
+def test_resuming_twice_keeps_the_whole_learning_curve(tmp_path, capsys):
+    """The checkpoints of a resumed run hold the curve from epoch 0, so that resuming one of
+    them (after a second interrupt) loses no epochs."""
+    cfg, r = tmp_path / "tiny.toml", tmp_path / "r"
+    cfg.write_text(TINY)
+    assert run(["train", str(cfg), "--out", str(r), "--quiet"], capsys)[0] == 0
+    assert run(["train", str(cfg), "--epochs", "3", "--resume", str(r / "model.npz"),
+                "--out", str(r), "--quiet"], capsys)[0] == 0
+    assert pydl.load(r / "checkpoints" / "epoch-003.npz").history.epoch == [0, 1, 2]
+    code, _, err = run(["train", str(cfg), "--epochs", "4", "--resume",
+                        str(r / "checkpoints" / "epoch-003.npz"), "--out", str(r), "--quiet"], capsys)
+    assert code == 0, err
+    model = pydl.load(r / "model.npz")
+    assert model.history.epoch == [0, 1, 2, 3] and len(model.history["loss"]) == 4
+    assert json.loads((r / "history.json").read_text())["epoch"] == [0, 1, 2, 3]
+
+
+def test_braces_in_out_are_part_of_the_directory_name(tmp_path, capsys):
+    cfg, out = tmp_path / "tiny.toml", tmp_path / "run{epoch}"
+    cfg.write_text(TINY)
+    code, _, err = run(["train", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["run{epoch}", "tiny.toml"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["epoch-001.npz", "epoch-002.npz"]
+
+
+def test_the_resume_hint_names_the_latest_checkpoint_past_epoch_999(tmp_path, capsys):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    for epoch in (999, 1000, 1001):
+        (ckpt / f"epoch-{epoch:03d}.npz").write_bytes(b"")
+    code, _, err = run(["train", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 2 and f"--resume {ckpt / 'epoch-1001.npz'}," in err
+
+
+def test_an_out_that_cannot_take_checkpoints_is_refused_before_training(tmp_path, capsys,
+                                                                       monkeypatch):
+    def trained(*args, **kwargs):
+        raise AssertionError("training ran")
+    monkeypatch.setattr(pydl.Sequential, "fit", trained)
+    (tmp_path / "checkpoints").write_text("a file where the checkpoints go")
+    code, _, err = run(["train", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 1 and f"--out {tmp_path / 'checkpoints'} is not writable" in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--resume", ""], "--resume is empty"),
+    (["--resume", "x.npz", "--seed", "3"], "--seed has no effect with --resume"),
+])
+def test_resume_arguments_that_would_be_ignored_are_refused(tmp_path, capsys, argv, needle):
+    code, _, err = run(["train", "--out", str(tmp_path / "o"), "--quiet", *argv], capsys)
+    assert code == 2 and needle in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_is_one_line_naming_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    from pydl.callbacks import Checkpoint
+
+    saved = Checkpoint.on_epoch_end
+
+    def save_then_interrupt(self, model, epoch, logs):
+        saved(self, model, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Checkpoint, "on_epoch_end", save_then_interrupt)
+    code, _, err = run(["train", "--epochs", "5", "--out", str(tmp_path), "--quiet"], capsys)
+    last = tmp_path / "checkpoints" / "epoch-002.npz"
+    assert code == 130 and "Traceback" not in err
+    assert err.strip() == (f"pydl train: interrupted; the last checkpoint is {last}: rerun the "
+                           f"command with --resume {last}")
+    assert pydl.load(last).epoch == 2
+
+
+def test_a_run_whose_report_fails_has_saved_its_model_first(tmp_path, capsys, monkeypatch):
+    def broken(self, X, y):
+        raise ValueError("evaluation failed")
+    monkeypatch.setattr(pydl.Sequential, "evaluate", broken)
+    code, _, err = run(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 2 and "evaluation failed" in err
+    assert pydl.load(tmp_path / "model.npz").epoch == 1
+    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [0]
+
+
+@pytest.mark.parametrize("flag, value", [("--trials", "0"), ("--jobs", "0")])
+def test_tune_counts_must_be_positive_naming_the_option(tmp_path, capsys, flag, value):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SEARCH + LR)
+    code, _, err = run(["tune", str(cfg), flag, value, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and f"{flag} must be >= 1" in err

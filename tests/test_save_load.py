@@ -673,8 +673,10 @@ def test_atomic_write_that_fails_leaves_the_file_and_no_temporary(tmp_path):
     def half_then_fail(f):
         f.write(b"half of the new")
         raise OSError(28, "No space left on device")
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as info:
         atomic_write(str(path), half_then_fail)
+    assert f"cannot save {str(path)!r}" in str(info.value)  # names the file, not just errno 28
+    assert info.value.errno == 28
     assert path.read_bytes() == b"the earlier run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
     atomic_write(str(path), lambda f: f.write(b"new"))
