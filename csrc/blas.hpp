@@ -26,7 +26,8 @@ int set_blas_pool(int n);
 // A is (M, K) or (K, M) when trans_a, B is (K, N) or (N, K) when trans_b;
 // lda/ldb/ldc are row strides in elements. Never call from inside an OpenMP region.
 // Some products run in pydl's own single-threaded kernel instead (see is_own in blas.cpp:
-// which ones depends on the BLAS's kernels and on the BLAS's thread count);
+// which ones depends on the BLAS's kernels and on the BLAS's thread count); of the others,
+// those with at most 8 rows or 2 columns of C go to the BLAS as one gemv per row (column);
 // pydl passes alpha = 1 (with alpha = 0 that kernel would still form A*B, so inf/NaN in A
 // or B would show, unlike in BLAS).
 template <class T>

@@ -226,6 +226,16 @@ def test_three_products_at_every_edge_of_the_gemm_blocking(m, n_in, n_out, dtype
     _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n_in,n_out", [(2, 300, 64), (8, 257, 40), (9, 100, 2), (40, 3, 2),
+                                          (2, 2, 300), (8, 1, 9), (3, 1030, 1100), (40, 2, 5)])
+def test_three_products_with_few_rows_or_columns(m, n_in, n_out, dtype, gemm_kernel):
+    """Products with at most 8 rows or 2 columns of C go to the BLAS as one gemv per row
+    (column) (csrc/blas.cpp, gemv_product), each transpose of A and B among the three
+    products; NaN-filled outputs show a row or column left unwritten or scaled by 0."""
+    _check_three_products(m, n_in, n_out, dtype, seed=[m, n_in, n_out, 1])
+
+
 def _bands(M, N, K, threads):
     """How gemm cuts a product (csrc/blas.cpp, split_of and band): a list of (start, stop)
     bands of C's columns (of its rows when M > N), and whether they are columns."""
