@@ -69,7 +69,8 @@ def _callbacks(cfg, out_dir, with_checkpoints=True):
 
 def cmd_train(args) -> int:
     import pydl
-    from .config import build_model, build_optimizer, build_schedule, load_config, load_data
+    from .config import (build_model, build_optimizer, build_schedule, check_test_split,
+                         load_config, load_data)
 
     overrides = {}
     if args.epochs is not None:
@@ -85,7 +86,8 @@ def cmd_train(args) -> int:
         raise ValueError("--seed has no effect with --resume: the run continues with the "
                          "checkpoint's seed (leave --seed out, or start a new run)")
     cfg = load_config(args.config, overrides)
-    X, y = load_data(cfg)
+    check_test_split(cfg, args.config)  # before training: the report needs test rows
+    X, y = load_data(cfg, args.config)
     out = args.out
     epochs = cfg["training"]["epochs"]
     continued = None
@@ -350,21 +352,22 @@ def cmd_tune(args) -> int:
     from . import tune
     from .config import _infer_loss, build_space, check_loss, load_config, load_data
 
-    cfg = load_config(args.config)
-    space = build_space(cfg)
-    if not space:
-        raise ValueError(f"{args.config} has no [search.space] to search")
-    s = cfg["search"]
-    trials = args.trials if args.trials is not None else s["trials"]
     if args.trials is not None and args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1 (worker processes), got {args.jobs}")
+    # --trials through the config, so that its checks (coarse_to_fine's rounds) see it
+    cfg = load_config(args.config, None if args.trials is None else {"search.trials": args.trials})
+    space = build_space(cfg)
+    if not space:
+        raise ValueError(f"{args.config} has no [search.space] to search")
+    s = cfg["search"]
+    trials = s["trials"]
     objective = functools.partial(_tune_objective, cfg=cfg)
     # What a trial's result depends on besides its params: the base config (the keys the space
     # does not set; [search] is the search's own) and the data. A journal written for other
     # values is refused instead of its trials being reused.
-    X, y = load_data(cfg)
+    X, y = load_data(cfg, args.config)
     context = {f"{section}.{key}": value for section, values in cfg.items() if section != "search"
                for key, value in values.items() if f"{section}.{key}" not in space}
     context["data.fingerprint"] = _fingerprint(X, y)
@@ -434,7 +437,7 @@ def cmd_gradcheck(args) -> int:
     from .gradcheck import gradient_check
 
     cfg = load_config(args.config)
-    X, y = load_data(cfg)
+    X, y = load_data(cfg, args.config)
     Xtr, ytr, *_ = _standardized(cfg, X, y)
     model = build_model(cfg, X.shape[1], y, args.config).astype(np.float64)
     dropout = any(isinstance(l, nn.Dropout) and l.keep_prob < 1 for l in model.layers)

@@ -6,11 +6,11 @@ A config has the sections below; every key is optional and a wrong key or value 
     [data]
     source = "digits"          # digits | moons | circles | spirals | file
     path = "train.npz"         # source = "file": .npz with X and y, .csv (label last), or
-    # x_path/y_path = "X.npy"/"y.npy"  (two .npy files)
-    n_samples = 600            # generated sets
+    # x_path/y_path = "X.npy"/"y.npy"  (two .npy files); class labels 0..K-1, K <= rows
+    n_samples = 600            # generated sets (at most 10,000,000)
     noise = 0.2
     n_classes = 3              # spirals
-    ratios = "auto"            # or [0.6, 0.2, 0.2]
+    ratios = "auto"            # or [0.6, 0.2, 0.2] (dev > 0; test > 0 for pydl train)
     stratify = false
     standardize = true
     seed = 0
@@ -52,10 +52,14 @@ A config has the sections below; every key is optional and a wrong key or value 
 """
 from __future__ import annotations
 
+import codecs
 import copy
 import inspect
 import math
 import os
+import warnings
+import zipfile
+import zlib
 
 try:
     import tomllib
@@ -64,8 +68,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 import numpy as np
 
-__all__ = ["ConfigError", "DEFAULTS", "load_config", "validate_config", "load_data", "build_model",
-           "build_optimizer", "build_schedule", "build_space", "with_params"]
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "validate_config", "load_data", "check_test_split",
+           "build_model", "build_optimizer", "build_schedule", "build_space", "with_params"]
 
 
 class ConfigError(ValueError):
@@ -112,9 +116,18 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
     if path is not None:
         try:
             with open(path, "rb") as f:
-                raw = tomllib.load(f)
+                data = f.read()
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        try:  # a byte order mark (as some Windows editors write) is skipped; tomllib refuses it
+            raw = tomllib.loads(data[bom:].decode("utf-8"))
+        except UnicodeDecodeError as e:
+            at = bom + e.start
+            line = data.count(b"\n", 0, at) + 1
+            what = " (it is a zip archive, e.g. a model .npz)" if data[:2] == b"PK" else ""
+            raise ConfigError(f"{path} is not valid TOML: it is not UTF-8 text{what}: byte "
+                              f"0x{data[at]:02x} at position {at} (line {line})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
     for section, values in raw.items():
@@ -180,6 +193,12 @@ def validate_config(cfg: dict, path=None) -> None:
             raise ConfigError(f"data.ratios must be non-negative and finite, got {r!r}{w}")
         if abs(sum(r) - 1.0) > 1e-9 or r[0] == 0:
             raise ConfigError(f"data.ratios must sum to 1 with a train ratio > 0, got {r!r}{w}")
+        # Every command that trains needs dev rows: pydl train validates (and stops early)
+        # on them each epoch, pydl tune scores its trials on them. A test ratio of 0 is left
+        # to the command: pydl tune never uses the test rows (see check_test_split).
+        if r[1] == 0:
+            raise ConfigError(f"data.ratios must give dev a ratio > 0 (training is validated on the "
+                              f"dev rows), got {r!r}{w}")
     if not (math.isfinite(d["noise"]) and d["noise"] >= 0):
         raise ConfigError(f"data.noise must be a finite number >= 0, got {d['noise']!r}{w}")
     for section, key, lo in (("data", "n_samples", 3), ("data", "n_classes", 2), ("data", "seed", 0),
@@ -187,6 +206,12 @@ def validate_config(cfg: dict, path=None) -> None:
         v = cfg[section][key]
         if v is not None and v < lo:
             raise ConfigError(f"{section}.{key} must be >= {lo}, got {v!r}{w}")
+    if d["n_samples"] is not None and d["n_samples"] > _MAX_SAMPLES:
+        raise ConfigError(f"data.n_samples must be <= {_MAX_SAMPLES:,}, got {d['n_samples']!r}{w}")
+    if d["source"] == "spirals" and d["n_classes"] is not None and d["n_samples"] is not None \
+            and d["n_classes"] > d["n_samples"]:
+        raise ConfigError(f"data.n_classes = {d['n_classes']} needs data.n_samples >= {d['n_classes']} "
+                          f"(one sample per class), got data.n_samples = {d['n_samples']}{w}")
     for key in ("epochs", "batch_size", "checkpoint_every", "keep_last"):
         if tr[key] < 1:
             raise ConfigError(f"training.{key} must be >= 1, got {tr[key]!r}{w}")
@@ -196,6 +221,12 @@ def validate_config(cfg: dict, path=None) -> None:
         raise ConfigError(f"search.method must be random or coarse_to_fine, got {s['method']!r}{w}")
     if s["direction"] not in ("minimize", "maximize"):
         raise ConfigError(f"search.direction must be minimize or maximize, got {s['direction']!r}{w}")
+    if s["method"] == "coarse_to_fine":
+        top_k = _coarse_to_fine_top_k()
+        if s["trials"] // s["rounds"] < top_k:
+            raise ConfigError(f"search.method = 'coarse_to_fine' keeps the best {top_k} trials of each of "
+                              f"search.rounds = {s['rounds']} rounds, so search.trials must be >= "
+                              f"{top_k * s['rounds']} ({top_k} per round), got {s['trials']}{w}")
     try:
         build_optimizer(cfg)
     except (TypeError, ValueError) as e:
@@ -215,6 +246,16 @@ def validate_config(cfg: dict, path=None) -> None:
 
 
 METRICS = ("dev_loss", "dev_accuracy", "train_loss", "epochs")   # what a `pydl tune` trial reports
+# A generated set (moons, circles, spirals) is 2-D points: 10 million rows are 160 MB of
+# float64, far beyond what these toy sets are for, and a larger count is a typo.
+_MAX_SAMPLES = 10_000_000
+
+
+def _coarse_to_fine_top_k() -> int:
+    """The top_k of the rounds `pydl tune` runs (tune.coarse_to_fine's default)."""
+    from . import tune
+
+    return inspect.signature(tune.coarse_to_fine).parameters["top_k"].default
 
 
 def _space_values(value) -> list:
@@ -259,37 +300,157 @@ def _validate_space_values(cfg: dict, space: dict, w: str) -> None:
                                   f"which the config refuses: {errors[0]}{w}") from None
 
 
-def _read_file_data(d: dict):
-    def load_array(p):
-        if not os.path.exists(p):
-            raise ConfigError(f"data file {p} does not exist")
-        if p.endswith(".npy"):
-            return np.load(p, allow_pickle=False)
-        if p.endswith(".csv"):
-            return np.loadtxt(p, delimiter=",", ndmin=2)
-        raise ConfigError(f"data file {p} must be .npz, .npy or .csv")
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")   # a zip's first entry, or an empty zip
+# what a truncated or corrupt .npz/.npy raises from numpy, zipfile or zlib
+_CORRUPT = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
+
+def _load_array_file(p: str, key: str):
+    """The arrays of the data file p (named by the config key ``key``): {"X", "y"} from a
+    .npz, {"": array} from a .npy or .csv. Every failure is a one-line ConfigError naming
+    the key and the file."""
+    if not os.path.exists(p):
+        raise ConfigError(f"{key}: data file {p} does not exist")
+    ext = os.path.splitext(p)[1].lower()
+    if ext not in (".npz", ".npy", ".csv"):
+        raise ConfigError(f"{key}: data file {p} must be .npz, .npy or .csv")
+    if ext == ".csv":
+        try:
+            with warnings.catch_warnings():  # numpy warns of an empty file: said below instead
+                warnings.simplefilter("ignore")
+                arr = np.loadtxt(p, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as e:  # (UnicodeDecodeError is a ValueError)
+            raise ConfigError(f"{key}: cannot read {p} as CSV ({e}); it must hold numbers only, "
+                              "no header row, the label in the last column") from None
+        if arr.size == 0:
+            raise ConfigError(f"{key}: {p} holds no rows")
+        return {"": arr}
     try:
-        if d.get("path"):
-            p = d["path"]
-            if p.endswith(".npz"):
-                if not os.path.exists(p):
-                    raise ConfigError(f"data file {p} does not exist")
-                with np.load(p, allow_pickle=False) as z:
-                    if "X" not in z.files or "y" not in z.files:
-                        raise ConfigError(f"{p} must hold arrays named X and y, has {z.files}")
-                    return z["X"], z["y"]
-            arr = load_array(p)
-            return arr[:, :-1], arr[:, -1]
-        return load_array(d["x_path"]), load_array(d["y_path"])
-    except (OSError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"cannot read the data: {e}") from None
+        with open(p, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {p}: {e.strerror or e}") from None
+    kind = "a .npz (a zip archive of .npy arrays)" if ext == ".npz" else "a .npy array file"
+    if not head.startswith(_ZIP_MAGIC if ext == ".npz" else _NPY_MAGIC):
+        raise ConfigError(f"{key}: {p} is not a readable .{ext[1:]} file: it does not start as {kind}")
+    try:
+        if ext == ".npy":
+            return {"": np.load(p, allow_pickle=False)}
+        with np.load(p, allow_pickle=False) as z:
+            if "X" not in z.files or "y" not in z.files:
+                raise ConfigError(f"{key}: {p} must hold arrays named X and y, has {z.files}")
+            return {"X": z["X"], "y": z["y"]}
+    except ConfigError:
+        raise
+    except _CORRUPT as e:
+        if "pickle" in str(e) or "Object arrays" in str(e):
+            raise ConfigError(f"{key}: {p} holds Python objects (pickled data), which pydl does not "
+                              "load; save numeric arrays") from None
+        reason = str(e) or type(e).__name__
+        raise ConfigError(f"{key}: {p} is not a readable .{ext[1:]} file (truncated or corrupt: "
+                          f"{reason})") from None
 
 
-def load_data(cfg: dict):
-    """(X, y) of the configured source."""
+def _read_file_data(d: dict):
+    """(X, y) of data.path (or data.x_path and data.y_path), checked: X (m, n) numbers with
+    n >= 1, y (m,) or (m, k) numbers, a label column (m, 1) flattened to (m,); every
+    failure is a ConfigError naming the key and the file."""
+    if d.get("path"):
+        p = d["path"]
+        xkey = ykey = "data.path"
+        arrays = _load_array_file(p, "data.path")
+        if "X" in arrays:
+            X, y = arrays["X"], arrays["y"]
+            xwhat, ywhat = f"X in {p}", f"the labels (y) in {p}"
+        else:
+            arr = arrays[""]
+            if arr.ndim != 2 or arr.shape[1] < 2:
+                ncols = arr.shape[1] if arr.ndim == 2 else 1
+                raise ConfigError(f"data.path: {p} has {ncols} column{'s' * (ncols != 1)}; it needs the "
+                                  "features then the label, at least 2 columns")
+            X, y = arr[:, :-1], arr[:, -1]
+            xwhat, ywhat = f"the features of {p}", f"the labels (last column) of {p}"
+    else:
+        xp, yp = d["x_path"], d["y_path"]
+        xkey, ykey = "data.x_path", "data.y_path"
+        X, y = _load_array_file(xp, xkey)[""], _load_array_file(yp, ykey)[""]
+        xwhat, ywhat = f"X in {xp}", f"the labels (y) in {yp}"
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise ConfigError(f"{xkey}: {xwhat} must be a 2-D array (rows, features) with at least one "
+                          f"feature, got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise ConfigError(f"{xkey}: {xwhat} must be numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        i, j = np.argwhere(~np.isfinite(X))[0]
+        raise ConfigError(f"{xkey}: {xwhat} must be finite numbers; row {i}, column {j} holds {X[i, j].item()}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a label column (m, 1): the same labels as (m,)
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] < 2):
+        raise ConfigError(f"{ykey}: {ywhat} must have shape (m,) (one label per row) or (m, k) "
+                          f"(one-hot), got shape {y.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise ConfigError(f"{ykey}: {ywhat} are {y.shape[0]} rows but {xwhat} has {X.shape[0]} rows; "
+                          "they must match")
+    if y.dtype.kind not in "biuf":
+        example = f" (e.g. {y.flat[0].item()!r})" if y.size else ""
+        raise ConfigError(f"{ykey}: {ywhat} must be numbers, got dtype {y.dtype}{example}; give class "
+                          "labels as integers 0..K-1")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        i = np.argwhere(~np.isfinite(y))[0]
+        raise ConfigError(f"{ykey}: {ywhat} must be finite numbers; row {i[0]} holds {y[tuple(i)].item()}")
+    return X, y, ykey, ywhat
+
+
+def _check_class_labels(y, m: int, ykey: str, ywhat: str) -> None:
+    """Labels that will be read as classes 0..K-1 (integer values in one column) must be
+    >= 0 with K <= m, the number of rows. That bound is the convention of the generated
+    sets (make_spirals: n_samples >= n_classes, one per class): a K beyond the rows is a
+    mistake (ids, or integer targets, instead of class indices), and it keeps the output
+    layer (hidden[-1] x K weights) no larger than one hidden layer's activations over the
+    whole data, instead of a label such as 1e9 asking for hundreds of GiB."""
+    if y.ndim != 1 or _infer_loss(y)[0] != "softmax_cross_entropy" or not y.size:
+        return
+    lo, hi = y.min(), y.max()
+    if lo < 0:
+        i = int(np.argmax(y < 0))
+        raise ConfigError(f"{ykey}: {ywhat} are class labels, which must be integers 0..K-1; row {i} "
+                          f"holds {y[i].item()!r}")
+    if int(hi) >= m:
+        i = int(np.argmax(y))
+        raise ConfigError(f"{ykey}: {ywhat} are class labels 0..K-1 with K <= the number of rows ({m}); "
+                          f"row {i} holds {y[i].item()!r}, which would make {int(hi) + 1} classes")
+
+
+def _check_splits(cfg: dict, m: int, key: str, where: str) -> None:
+    """ConfigError naming ``key``, the data's key (too few rows), or data.ratios (a split
+    left without rows) when the m rows of the data (``where``: its file and the config)
+    cannot be split train/dev/test, before anything trains on them."""
+    from .data import _split_sizes
+
+    d = cfg["data"]
+    if m < 3:
+        raise ConfigError(f"{key}: the data{where} has {m} row{'s' * (m != 1)}; a train/dev/test "
+                          "split needs at least 3")
+    try:
+        _split_sizes(m, d["ratios"] if d["ratios"] == "auto" else tuple(d["ratios"]))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"data.ratios: {e}{where}") from None
+
+
+def check_test_split(cfg: dict, path=None) -> None:
+    """ConfigError naming data.ratios when the test ratio is 0 (for a command that reports
+    test metrics, such as pydl train: pydl tune scores on dev only, and takes it)."""
+    r = cfg["data"]["ratios"]
+    if isinstance(r, list) and r[2] == 0:
+        raise ConfigError(f"data.ratios must give test a ratio > 0 (pydl train reports the test "
+                          f"metrics), got {r!r}{_where(path)}")
+
+
+def load_data(cfg: dict, path=None):
+    """(X, y) of the configured source, checked to split as data.ratios says (``path``: the
+    config file, named in errors). A file's labels must be finite numbers, class labels
+    0..K-1 with K <= its number of rows; a label column (m, 1) is returned as (m,)."""
     from . import datasets
 
     d = cfg["data"]
@@ -303,12 +464,22 @@ def load_data(cfg: dict):
     elif src == "spirals":
         X, y = datasets.make_spirals(d["n_samples"], noise=d["noise"], seed=d["seed"], n_classes=d["n_classes"])
     else:
-        X, y = _read_file_data(d)
+        X, y, ykey, ywhat = _read_file_data(d)
+        key = "data.path" if d.get("path") else "data.x_path"
+        _check_splits(cfg, X.shape[0], key, f" ({d.get('path') or d['x_path']}){_where(path)}")
+        if cfg["model"].get("loss") in (None, "softmax_cross_entropy"):
+            _check_class_labels(y, X.shape[0], ykey, ywhat)
+        return X, y
+    _check_splits(cfg, X.shape[0], "data.n_samples", _where(path))
     return X, y
 
 
 def _infer_loss(y) -> tuple[str, int]:
     y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"y must be numeric labels, got dtype {y.dtype}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y must be finite numbers; it holds NaN or inf")
     if y.ndim == 2 and y.shape[1] > 1:
         return "softmax_cross_entropy", y.shape[1]
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):

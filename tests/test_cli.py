@@ -568,3 +568,20 @@ def test_tune_counts_must_be_positive_naming_the_option(tmp_path, capsys, flag, 
     cfg.write_text(SEARCH + LR)
     code, _, err = run(["tune", str(cfg), flag, value, "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and f"{flag} must be >= 1" in err
+
+
+def test_a_test_ratio_of_zero_is_refused_before_training(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY.replace("[data]\n", "[data]\nratios = [0.9, 0.1, 0.0]\n"))
+    code, _, err = run(["train", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2 and "data.ratios must give test a ratio > 0" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tune_trials_from_the_command_line_meet_the_configs_checks(tmp_path, capsys):
+    """--trials goes through the config: coarse_to_fine's rounds need 3 trials each."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SEARCH.replace("[search]\n", "[search]\nmethod = 'coarse_to_fine'\nrounds = 3\n")
+                   .replace("trials = 2", "trials = 9") + LR)
+    code, _, err = run(["tune", str(cfg), "--trials", "6", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "search.trials must be >= 9" in err
