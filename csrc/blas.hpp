@@ -7,7 +7,8 @@
 
 namespace pydl {
 
-// Looks up sgemm/dgemm once; throws std::runtime_error if SciPy has no such capsule.
+// Looks up sgemm/dgemm and sgemv/dgemv once; throws std::runtime_error if SciPy has no such
+// capsule.
 // Needs the GIL (it imports a module).
 void blas_init();
 

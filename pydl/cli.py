@@ -149,27 +149,33 @@ class _ContinuedHistory(Callback):
     checkpoint and model.npz hold the whole curve (resuming twice loses no epochs)."""
 
     def __init__(self, previous: History, start: int):
-        self.previous, self.start, self.run = previous, start, None
+        keep = [i for i, e in enumerate(previous.epoch) if e < start]
+        self.epoch = [previous.epoch[i] for i in keep]  # the resumed run's part, once
+        self.history = {k: [v[i] for i in keep] for k, v in previous.history.items()}
+        self.iterations = list(previous.iterations)
+        self.run = None
 
     def on_train_begin(self, model, epochs, initial_epoch, steps_per_epoch):
         self.run = model.history  # fit's own History
 
     def on_epoch_end(self, model, epoch, logs):
-        model.history = self.merged()
+        self._merge(model)
 
     def on_train_end(self, model):
-        model.history = self.merged()
+        self._merge(model)
 
-    def merged(self) -> History:
-        run = self.run
-        merged = History.from_dict(self.previous.to_dict())
-        keep = [i for i, e in enumerate(merged.epoch) if e < self.start]
-        merged.epoch = [merged.epoch[i] for i in keep] + run.epoch
-        merged.history = {k: [v[i] for i in keep] + run.history.get(k, []) for k, v in
-                          {**{k: [] for k in run.history}, **merged.history}.items()}
-        merged.iterations = merged.iterations + run.iterations
-        merged.best_epoch, merged.completed = run.best_epoch, run.completed
-        return merged
+    def _merge(self, model) -> None:
+        """model.history = the resumed part + fit's; best_epoch as EarlyStopping (after
+        this callback) last wrote it into the merged copy."""
+        run, best = self.run, model.history.best_epoch
+        merged = History()
+        merged.epoch = self.epoch + run.epoch
+        merged.history = {k: self.history.get(k, []) + run.history.get(k, [])
+                          for k in {**self.history, **run.history}}
+        merged.iterations = self.iterations + run.iterations
+        merged.best_epoch = run.best_epoch if run.best_epoch is not None else best
+        merged.completed = run.completed
+        model.history = merged
 
 
 def _check_writable(directory, option) -> None:
@@ -237,7 +243,8 @@ def _refuse_earlier_run(out) -> None:
     found = _checkpoints(out)
     has_model = os.path.exists(os.path.join(out, "model.npz"))
     if found or has_model:
-        hint = (f"resume it with --resume {os.path.join(ckpt, found[-1])}, " if found else "")
+        epochs = [f for f in found if _checkpoint_epoch(f) is not None]
+        hint = (f"resume it with --resume {os.path.join(ckpt, epochs[-1])}, " if epochs else "")
         held = ", ".join(["checkpoints"] * bool(found) + ["model.npz"] * has_model)
         raise ValueError(f"--out {out} already holds a run ({held}); {hint}or pass another "
                          f"--out, or delete {out}")
@@ -251,8 +258,10 @@ def _refuse_another_run(out, resume) -> None:
     has_model = os.path.exists(os.path.join(out, "model.npz"))
     if not (found or has_model):
         return
-    home = os.path.dirname(os.path.realpath(resume))
-    if home in (os.path.realpath(out), os.path.realpath(os.path.join(out, "checkpoints"))):
+    home = os.path.realpath(os.path.dirname(os.path.abspath(resume)))
+    name = os.path.basename(resume)
+    if (home == os.path.realpath(out) and name == "model.npz") or \
+            home == os.path.realpath(os.path.join(out, "checkpoints")):
         return
     held = ", ".join(["checkpoints"] * bool(found) + ["model.npz"] * has_model)
     raise ValueError(f"--out {out} holds another run ({held}), which --resume {resume} does "
@@ -497,10 +506,11 @@ def _resume_hint(args) -> str:
     """How to go on after an interrupt: the last checkpoint of a train run, the journal of
     a search."""
     if args.command == "train":
-        found = _checkpoints(args.out)
+        found = [f for f in _checkpoints(args.out) if _checkpoint_epoch(f) is not None]
         if found:
             last = os.path.join(args.out, "checkpoints", found[-1])
-            return f"; the last checkpoint is {last}: rerun the command with --resume {last}"
+            seed = " (and without --seed)" if args.seed is not None else ""
+            return f"; the last checkpoint is {last}: rerun the command with --resume {last}{seed}"
     if args.command == "tune" and args.journal:
         return f"; the finished trials are in {args.journal}: rerun the same command to go on"
     return ""

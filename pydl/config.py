@@ -22,7 +22,9 @@ A config has the sections below; every key is optional and a wrong key or value 
     keep_prob = 0.8
     l2 = 0.0
     init = "auto"
-    loss = "softmax_cross_entropy"   # default from the labels
+    loss = "softmax_cross_entropy"   # default from the labels: whole numbers (or one-hot
+    #                                  rows) are classes, others mse; "mse" also takes
+    #                                  whole-number targets (counts)
 
     [optimizer]
     name = "adam"              # sgd | momentum | rmsprop | adam, then its hyperparameters
@@ -374,7 +376,12 @@ def _read_file_data(d: dict):
     else:
         xp, yp = d["x_path"], d["y_path"]
         xkey, ykey = "data.x_path", "data.y_path"
-        X, y = _load_array_file(xp, xkey)[""], _load_array_file(yp, ykey)[""]
+        loaded = {key: _load_array_file(p, key) for key, p in ((xkey, xp), (ykey, yp))}
+        for key, arrays in loaded.items():
+            if "" not in arrays:  # a .npz holds both: data.path takes it
+                raise ConfigError(f"{key}: {d[key[5:]]} is a .npz (X and y together); give it as "
+                                  "data.path, or give data.x_path and data.y_path as .npy or .csv")
+        X, y = loaded[xkey][""], loaded[ykey][""]
         xwhat, ywhat = f"X in {xp}", f"the labels (y) in {yp}"
     if X.ndim != 2 or X.shape[1] < 1:
         raise ConfigError(f"{xkey}: {xwhat} must be a 2-D array (rows, features) with at least one "
@@ -419,7 +426,8 @@ def _check_class_labels(y, m: int, ykey: str, ywhat: str) -> None:
     if int(hi) >= m:
         i = int(np.argmax(y))
         raise ConfigError(f"{ykey}: {ywhat} are class labels 0..K-1 with K <= the number of rows ({m}); "
-                          f"row {i} holds {y[i].item()!r}, which would make {int(hi) + 1} classes")
+                          f"row {i} holds {y[i].item()!r}, which would make {int(hi) + 1} classes "
+                          "(for real-valued targets, set model.loss = \"mse\")")
 
 
 def _check_splits(cfg: dict, m: int, key: str, where: str) -> None:
@@ -496,7 +504,8 @@ def _losses_for(y) -> list:
     in01 = bool(y.size) and y.dtype.kind in "biuf" and bool(np.all((y >= 0) & (y <= 1)))
     if not column:
         return ["softmax_cross_entropy", "mse"]
-    fits = ["softmax_cross_entropy"] if loss == "softmax_cross_entropy" else ["mse"]
+    # mse fits any column of numbers: whole-number targets (counts, ages) too
+    fits = ["softmax_cross_entropy", "mse"] if loss == "softmax_cross_entropy" else ["mse"]
     return fits + (["sigmoid_cross_entropy"] if in01 else [])
 
 
@@ -530,6 +539,8 @@ def build_model(cfg: dict, n_in: int, y, path=None):
         loss = mdl["loss"]
         if loss == "sigmoid_cross_entropy":
             n_out = 1
+        elif loss == "mse":  # one output per target column (whole-number targets too)
+            n_out = 1 if np.ndim(y) == 1 else np.shape(y)[1]
     return mlp([n_in, *mdl["hidden"], n_out], activation=mdl["activation"], batchnorm=mdl["batchnorm"],
                keep_prob=mdl["keep_prob"], l2=mdl["l2"], init=mdl["init"], loss=loss,
                seed=cfg["training"]["seed"])

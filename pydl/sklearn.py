@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 
 from .callbacks import EarlyStopping
 from .data import _is_memory_mapped, train_dev_test_split
-from .model import _all_finite, mlp
+from .model import Sequential, _all_finite, mlp
 from .optim import _bound, _in_range, get_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -112,7 +112,7 @@ def _as_model_input(X, dtype, name="X"):
 
 
 class _BaseMLP(BaseEstimator):
-    """Parameters, validation, training and pickling shared by the two estimators."""
+    """Parameters, validation and training shared by the two estimators."""
 
     _loss = ""
 
@@ -213,7 +213,7 @@ class _BaseMLP(BaseEstimator):
             f = p["validation_fraction"]
             X, y, X_dev, y_dev, _, _ = train_dev_test_split(X, y, ratios=(1.0 - f, f, 0.0),
                                                             stratify=stratify, seed=split_seed)
-            seen = None if stratify is None else np.unique(y).size
+            seen = np.unique(y).size if stratify else None  # classes left to train on
             if X.shape[0] == 0 or (seen is not None and seen < n_out):
                 raise ValueError(
                     f"validation_fraction={f} leaves {X.shape[0]} of the {m} samples to train "
@@ -244,6 +244,21 @@ class _BaseMLP(BaseEstimator):
         X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         X = _as_model_input(X, self.model_.dtype)
         return self.model_.forward(X, batch_invariant=True).astype(np.float64)
+
+    def __setstate__(self, state):
+        # Pickles from earlier builds hold model_ as a dict (architecture, theta, state
+        # arrays, counters; no optimizer): rebuild it. model_ now pickles itself whole.
+        saved = state.get("model_")
+        if isinstance(saved, dict) and saved.get("__pydl_model__"):
+            model = Sequential.from_architecture(saved["architecture"])
+            model.theta[...] = saved["theta"]
+            live = model._state_arrays()
+            for key, arr in saved["state"].items():
+                live[key][...] = arr
+            model.epoch, model.step = saved["epoch"], saved["step"]
+            model.history = state.get("history_")
+            state = {**state, "model_": model}
+        super().__setstate__(state)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

@@ -238,6 +238,7 @@ def test_training_table_handles_failed_and_absent_peers():
 
 TINY = ("[data]\nsource = 'moons'\nn_samples = 60\n[model]\nhidden = [4]\nbatchnorm = false\n"
         "keep_prob = 1.0\n[training]\nepochs = 2\npatience = 0\n")
+SPIRALS3 = TINY.replace("source = 'moons'", "source = 'spirals'\nn_classes = 3")
 
 
 def _files(directory):
@@ -289,22 +290,25 @@ def test_a_new_run_into_an_earlier_runs_out_is_refused_and_writes_nothing(tmp_pa
 
 
 def test_loss_that_does_not_fit_the_labels_says_which_do(tmp_path, capsys):
+    """Labels 0..2: sigmoid cross-entropy (labels in [0, 1]) does not fit them."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text(TINY.replace("hidden = [4]", "hidden = [4]\nloss = 'mse'"))
+    cfg.write_text(SPIRALS3.replace("hidden = [4]", "hidden = [4]\nloss = 'sigmoid_cross_entropy'"))
     code, _, err = run(["train", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert code == 2
-    assert "model.loss = 'mse' does not fit the labels" in err and "softmax_cross_entropy" in err
+    assert "model.loss = 'sigmoid_cross_entropy' does not fit the labels" in err
+    assert "softmax_cross_entropy, mse" in err
     assert str(cfg) in err
 
 
-@pytest.mark.parametrize("space", ["", "\"model.loss\" = { dist = 'choice', values = ['softmax_cross_entropy', 'mse'] }\n"])
+@pytest.mark.parametrize("space", ["", "\"model.loss\" = { dist = 'choice', values = ['softmax_cross_entropy', 'sigmoid_cross_entropy'] }\n"])
 def test_tune_checks_the_loss_against_the_labels_before_any_trial(tmp_path, capsys, space):
     cfg = tmp_path / "s.toml"
-    text = SEARCH + LR + space
-    cfg.write_text(text if space else text.replace("hidden = [4]", "hidden = [4]\nloss = 'mse'"))
+    text = SEARCH.replace(TINY, SPIRALS3) + LR + space
+    cfg.write_text(text if space else text.replace("hidden = [4]",
+                                                   "hidden = [4]\nloss = 'sigmoid_cross_entropy'"))
     code, out, err = run(["tune", str(cfg), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "Traceback" not in err
-    assert "model.loss = 'mse' does not fit the labels" in err and str(cfg) in err
+    assert "model.loss = 'sigmoid_cross_entropy' does not fit the labels" in err and str(cfg) in err
     assert "trial" not in out
 
 
@@ -585,3 +589,44 @@ def test_tune_trials_from_the_command_line_meet_the_configs_checks(tmp_path, cap
                    .replace("trials = 2", "trials = 9") + LR)
     code, _, err = run(["tune", str(cfg), "--trials", "6", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "search.trials must be >= 9" in err
+
+
+def test_a_resumed_run_with_early_stopping_keeps_its_best_epoch(tmp_path, capsys):
+    cfg, r = tmp_path / "c.toml", tmp_path / "r"
+    cfg.write_text(TINY.replace("patience = 0", "patience = 50"))
+    assert run(["train", str(cfg), "--out", str(r), "--quiet"], capsys)[0] == 0
+    code, _, err = run(["train", str(cfg), "--epochs", "5", "--resume", str(r / "model.npz"),
+                        "--out", str(r), "--quiet"], capsys)
+    assert code == 0, err
+    model = pydl.load(r / "model.npz")
+    assert model.history.epoch == [0, 1, 2, 3, 4]
+    best = model.history.best_epoch
+    assert best is not None and 2 <= best <= 4  # EarlyStopping counts from the resumed epoch
+    assert json.loads((r / "history.json").read_text())["best_epoch"] == best
+    assert model.history["dev_loss"][best] == min(model.history["dev_loss"][2:])
+
+
+def test_a_stray_npz_in_checkpoints_is_not_named_as_the_last_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "epoch-004.npz").write_bytes(b"")
+    (ckpt / "best.npz").write_bytes(b"")
+    code, _, err = run(["train", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 2 and f"--resume {ckpt / 'epoch-004.npz'}," in err
+
+
+def test_whole_number_targets_train_as_regression_with_mse(tmp_path, capsys):
+    """Integer targets (counts) read as classes by default; model.loss = 'mse' trains one
+    output on them instead (before, mse was refused for whole numbers)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=rng.integers(0, 500, 80))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[data]\nsource = 'file'\npath = '{tmp_path / 'd.npz'}'\n[training]\nepochs = 1\n")
+    code, _, err = run(["train", str(cfg), "--out", str(tmp_path / "a"), "--quiet"], capsys)
+    assert code == 2 and "set model.loss = \"mse\"" in err
+    cfg.write_text(cfg.read_text() + "[model]\nloss = 'mse'\n")
+    code, _, err = run(["train", str(cfg), "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    assert code == 0, err
+    model = pydl.load(tmp_path / "b" / "model.npz")
+    assert model.loss.name == "mse" and model.n_out == 1

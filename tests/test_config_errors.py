@@ -285,3 +285,12 @@ def test_a_missing_data_file_names_its_key(tmp_path):
     cfg = file_config(tmp_path, f"path = '{tmp_path / 'nope.npz'}'")
     with pytest.raises(ConfigError, match=r"data.path: data file .*nope.npz does not exist"):
         load_data(load_config(str(cfg)))
+
+
+def test_a_npz_given_as_x_path_says_to_give_it_as_data_path(tmp_path, capsys):
+    X, y = xy()
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.save(tmp_path / "y.npy", y)
+    cfg = file_config(tmp_path, f"x_path = '{tmp_path / 'd.npz'}'\ny_path = '{tmp_path / 'y.npy'}'")
+    code, _, err = train(cfg, tmp_path, capsys)
+    one_line_error(code, err, "data.x_path", "is a .npz", "data.path")

@@ -349,6 +349,39 @@ def test_a_finite_update_beyond_the_quick_bound_is_still_applied(name, dtype, th
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+@pytest.mark.parametrize("case", ["negative s", "eps > 1"])
+def test_a_step_the_quick_bound_must_not_certify_writes_nothing(name, dtype, case):
+    """The quick bound must not pass what the exact check refuses: a negative second moment
+    (whose square root is NaN), or eps > 1 with lr * numerator beyond the largest value
+    before the division by eps. check=True then returns False and writes nothing."""
+    big = 1e30 if dtype == np.float32 else 1e300
+    count = 37
+    theta = np.ones(count, dtype)
+    grad = np.full(count, 0.5, dtype)
+    v, s = np.zeros(count, dtype), np.zeros(count, dtype)
+    lr, eps = 1e-3, 1e-8
+    if case == "negative s":
+        s[4] = -1.0
+        grad[:] = 0.0  # s stays -1 after beta * s
+    else:
+        lr, eps = big, big
+        grad[7] = 1e10 if dtype == np.float32 else 1e100
+
+    def call(check):
+        if name == "adam":
+            return ops.adam_step(theta, v, s, grad, lr, 0.9, 0.999, eps, 1, check=check)
+        return ops.rmsprop_step(theta, s, grad, lr, 0.9, eps, check=check)
+
+    before = [a.copy() for a in (theta, v, s)]
+    assert call(True) is False
+    for a, b in zip((theta, v, s), before):
+        assert np.array_equal(a, b), "a refused step wrote something"
+    assert call(False) is False  # the update itself is not finite
+    assert not np.isfinite(theta).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_the_check_keeps_a_margin_of_half_the_largest_value(dtype):
     """A new value beyond half the largest finite value counts as diverged (so that the
     check and the store, two compiled loops, can never disagree about an overflow)."""

@@ -508,3 +508,29 @@ def test_a_validation_fraction_that_leaves_a_class_out_of_training_is_refused():
                                          r"to train on, with 1 of the 2 classes"):
         MLPClassifier(**FAST, early_stopping=True, validation_fraction=0.99).fit(X, y)
     MLPClassifier(**FAST, early_stopping=True, validation_fraction=0.9).fit(X, y)
+
+
+def test_an_estimator_pickled_with_model_as_a_dict_still_loads():
+    """Earlier builds pickled model_ as a dict of its architecture and arrays: such a pickle
+    loads into a working estimator with the same predictions."""
+    X, y = _blobs(60)
+    est = MLPClassifier(**FAST, batchnorm=True, random_state=0).fit(X, y)
+    model = est.model_
+    state = dict(est.__getstate__())
+    state["model_"] = {"__pydl_model__": True, "architecture": model.architecture(),
+                       "theta": model.theta.copy(),
+                       "state": {k: v.copy() for k, v in model._state_arrays().items()},
+                       "epoch": model.epoch, "step": model.step}
+    old = MLPClassifier.__new__(MLPClassifier)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.predict_proba(X), est.predict_proba(X))
+    assert old.model_.epoch == model.epoch and old.model_.history is old.history_
+
+
+def test_early_stopping_regressor_with_several_outputs_of_few_values():
+    """The class check after the split is for classifiers: a regressor's 0/1 targets in 3
+    columns are not 2 classes of 3."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4))
+    Y = (rng.standard_normal((200, 3)) > 0).astype(float)
+    MLPRegressor(**FAST, early_stopping=True).fit(X, Y)
