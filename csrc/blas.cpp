@@ -525,7 +525,9 @@ bool gemv_product(bool trans_a, bool trans_b, int M, int N, int K, T alpha, cons
         if (beta == T(0))
             for (std::ptrdiff_t i = 0; i < count; ++i) y[i * stride] = T(0);
     };
-    if (M <= kGemvRows && (N > kGemvColumns || M <= N)) {  // row i of C = op(A)'s row i (x) times op(B): y = op(B)^T x
+    // by rows when there are few of them (and not fewer columns to go by)
+    if (M <= kGemvRows && (N > kGemvColumns || M <= N)) {
+        // row i of C = op(A)'s row i (x) times op(B): y = op(B)^T x
         for (int i = 0; i < M; ++i) {
             const T* x = trans_a ? A + i : A + std::ptrdiff_t(i) * lda;  // A (K, M) or (M, K)
             const int incx = trans_a ? lda : 1;

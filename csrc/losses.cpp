@@ -177,7 +177,8 @@ double mean_squared_error(T* dZ, const T* Yhat, const T* Y, std::ptrdiff_t count
                 acc[l] = std::fma(double(d), double(d), acc[l]);
                 if (dZ) dZ[k] = scale * d;
             }
-            return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                   ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         });
     return cost / double(count);
 }

@@ -20,13 +20,14 @@
 // RMSprop and Adam first try a cheaper check, without the square root and the division:
 // |new theta| <= |theta| + max(lr/eps, lr) * |numerator| (+ |decay * theta|), since the
 // denominator is at least eps (and lr * numerator is formed first), when the new second
-// moment is >= 0 (else its square root is NaN: not certified). When that bound is within a quarter of the largest T (2x again for the
-// rounding) and the new state within half, the update is certain to pass, and the exact
-// check runs only where the bound does not hold. In fit, whose steps all check, the exact
-// check made Adam's step 1.95x slower over 270k float parameters on 2 threads (920 against
-// 472 us; that step is about a tenth of the README's medium training job).
-#include <atomic>
+// moment is >= 0 (else its square root is NaN: not certified). When that bound is within a
+// quarter of the largest T (2x again for the rounding) and the new state within half, the
+// update is certain to pass, and the exact check runs only where the bound does not hold.
+// In fit, whose steps all check: Adam over 270k float parameters on 2 threads took 447 us
+// with the exact check, 383 us with the bound, 254 us unchecked (the README's medium
+// training job: 2% more samples/s).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
