@@ -23,9 +23,9 @@
 // moment is >= 0 (else its square root is NaN: not certified). When that bound is within a
 // quarter of the largest T (2x again for the rounding) and the new state within half, the
 // update is certain to pass, and the exact check runs only where the bound does not hold.
-// In fit, whose steps all check: Adam over 270k float parameters on 2 threads took 447 us
-// with the exact check, 383 us with the bound, 254 us unchecked (the README's medium
-// training job: 2% more samples/s).
+// In fit, whose steps all check: Adam over 270k float parameters on 2 threads took 447-452
+// us with the exact check, 383-407 us with the bound, 254-264 us unchecked (the README's
+// medium training job: 2% more samples/s).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -53,17 +53,20 @@ T bound_factor(double num, double eps) {
 // over all of them: 0 when every one is within the margin, NaN otherwise.
 // bound(theta[k], grad[k], st), if not nullptr, updates st as rule does and returns a bound
 // on |new_theta| that needs no division (see above): the check first sums
-// (4 * bound + 2 * |state|) * 0 over the range (finite only if the bound is within a quarter
-// of the largest T and the state within half), and runs the exact check only when that is
-// not 0.
+// (4 * bound) * 0 + (2 * state) * 0 over the range (finite only if the bound is within a
+// quarter of the largest T and the state within half), and runs the exact check only when
+// that is not 0.
 template <int S, class T, class Rule, class Bound = std::nullptr_t>
 bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int cost,
                 bool check, Rule rule, Bound bound = nullptr) {
-    // whether [k0, k1)'s new values are all within the margin; stores them if `store`
-    auto range = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store) PYDL_NOINLINE {
+    // Whether fn's values over [k0, k1) are all within their margins: w * fn(...) and twice
+    // each new state value finite (w = 2: the new theta; w = 4: a bound on it); stores the
+    // new values if `store` (fn = rule).
+    auto sweep = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, auto fn, auto store, T w)
+        PYDL_NOINLINE {
         // Locals, not captured references: a store through theta or the state could
         // otherwise alias them, forcing reloads that made the loop ~10x slower.
-        const Rule r = rule;  // a local: the stores below cannot change it
+        const auto f = fn;  // a local: the stores below cannot change it
         T* __restrict th_p = theta;
         T* __restrict a_p = s0;
         T* __restrict b_p = s1;
@@ -74,38 +77,26 @@ bool run_update(T* theta, T* s0, T* s1, const T* grad, std::ptrdiff_t count, int
             T st[2] = {T(0), T(0)};
             if constexpr (S > 0) st[0] = a_p[k];
             if constexpr (S > 1) st[1] = b_p[k];
-            const T th = r(th_p[k], g_p[k], st);
+            const T x = f(th_p[k], g_p[k], st);
             if constexpr (decltype(store)::value) {
                 if constexpr (S > 0) a_p[k] = st[0];
                 if constexpr (S > 1) b_p[k] = st[1];
-                th_p[k] = th;
+                th_p[k] = x;
             }
-            z += (T(2) * th) * T(0) + (T(2) * st[0]) * T(0) + (T(2) * st[1]) * T(0);
+            z += (w * x) * T(0) + (T(2) * st[0]) * T(0) + (T(2) * st[1]) * T(0);
         }
         return z == T(0);
     };
+    auto range = [&](std::ptrdiff_t k0, std::ptrdiff_t k1, auto store) {
+        return sweep(k0, k1, rule, store, T(2));
+    };
     // whether the bound certifies [k0, k1)'s new values within the margin (stores nothing)
-    auto certified = [&](std::ptrdiff_t k0, std::ptrdiff_t k1) PYDL_NOINLINE {
+    auto certified = [&](std::ptrdiff_t k0, std::ptrdiff_t k1) {
         if constexpr (std::is_same_v<Bound, std::nullptr_t>) {
             (void)k0, (void)k1;
             return false;
         } else {
-            const Bound b = bound;
-            const T* __restrict th_p = theta;
-            const T* __restrict a_p = s0;
-            const T* __restrict b_p = s1;
-            const T* __restrict g_p = grad;
-            T z = 0;
-#pragma omp simd reduction(+ : z)
-            for (std::ptrdiff_t k = k0; k < k1; ++k) {
-                T st[2] = {T(0), T(0)};
-                if constexpr (S > 0) st[0] = a_p[k];
-                if constexpr (S > 1) st[1] = b_p[k];
-                const T bk = b(th_p[k], g_p[k], st);
-                // finite only if bk <= max/4 and each state value's magnitude <= max/2
-                z += (T(4) * bk + T(2) * std::abs(st[0]) + T(2) * std::abs(st[1])) * T(0);
-            }
-            return z == T(0);
+            return sweep(k0, k1, bound, std::false_type{}, T(4));
         }
     };
     std::atomic<bool> finite{true};
