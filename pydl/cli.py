@@ -128,9 +128,7 @@ def cmd_train(args) -> int:
         optimizer, start = build_optimizer(cfg), 0
     Xtr, ytr, Xd, yd, Xte, yte = splits
     # before training: an --out that cannot take the run's files loses no training
-    _check_writable(out, "--out")
-    if cfg["training"]["checkpoint_every"] > 0:
-        _check_writable(os.path.join(out, "checkpoints"), "--out")
+    _check_writable(os.path.join(out, "checkpoints"), "--out")  # (and out itself)
     print(f"data: {cfg['data']['source']}  train {len(Xtr)} / dev {len(Xd)} / test {len(Xte)}")
     print(model)
     model.fit(Xtr, ytr, optimizer=optimizer, epochs=epochs,
