@@ -19,6 +19,11 @@ __all__ = ["Loss", "SoftmaxCrossEntropy", "SigmoidCrossEntropy", "MeanSquaredErr
            "LOSSES"]
 
 
+def _x_name(y_name: str) -> str:
+    """The inputs that go with targets named y_name (in row-count messages)."""
+    return "validation_data[0]" if y_name == "validation_data[1]" else "X"
+
+
 def _check_finite(name: str, y: np.ndarray) -> None:
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError(f"{name} contains NaN or inf")
@@ -40,6 +45,9 @@ class Loss:
             b = self._dZ = np.empty(Z.shape, Z.dtype)
         return b[: Z.shape[0]] if b.shape[0] != Z.shape[0] else b
 
+    def check_outputs(self, k: int) -> None:
+        """ValueError when an output layer of k units cannot fit this loss (any k here)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -47,16 +55,22 @@ class Loss:
 class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
 
+    def check_outputs(self, k: int) -> None:
+        if k < 2:
+            raise ValueError(f"softmax_cross_entropy needs an output layer of >= 2 units (one per "
+                             f"class), got {k}: for two classes use 2 outputs, or "
+                             "loss='sigmoid_cross_entropy' with 1")
+
     def prepare(self, y, m: int, k: int, dtype, name: str = "y") -> np.ndarray:
         """int64 labels (m,) in [0, k), or one-hot/probability rows (m, k) in dtype."""
         y = np.asarray(y)
-        if k < 2:
-            raise ValueError("softmax_cross_entropy needs an output layer with >= 2 units")
+        self.check_outputs(k)
         if y.ndim == 2 and y.shape[1] == k:
             if y.dtype.kind not in "biuf":
                 raise TypeError(f"one-hot {name} must be numeric, got dtype {y.dtype}")
             if y.shape[0] != m:
-                raise ValueError(f"{name} has {y.shape[0]} rows but X has {m}; they must match")
+                raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
+                                 "they must match")
             _check_finite(name, y)
             if (y < 0).any() or not np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
                 raise ValueError(f"one-hot {name} must have non-negative rows that sum to 1")
@@ -65,7 +79,8 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError(f"{name} must be integer labels of shape ({m},) or one-hot of shape "
                              f"({m}, {k}), got shape {y.shape}")
         if y.shape[0] != m:
-            raise ValueError(f"{name} has {y.shape[0]} rows but X has {m}; they must match")
+            raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
+                             "they must match")
         return _integer_labels(y, k, name)
 
     def forward_backward(self, Z, y):
@@ -94,17 +109,22 @@ class SoftmaxCrossEntropy(Loss):
 class SigmoidCrossEntropy(Loss):
     name = "sigmoid_cross_entropy"
 
+    def check_outputs(self, k: int) -> None:
+        if k != 1:
+            raise ValueError(f"sigmoid_cross_entropy needs an output layer of 1 unit (the logit of "
+                             f"class 1), got {k}: for {k} classes use loss='softmax_cross_entropy'")
+
     def prepare(self, y, m, k, dtype, name="y"):
         """Float targets (m, 1) with values 0/1 (any values in [0, 1] are accepted)."""
         y = np.asarray(y)
-        if k != 1:
-            raise ValueError(f"sigmoid_cross_entropy needs an output layer with 1 unit, got {k}")
+        self.check_outputs(k)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(f"{name} must have shape ({m},) or ({m}, 1), got {y.shape}")
         if y.shape[0] != m:
-            raise ValueError(f"{name} has {y.shape[0]} rows but X has {m}; they must match")
+            raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
+                             "they must match")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric 0/1 labels, got dtype {y.dtype}")
         _check_finite(name, y)
@@ -144,7 +164,8 @@ class MeanSquaredError(Loss):
             raise ValueError(f"{name} must have shape ({m}, {k})" + (f" or ({m},)" if k == 1 else "")
                              + f", got {y.shape}")
         if y.shape[0] != m:
-            raise ValueError(f"{name} has {y.shape[0]} rows but X has {m}; they must match")
+            raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
+                             "they must match")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric, got dtype {y.dtype}")
         with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf

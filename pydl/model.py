@@ -90,6 +90,7 @@ class Sequential:
         self.loss: Loss = get_loss(loss)
         self.seed = int(seed)
         self.n_in, self.n_out = self._check_widths()
+        self.loss.check_outputs(self.n_out)
         self.optimizer = None
         self.epoch = 0          # epochs completed (the next fit continues from here)
         self.step = 0           # mini-batch steps taken (keys the dropout masks)
@@ -335,6 +336,7 @@ class Sequential:
                 raise ValueError("batch_invariant=True is for evaluation (training=False): in "
                                  "training, batch norm normalizes with the batch's statistics")
             X = self._converted(X)
+            self._check_training_rows(X)
             for d in self._dropouts:
                 d.step = self.step
             return self._forward(X, True).copy()
@@ -349,7 +351,16 @@ class Sequential:
         """
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
+        self._check_training_rows(X)
         return float(self._forward_backward(X, y))
+
+    def _check_training_rows(self, X) -> None:
+        """ValueError naming X when a training pass over it cannot run: BatchNorm needs
+        at least 2 rows (the layer's own check would name its input, A_prev)."""
+        if X.shape[0] < 2 and any(isinstance(l, nn.BatchNorm) for l in self.layers):
+            raise ValueError("X has 1 row, but BatchNorm in training mode needs at least 2: over "
+                             "one example the batch variance is 0 (in a loop over mini-batches, "
+                             "join a last batch of one row to the one before it)")
 
     def _converted_chunks(self, X, name="X"):
         """X as ``_rows`` gives it, converted a chunk of rows at a time (a memory-mapped X

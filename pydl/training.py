@@ -44,7 +44,9 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     larger than m means one batch of all m rows), and for each runs forward, backward
     and ``optimizer.step``. As in Keras, ``epochs`` is the index of the last epoch plus
     one, not a count: to resume a model that has trained (or was loaded), pass
-    ``initial_epoch=model.epoch`` and an ``epochs`` beyond it. Dropout masks are keyed
+    ``initial_epoch=model.epoch`` and an ``epochs`` beyond it (below it is a ValueError;
+    equal to it, nothing to do: the model, its history and optimizer stay as they are,
+    and an empty History is returned). Dropout masks are keyed
     by (seed, step, layer), so training 2 epochs, saving, loading and training 2 more
     (``epochs=4, initial_epoch=2``) gives bitwise the same theta as 4 in one go.
 
@@ -79,6 +81,11 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
 
     epochs = _positive_int("epochs", epochs, 0)
     start = _positive_int("initial_epoch", initial_epoch, 0)
+    if epochs < start:
+        raise ValueError(f"epochs={epochs} is below initial_epoch={start}: epochs is the epoch to "
+                         f"train up to, not a count (for {epochs} more, epochs={start + epochs})")
+    if not isinstance(verbose, (bool, np.bool_)) and verbose not in (0, 1):
+        raise TypeError(f"verbose must be 0 or 1 (or a bool), got {verbose!r}")
     batch_size = _positive_int("batch_size", batch_size)
     if augment is not None and not callable(augment):
         raise TypeError("augment must be a callable augment(Xb, rng) -> Xb")
@@ -117,6 +124,10 @@ def fit(model, X, y, optimizer=None, epochs: int = 10, batch_size: int = 64,
     if optimizer is None:
         optimizer = model.optimizer if model.optimizer is not None else Adam()
     optimizer = get_optimizer(optimizer)
+    if epochs == start:  # nothing to train: the model (history, optimizer) stays as it is
+        done = History()
+        done.completed = True
+        return done
     optimizer._buffers(model.theta)  # another model's optimizer: refused before anything changes
     model.optimizer = optimizer
 
@@ -291,11 +302,14 @@ def _join_lone_row(model, m: int, batch_size: int) -> bool:
 
     if not any(isinstance(layer, BatchNorm) for layer in model.layers):
         return False
-    if batch_size == 1:
-        what = "X has 1 row" if m == 1 else "batch_size=1"
+    if m == 1:
         raise ValueError(
-            f"{what}, but the model has BatchNorm: over one sample the batch variance is 0, so "
-            "the layers before it get no gradient and its running variance decays towards 0; "
+            "X has 1 row, but the model has BatchNorm, whose training needs batches of at least "
+            "2 rows (over one sample the batch variance is 0): pass at least 2 rows")
+    if batch_size == 1:
+        raise ValueError(
+            "batch_size=1, but the model has BatchNorm: over one sample the batch variance is 0, "
+            "so the layers before it get no gradient and its running variance decays towards 0; "
             "use batch_size >= 2 (a lone last row then joins the batch before it)")
     return m % batch_size == 1
 

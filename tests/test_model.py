@@ -794,3 +794,16 @@ def test_mlp_arguments_are_checked_naming_them(kwargs, exc, match):
 def test_an_ensemble_of_one_model_not_in_a_list_says_so():
     with pytest.raises(TypeError, match="models must be a list of pydl models, got Sequential"):
         pydl.ensemble.Ensemble(pydl.mlp([3, 2], seed=0))
+
+
+@pytest.mark.parametrize("sizes, loss, needle", [
+    ([3, 4, 1], "softmax_cross_entropy", r"softmax_cross_entropy needs an output layer of >= 2 "
+     r"units \(one per class\), got 1: for two classes use 2 outputs, or "
+     r"loss='sigmoid_cross_entropy' with 1"),
+    ([3, 4, 2], "sigmoid_cross_entropy", r"sigmoid_cross_entropy needs an output layer of 1 unit"),
+])
+def test_an_output_layer_that_cannot_fit_the_loss_is_refused_when_built(sizes, loss, needle):
+    """Before, mlp([n, h, 1]) built, predicted class 0 with probability 1 everywhere, and
+    only fit refused it."""
+    with pytest.raises(ValueError, match=needle):
+        pydl.mlp(sizes, loss=loss, seed=0)

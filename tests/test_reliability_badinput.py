@@ -125,7 +125,7 @@ bad("fit-validation-not-pair", ValueError, r"validation_data must be a pair \(X_
     lambda: fit(model(), validation_data=X))
 bad("fit-validation-triple", ValueError, r"validation_data must be a pair",
     lambda: fit(model(), validation_data=(X, Y, Y)))
-bad("fit-validation-y-length", ValueError, r"validation_data\[1\] has 3 rows but X has 12",
+bad("fit-validation-y-length", ValueError, r"validation_data\[1\] has 3 rows but validation_data\[0\] has 12",
     lambda: fit(model(), validation_data=(X, Y[:3])))
 
 # ------------------------------------------------------------------ labels
@@ -166,8 +166,8 @@ for name, loss, n_out, yb, exc, match in [
     ("sigmoid-complex", "sigmoid_cross_entropy", 1, (Y % 2).astype(complex), TypeError, r"y must be numeric 0/1 labels"),
     ("sigmoid-width", "sigmoid_cross_entropy", 1, np.eye(2)[Y % 2], ValueError, r"y must have shape \(12,\) or \(12, 1\)"),
     ("sigmoid-length", "sigmoid_cross_entropy", 1, Y[:3] % 2, ValueError, r"y has 3 rows but X has 12"),
-    ("sigmoid-two-units", "sigmoid_cross_entropy", 2, Y % 2, ValueError, r"sigmoid_cross_entropy needs an output layer with 1 unit"),
-    ("softmax-one-unit", "softmax_cross_entropy", 1, Y % 2, ValueError, r"softmax_cross_entropy needs an output layer with >= 2 units"),
+    ("sigmoid-two-units", "sigmoid_cross_entropy", 2, Y % 2, ValueError, r"sigmoid_cross_entropy needs an output layer of 1 unit"),
+    ("softmax-one-unit", "softmax_cross_entropy", 1, Y % 2, ValueError, r"softmax_cross_entropy needs an output layer of >= 2 units"),
     ("mse-nan", "mse", 1, with_nan(Y), ValueError, r"y contains NaN or inf"),
     ("mse-inf", "mse", 2, with_nan(np.ones((M, 2)), -np.inf), ValueError, r"y contains NaN or inf"),
     ("mse-object", "mse", 1, Y.astype(object), TypeError, r"y must be numeric, got dtype object"),

@@ -579,3 +579,37 @@ def test_an_on_train_end_error_does_not_hide_what_ended_training():
         pydl.mlp([10, 8, 3], seed=0).fit(X, y, epochs=2, callbacks=[Breaks()], verbose=0)
     if sys.version_info >= (3, 11):  # (add_note)
         assert any("Breaks.on_train_end raised OSError" in n for n in info.value.__notes__)
+
+
+def test_epochs_below_initial_epoch_is_refused_and_equal_changes_nothing():
+    """epochs is the epoch to train up to: below initial_epoch it is a mistake (read as a
+    count); equal, there is nothing to do and the model keeps its curve and optimizer."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)).astype(np.float32), np.arange(40) % 2
+    model = pydl.mlp([3, 4, 2], seed=0)
+    model.fit(X, y, epochs=5, verbose=0)
+    history, optimizer, theta = model.history, model.optimizer, model.theta.copy()
+    with pytest.raises(ValueError, match=r"epochs=3 is below initial_epoch=5: .* epochs=8\)"):
+        model.fit(X, y, epochs=3, initial_epoch=5, verbose=0)
+    done = model.fit(X, y, optimizer="sgd", epochs=5, initial_epoch=5, verbose=0)
+    assert done.epoch == [] and done.completed
+    assert model.history is history and history.epoch == [0, 1, 2, 3, 4]
+    assert model.optimizer is optimizer and np.array_equal(model.theta, theta)
+
+
+@pytest.mark.parametrize("verbose", ["no", 2, None])
+def test_verbose_must_be_0_or_1(verbose):
+    X, y = np.ones((4, 3), np.float32), np.arange(4) % 2
+    with pytest.raises(TypeError, match="verbose must be 0 or 1"):
+        pydl.mlp([3, 2], seed=0).fit(X, y, epochs=1, verbose=verbose)
+
+
+def test_batchnorm_training_on_one_row_names_x():
+    model = pydl.mlp([3, 4, 2], batchnorm=True, seed=0)
+    one = np.ones((1, 3), np.float32)
+    with pytest.raises(ValueError, match=r"X has 1 row, but the model has BatchNorm.*pass at least 2 rows"):
+        model.fit(one, np.array([1]), epochs=1, verbose=0)
+    for call in (lambda: model.forward_backward(one, np.array([1])),
+                 lambda: model.forward(one, training=True)):
+        with pytest.raises(ValueError, match=r"^X has 1 row, but BatchNorm in training mode"):
+            call()
