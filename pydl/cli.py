@@ -25,11 +25,12 @@ __all__ = ["main"]
 
 def _split(cfg, X, y):
     """(Xtr, ytr, Xd, yd, Xte, yte), split as [data] says (seeded by data.seed)."""
+    from .config import _split_ratios
     from .data import train_dev_test_split
 
     d = cfg["data"]
-    ratios = d["ratios"] if d["ratios"] == "auto" else tuple(d["ratios"])
-    return train_dev_test_split(X, y, ratios=ratios, stratify=d["stratify"], seed=d["seed"])
+    return train_dev_test_split(X, y, ratios=_split_ratios(cfg), stratify=d["stratify"],
+                                seed=d["seed"])
 
 
 def _standardizer(cfg, Xtr):

@@ -354,6 +354,15 @@ def _load_array_file(p: str, key: str):
                           f"{reason})") from None
 
 
+def _load_one_array(p: str, key: str):
+    """The array of the .npy or .csv file p (named by the config key ``key``)."""
+    arrays = _load_array_file(p, key)
+    if "" not in arrays:  # a .npz holds both: data.path takes it
+        raise ConfigError(f"{key}: {p} is a .npz (X and y together); give it as data.path, or "
+                          "give data.x_path and data.y_path as .npy or .csv")
+    return arrays[""]
+
+
 def _read_file_data(d: dict):
     """(X, y) of data.path (or data.x_path and data.y_path), checked: X (m, n) numbers with
     n >= 1, y (m,) or (m, k) numbers, a label column (m, 1) flattened to (m,); every
@@ -376,12 +385,7 @@ def _read_file_data(d: dict):
     else:
         xp, yp = d["x_path"], d["y_path"]
         xkey, ykey = "data.x_path", "data.y_path"
-        loaded = {key: _load_array_file(p, key) for key, p in ((xkey, xp), (ykey, yp))}
-        for key, arrays in loaded.items():
-            if "" not in arrays:  # a .npz holds both: data.path takes it
-                raise ConfigError(f"{key}: {d[key[5:]]} is a .npz (X and y together); give it as "
-                                  "data.path, or give data.x_path and data.y_path as .npy or .csv")
-        X, y = loaded[xkey][""], loaded[ykey][""]
+        X, y = (_load_one_array(p, key) for key, p in ((xkey, xp), (ykey, yp)))
         xwhat, ywhat = f"X in {xp}", f"the labels (y) in {yp}"
     if X.ndim != 2 or X.shape[1] < 1:
         raise ConfigError(f"{xkey}: {xwhat} must be a 2-D array (rows, features) with at least one "
@@ -441,9 +445,15 @@ def _check_splits(cfg: dict, m: int, key: str, where: str) -> None:
         raise ConfigError(f"{key}: the data{where} has {m} row{'s' * (m != 1)}; a train/dev/test "
                           "split needs at least 3")
     try:
-        _split_sizes(m, d["ratios"] if d["ratios"] == "auto" else tuple(d["ratios"]))
+        _split_sizes(m, _split_ratios(cfg))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"data.ratios: {e}{where}") from None
+
+
+def _split_ratios(cfg: dict):
+    """data.ratios as pydl.data.train_dev_test_split takes it ("auto" or a tuple)."""
+    r = cfg["data"]["ratios"]
+    return r if r == "auto" else tuple(r)
 
 
 def check_test_split(cfg: dict, path=None) -> None:

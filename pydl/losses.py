@@ -19,9 +19,12 @@ __all__ = ["Loss", "SoftmaxCrossEntropy", "SigmoidCrossEntropy", "MeanSquaredErr
            "LOSSES"]
 
 
-def _x_name(y_name: str) -> str:
-    """The inputs that go with targets named y_name (in row-count messages)."""
-    return "validation_data[0]" if y_name == "validation_data[1]" else "X"
+def _check_rows(name: str, y: np.ndarray, m: int) -> None:
+    """ValueError unless targets ``name`` have the m rows of their inputs (X, or
+    validation_data[0] for validation_data[1])."""
+    if y.shape[0] != m:
+        x = "validation_data[0]" if name == "validation_data[1]" else "X"
+        raise ValueError(f"{name} has {y.shape[0]} rows but {x} has {m}; they must match")
 
 
 def _check_finite(name: str, y: np.ndarray) -> None:
@@ -68,9 +71,7 @@ class SoftmaxCrossEntropy(Loss):
         if y.ndim == 2 and y.shape[1] == k:
             if y.dtype.kind not in "biuf":
                 raise TypeError(f"one-hot {name} must be numeric, got dtype {y.dtype}")
-            if y.shape[0] != m:
-                raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
-                                 "they must match")
+            _check_rows(name, y, m)
             _check_finite(name, y)
             if (y < 0).any() or not np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
                 raise ValueError(f"one-hot {name} must have non-negative rows that sum to 1")
@@ -78,9 +79,7 @@ class SoftmaxCrossEntropy(Loss):
         if y.ndim != 1:
             raise ValueError(f"{name} must be integer labels of shape ({m},) or one-hot of shape "
                              f"({m}, {k}), got shape {y.shape}")
-        if y.shape[0] != m:
-            raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
-                             "they must match")
+        _check_rows(name, y, m)
         return _integer_labels(y, k, name)
 
     def forward_backward(self, Z, y):
@@ -122,9 +121,7 @@ class SigmoidCrossEntropy(Loss):
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(f"{name} must have shape ({m},) or ({m}, 1), got {y.shape}")
-        if y.shape[0] != m:
-            raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
-                             "they must match")
+        _check_rows(name, y, m)
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric 0/1 labels, got dtype {y.dtype}")
         _check_finite(name, y)
@@ -163,9 +160,7 @@ class MeanSquaredError(Loss):
         if y.ndim != 2 or y.shape[1] != k:
             raise ValueError(f"{name} must have shape ({m}, {k})" + (f" or ({m},)" if k == 1 else "")
                              + f", got {y.shape}")
-        if y.shape[0] != m:
-            raise ValueError(f"{name} has {y.shape[0]} rows but {_x_name(name)} has {m}; "
-                             "they must match")
+        _check_rows(name, y, m)
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric, got dtype {y.dtype}")
         with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf

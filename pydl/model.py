@@ -25,12 +25,12 @@ __all__ = ["Sequential", "mlp", "load", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _EVAL_CHUNK = 4096
+_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _row_chunks(X):
     """X[i:i + _EVAL_CHUNK] for each chunk of rows (evaluation goes a chunk at a time)."""
     return (X[i:i + _EVAL_CHUNK] for i in range(0, X.shape[0], _EVAL_CHUNK))
-_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _dtype_name(dtype) -> str:
